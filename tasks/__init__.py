@@ -1,0 +1,1 @@
+"""Pipeline steps (Celery tasks) and pipeline declarations compiled to chain/group/chord."""

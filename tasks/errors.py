@@ -1,0 +1,11 @@
+"""Errors in pipeline declarations and job payloads, reported to users as one line."""
+
+from config.errors import JobrunnerError
+
+
+class PipelineError(JobrunnerError):
+    """A pipeline or step declaration is invalid, or names something unknown."""
+
+
+class PayloadError(JobrunnerError):
+    """A job payload is not valid for its pipeline; nothing was enqueued."""

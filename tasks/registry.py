@@ -1,0 +1,54 @@
+"""The pipelines this process knows: declared in files, or registered from Python modules."""
+
+from __future__ import annotations
+
+import importlib
+
+from config import PIPELINES_DIR, ConfigError, Settings
+from config.celery_config import CORE_TASK_MODULES
+from tasks.errors import PipelineError
+from tasks.pipeline import Pipeline, load_pipeline_file
+from tasks.step import get_step
+
+PIPELINE_SUFFIXES = (".toml", ".yaml", ".yml")
+
+_REGISTERED: dict[str, Pipeline] = {}
+
+
+def register_pipeline(pipeline: Pipeline) -> Pipeline:
+    """Make a pipeline built in Python submittable; call it at import time of your module."""
+    known = _REGISTERED.get(pipeline.name)
+    if known is not None and known != pipeline:
+        raise PipelineError(f"pipeline {pipeline.name!r} is registered twice, differently")
+    _REGISTERED[pipeline.name] = pipeline
+    return pipeline
+
+
+def import_step_modules(settings: Settings) -> None:
+    """Import the built-in step modules and JOBRUNNER_IMPORTS, which register their steps."""
+    for module in (*CORE_TASK_MODULES, *settings.imports):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ConfigError(f"imports: cannot import step module {module!r}: {error}") from None
+
+
+def load_pipelines(settings: Settings) -> dict[str, Pipeline]:
+    """Every pipeline: files under config/pipelines and `pipeline_dirs`, then Python ones."""
+    import_step_modules(settings)
+    found: dict[str, Pipeline] = {}
+    for directory in (PIPELINES_DIR, *settings.pipeline_dirs):
+        if not directory.is_dir():
+            raise ConfigError(f"pipeline_dirs: {directory} is not a directory")
+        for path in sorted(p for p in directory.iterdir() if p.suffix in PIPELINE_SUFFIXES):
+            pipeline = load_pipeline_file(path)
+            if pipeline.name in found:
+                raise PipelineError(f"pipeline file {path}: name {pipeline.name!r} is taken")
+            found[pipeline.name] = pipeline
+    for name, pipeline in _REGISTERED.items():
+        if name in found:
+            raise PipelineError(f"pipeline {name!r} is both declared in a file and in Python")
+        for step_name in pipeline.steps():
+            get_step(step_name)
+        found[name] = pipeline
+    return dict(sorted(found.items()))

@@ -1,0 +1,115 @@
+"""`@step`: turn a typed function into a Celery task that a pipeline can compose.
+
+A step function is called as ``fn(payload=..., upstream=..., ctx=...)``:
+
+- ``payload`` is the job's payload validated into the step's own model (the type annotation of
+  the ``payload`` parameter, a `StepPayload` subclass);
+- ``upstream`` is what the previous step returned (a list of results after a parallel group, one
+  item inside a ``map``, None at the start);
+- ``ctx`` says which job, pipeline, tier and step this is, and where the data directory is.
+
+Steps register through Celery's `shared_task`, so this module never needs the app (tasks/ must not
+import worker/).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from celery import shared_task
+from pydantic import BaseModel, ConfigDict
+
+from config import get_settings
+from tasks.errors import PipelineError
+from tasks.job_task import JobTask
+
+STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+STEP_TASK_PREFIX = "step."
+
+
+class StepPayload(BaseModel):
+    """Base of step payload models: immutable, and blind to fields other steps declare."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    job_id: str
+    pipeline: str
+    tier: str
+    step: str
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    task_name: str
+    payload_model: type[StepPayload]
+    fn: Callable[..., Any]
+
+
+_STEPS: dict[str, StepSpec] = {}
+
+
+def registered_steps() -> dict[str, StepSpec]:
+    return dict(_STEPS)
+
+
+def get_step(name: str) -> StepSpec:
+    try:
+        return _STEPS[name]
+    except KeyError:
+        known = ", ".join(sorted(_STEPS)) or "none"
+        raise PipelineError(f"unknown step {name!r} (registered steps: {known})") from None
+
+
+def _payload_model(fn: Callable[..., Any]) -> type[StepPayload]:
+    model = get_type_hints(fn).get("payload")
+    if not (isinstance(model, type) and issubclass(model, StepPayload)):
+        raise PipelineError(
+            f"step {fn.__name__}: annotate the `payload` parameter with a StepPayload subclass"
+        )
+    return model
+
+
+def _jsonable(value: Any) -> Any:
+    """Results travel as JSON; let steps return pydantic models as well as plain data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
+
+
+def step(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+    """Register `fn` as a pipeline step (usable bare, ``@step``, or as ``@step(name=...)``)."""
+
+    def register(fn: Callable[..., Any]) -> Any:
+        step_name = name or fn.__name__
+        if not STEP_NAME.match(step_name):
+            raise PipelineError(f"step name {step_name!r} must match {STEP_NAME.pattern}")
+        if step_name in _STEPS and _STEPS[step_name].fn is not fn:
+            raise PipelineError(f"step {step_name!r} is registered twice")
+        model = _payload_model(fn)
+        task_name = STEP_TASK_PREFIX + step_name
+
+        @shared_task(name=task_name, base=JobTask)
+        def run(upstream: Any = None, *, job: dict[str, Any], payload: dict[str, Any]) -> Any:
+            ctx = StepContext(
+                job_id=job["id"],
+                pipeline=job["pipeline"],
+                tier=job["tier"],
+                step=step_name,
+                data_dir=get_settings().data_dir.resolve(),
+            )
+            return _jsonable(fn(payload=model.model_validate(payload), upstream=upstream, ctx=ctx))
+
+        run.__doc__ = fn.__doc__
+        _STEPS[step_name] = StepSpec(step_name, task_name, model, fn)
+        return fn
+
+    return register(fn) if fn is not None else register

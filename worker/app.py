@@ -1,0 +1,34 @@
+"""The Celery app, importable as `worker.app:app` so plain Celery tooling works:
+`celery -A worker.app inspect ping`, `celery -A worker.app flower`.
+
+Importing it reads the settings and connects to nothing.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from config import Settings, get_settings
+from config.celery_config import celery_config
+from worker.broker import resolve
+
+# Not imported: Celery loads it from the result_backend URL, after the app exists.
+BACKEND_CLASS = "worker.result_backend:JobResultBackend"
+
+# Runtime modules the worker loads besides the steps: the job tracking hooks.
+RUNTIME_TASK_MODULES = ("worker.middleware.job_tracking",)
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """(Re)apply `settings`, e.g. once the embedded Redis is up and its URL is known."""
+    config = celery_config(settings)
+    config["imports"] = [*config["imports"], *RUNTIME_TASK_MODULES]
+    if settings.broker_url:
+        config["result_backend"] = f"{BACKEND_CLASS}+{config['result_backend']}"
+    else:  # leave Celery's own default alone; entry points check for a broker first
+        del config["broker_url"], config["result_backend"]
+    app.conf.update(config)
+
+
+app = Celery("jobrunner")
+configure(app, resolve(get_settings()))

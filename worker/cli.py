@@ -1,0 +1,232 @@
+"""The `jobrunner` command. Errors are one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from config import JobrunnerError, get_settings
+
+cli = typer.Typer(
+    help="Priority job runner for data and ML pipelines on Celery and Redis.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+TIER_HELP = "high, medium or low (default: the configured default_tier)"
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"jobrunner: error: {message}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _exec_celery(argv: list[str], env: dict[str, str]) -> NoReturn:
+    """Replace this process by Celery, so signals (systemd, compose, Ctrl-C) reach it directly."""
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "celery", *argv], {**os.environ, **env})
+
+
+@cli.command()
+def up(no_flower: Annotated[bool, typer.Option(help="do not start Flower")] = False) -> None:
+    """Run the local stack in the foreground: broker, a worker per pool, Flower. Ctrl-C stops it
+    warmly (running steps finish)."""
+    from worker import flower
+    from worker.stack import LocalStack
+
+    settings = get_settings()
+    with LocalStack(settings, with_flower=not no_flower) as stack:
+        nodes = stack.wait_for_workers()
+        console.print(f"broker: {_redacted(stack.settings.broker_url)}")
+        console.print(f"workers: {', '.join(nodes)}")
+        if stack.credentials:
+            creds = stack.credentials
+            console.print(f"Flower: {flower.url(settings)} (user {creds.user}, {creds.source})")
+        console.print("running; Ctrl-C stops")
+        assert stack.supervisor is not None
+        stack.supervisor.run()
+
+
+def _redacted(url: str) -> str:
+    from worker.broker import redact
+
+    return redact(url)
+
+
+@cli.command()
+def demo(
+    jobs: Annotated[int, typer.Option(min=1, max=200, help="jobs per tier")] = 8,
+    keep: Annotated[bool, typer.Option(help="keep the stack running afterwards")] = False,
+) -> None:
+    """Run the sample feature pipeline at every tier on a local stack and summarize it."""
+    from worker.demo import run_demo
+
+    run_demo(get_settings(), jobs, keep, console)
+
+
+def _read_payload(payload: str | None, payload_file: Path | None) -> Any:
+    if payload is not None and payload_file is not None:
+        _fail("give --payload or --payload-file, not both")
+    if payload_file is not None:
+        if not payload_file.is_file():
+            _fail(f"payload file {payload_file} does not exist")
+        payload = payload_file.read_text(encoding="utf-8")
+        source = f"payload file {payload_file}"
+    else:
+        source = "--payload"
+    if payload is None:
+        return {}
+    try:
+        return json.loads(payload)
+    except json.JSONDecodeError as error:
+        _fail(f"{source} is not valid JSON: {error}")
+
+
+@cli.command()
+def submit(
+    pipeline: Annotated[str, typer.Argument(help="pipeline name (see `jobrunner pipelines`)")],
+    priority: Annotated[str | None, typer.Option("--priority", "-p", help=TIER_HELP)] = None,
+    payload: Annotated[str | None, typer.Option(help="payload as a JSON object")] = None,
+    payload_file: Annotated[Path | None, typer.Option(help="file holding the JSON payload")] = None,
+    wait: Annotated[bool, typer.Option(help="wait for the job and print its result")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Submit a job; prints its id, or with --wait its result."""
+    from worker.client import Client
+
+    data = _read_payload(payload, payload_file)
+    job = Client().submit(pipeline, data, tier=priority)
+    if not wait:
+        _print_json({"job_id": job.id}) if as_json else print(job.id)
+        return
+    with console.status(f"job {job.id} running ..."):
+        record = job.wait(timeout)
+    if as_json:
+        _print_json(
+            {
+                "job_id": job.id,
+                "state": record.state,
+                "result": record.result,
+                "error": record.error,
+            }
+        )
+    elif record.state == "SUCCESS":
+        print(json.dumps(record.result, indent=2))
+    if record.state != "SUCCESS":
+        _fail(f"job {job.id} failed: {record.error}")
+
+
+@cli.command()
+def status(
+    job_id: Annotated[str | None, typer.Argument(help="a job id; omit for the overview")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Tier queue depths, workers and recent jobs; or one job's state."""
+    from worker.status import job_status, overview, render_job, render_overview
+
+    if job_id:
+        data = job_status(job_id)
+        _print_json(data) if as_json else render_job(data, console)
+    else:
+        data = overview()
+        _print_json(data) if as_json else render_overview(data, console)
+
+
+@cli.command()
+def pipelines(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """The registered pipelines, their steps and payload schema."""
+    from tasks.registry import load_pipelines
+
+    found = load_pipelines(get_settings())
+    data = {
+        name: {
+            "description": p.description,
+            "version": p.version,
+            "steps": p.steps(),
+            "flow": p.flow.model_dump(mode="json"),
+            "payload_schema": p.payload_model().model_json_schema(),
+        }
+        for name, p in found.items()
+    }
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(title="pipelines")
+    for column in ("name", "steps", "payload fields", "description"):
+        table.add_column(column)
+    for name, info in data.items():
+        fields = [
+            f"{field}: {spec.get('type', 'any')}"
+            + (f" = {spec['default']!r}" if "default" in spec else " (required)")
+            for field, spec in info["payload_schema"].get("properties", {}).items()
+        ]
+        table.add_row(name, " -> ".join(info["steps"]), "\n".join(fields), info["description"])
+    console.print(table)
+
+
+@cli.command()
+def worker(
+    pool: Annotated[str, typer.Option(help="pool name from the configuration")],
+    node_name: Annotated[
+        str | None, typer.Option(help="Celery node name (default POOL@host)")
+    ] = None,
+) -> None:
+    """Run one pool's Celery worker (what systemd, Ansible and compose run)."""
+    from worker import broker
+    from worker.pools import worker_argv
+
+    settings = broker.resolve(get_settings())
+    argv = worker_argv(settings, pool, node_name)
+    broker.check_reachable(settings)
+    _exec_celery(argv, {"JOBRUNNER_BROKER_URL": settings.broker_url})
+
+
+@cli.command("flower")
+def flower_command(
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="run without authentication (local only)")
+    ] = False,
+) -> None:
+    """Run Flower on the configured address and port, behind basic auth."""
+    from worker import broker, flower
+
+    settings = broker.resolve(get_settings())
+    credentials = flower.configured_credentials(settings)
+    if credentials is None and not insecure_no_auth:
+        _fail(
+            "Flower needs credentials: set JOBRUNNER_FLOWER__BASIC_AUTH=user:password "
+            "(or pass --insecure-no-auth for local use)"
+        )
+    broker.check_reachable(settings)
+    env = {"JOBRUNNER_BROKER_URL": settings.broker_url, **flower.flower_env(credentials)}
+    _exec_celery(flower.flower_argv(settings), env)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so a stack this process started is stopped, not orphaned."""
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        cli()
+    except JobrunnerError as error:
+        print(f"jobrunner: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

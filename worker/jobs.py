@@ -1,0 +1,153 @@
+"""Job records in Redis: what was submitted, when it started and ended, its result or failures.
+
+A job is finished exactly once (first writer wins, atomically in Redis); finishing pushes to a
+per-job list that waiters block on, so waiting costs no polling and no N-parents walk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from config import Settings
+from worker import broker
+
+PREFIX = "jobrunner:job:"
+INDEX = "jobrunner:jobs"  # sorted set of job ids by submission time
+
+PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
+
+# KEYS: record, done list, failures list. ARGV: now, state, field, value, ttl.
+_FINISH = """
+if redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], ARGV[3], ARGV[4])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    pipeline: str
+    tier: str
+    payload: dict[str, Any]
+    state: str
+    submitted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: Any = None
+    error: str | None = None
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (SUCCESS, FAILURE)
+
+    @property
+    def wait_s(self) -> float | None:
+        """Seconds from submission to the first task starting."""
+        return None if self.started_at is None else self.started_at - self.submitted_at
+
+    @property
+    def run_s(self) -> float | None:
+        """Seconds from the first task starting to the job finishing."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+def _keys(job_id: str) -> tuple[str, str, str]:
+    base = PREFIX + job_id
+    return base, base + ":done", base + ":failures"
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+        self._finish = client.register_script(_FINISH)
+
+    def create(self, job_id: str, pipeline: str, tier: str, payload: dict[str, Any]) -> None:
+        now = time.time()
+        record, _, _ = _keys(job_id)
+        with self.redis.pipeline() as pipe:
+            pipe.hset(
+                record,
+                mapping={
+                    "pipeline": pipeline,
+                    "tier": tier,
+                    "payload": json.dumps(payload),
+                    "submitted_at": repr(now),
+                },
+            )
+            pipe.zadd(INDEX, {job_id: now})
+            pipe.execute()
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job whose messages never reached the broker."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(*_keys(job_id))
+            pipe.zrem(INDEX, job_id)
+            pipe.execute()
+
+    def mark_started(self, job_id: str) -> None:
+        self.redis.hsetnx(_keys(job_id)[0], "started_at", repr(time.time()))
+
+    def add_failure(self, job_id: str, step: str, error: BaseException) -> None:
+        entry = {"step": step, "error": f"{type(error).__name__}: {error}"}
+        self.redis.rpush(_keys(job_id)[2], json.dumps(entry))
+
+    def failures(self, job_id: str) -> list[dict[str, str]]:
+        return [json.loads(raw) for raw in self.redis.lrange(_keys(job_id)[2], 0, -1)]
+
+    def finish(self, job_id: str, state: str, *, result: Any = None, error: str = "") -> bool:
+        """Record the outcome once; False if the job had already finished."""
+        value_field, value = (
+            ("result", json.dumps(result)) if state == SUCCESS else ("error", error)
+        )
+        now = repr(time.time())
+        won = self._finish(keys=_keys(job_id), args=[now, state, value_field, value, self.ttl_s])
+        return bool(won)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(_keys(job_id)[0]).items()}
+        if "pipeline" not in raw:
+            return None
+        state = raw.get("state") or (STARTED if "started_at" in raw else PENDING)
+        return JobRecord(
+            id=job_id,
+            pipeline=raw["pipeline"],
+            tier=raw["tier"],
+            payload=json.loads(raw["payload"]),
+            state=state,
+            submitted_at=float(raw["submitted_at"]),
+            started_at=float(raw["started_at"]) if "started_at" in raw else None,
+            finished_at=float(raw["finished_at"]) if "finished_at" in raw else None,
+            result=json.loads(raw["result"]) if "result" in raw else None,
+            error=raw.get("error"),
+            failures=self.failures(job_id) if state == FAILURE else [],
+        )
+
+    def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
+        """Block until the job finished or `timeout_s` passed; returns the latest record."""
+        _, done, _ = _keys(job_id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            record = self.get(job_id)
+            left = deadline - time.monotonic()
+            if record is None or record.finished or left <= 0:
+                return record
+            # Pop-and-push-back on the same list: wakes every waiter, consumes nothing. The block
+            # is capped so a lost wake-up (e.g. a broker restart) costs seconds, not forever.
+            self.redis.blmove(done, done, min(left, 5.0), "LEFT", "RIGHT")
+
+
+def open_store(settings: Settings) -> JobStore:
+    """The job store on the result Redis, keeping finished jobs for `result_expires`."""
+    return JobStore(broker.client(settings.effective_result_url), settings.limits.result_expires)

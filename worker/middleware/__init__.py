@@ -1,0 +1,1 @@
+"""Hooks around every job task (see tasks/middleware.py); one concern per module."""
