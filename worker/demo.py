@@ -30,6 +30,7 @@ class TierSummary:
     succeeded: int
     median_wait_s: float
     median_run_s: float
+    median_total_s: float
 
 
 def summarize(records: list[JobRecord]) -> list[TierSummary]:
@@ -45,6 +46,7 @@ def summarize(records: list[JobRecord]) -> list[TierSummary]:
                 succeeded=sum(r.state == SUCCESS for r in mine),
                 median_wait_s=median(r.wait_s or 0.0 for r in mine),
                 median_run_s=median(r.run_s or 0.0 for r in mine),
+                median_total_s=median(r.total_s or 0.0 for r in mine),
             )
         )
     return rows
@@ -52,7 +54,8 @@ def summarize(records: list[JobRecord]) -> list[TierSummary]:
 
 def _table(rows: list[TierSummary]) -> Table:
     table = Table(title=f"{PIPELINE} pipeline, per tier")
-    for column in ("tier", "jobs", "succeeded", "median wait", "median run"):
+    columns = ("tier", "jobs", "succeeded", "median wait", "median run", "median total")
+    for column in columns:
         table.add_column(column, justify="left" if column == "tier" else "right")
     for row in rows:
         table.add_row(
@@ -61,7 +64,9 @@ def _table(rows: list[TierSummary]) -> Table:
             str(row.succeeded),
             f"{row.median_wait_s * 1000:.0f} ms",
             f"{row.median_run_s * 1000:.0f} ms",
+            f"{row.median_total_s * 1000:.0f} ms",
         )
+    table.caption = "wait: submitted to first step; run: first step to done; total: both"
     return table
 
 
@@ -112,7 +117,9 @@ def run_demo(settings: Settings, jobs_per_tier: int, keep: bool, console: Consol
         console.print(
             f"Flower: {flower.url(settings)} (user {creds.user}, password {creds.source})"
         )
-        if keep:
+        if not keep:
+            console.print("(Flower stops with the demo: `jobrunner demo --keep` or `jobrunner up`)")
+        else:
             console.print("stack is running; Ctrl-C stops it")
             assert stack.supervisor is not None
             stack.supervisor.run()

@@ -55,6 +55,11 @@ class JobRecord:
         return None if self.started_at is None else self.started_at - self.submitted_at
 
     @property
+    def total_s(self) -> float | None:
+        """Seconds from submission to the job finishing."""
+        return None if self.finished_at is None else self.finished_at - self.submitted_at
+
+    @property
     def run_s(self) -> float | None:
         """Seconds from the first task starting to the job finishing."""
         if self.started_at is None or self.finished_at is None:
