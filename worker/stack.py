@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import TracebackType
 
 from config import JobrunnerError, Settings
 from worker import broker, flower
@@ -89,12 +88,7 @@ class LocalStack:
                 return nodes
         raise JobrunnerError(f"workers did not answer within {timeout_s:.0f} s; see their logs")
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self.supervisor is not None:
             self.supervisor.stop()
         if self.redis is not None:

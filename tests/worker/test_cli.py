@@ -80,6 +80,20 @@ def test_bad_submission_is_one_line_and_enqueues_nothing(
     assert redis_client.zcard(INDEX) == jobs_before
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["worker", "--pool", "gpu"], "unknown pool 'gpu': configured pools are express, general"),
+        (["flower"], "Flower needs credentials: set JOBRUNNER_FLOWER__BASIC_AUTH=user:password"),
+    ],
+)
+def test_runtime_commands_refuse_bad_setup(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"jobrunner: error: {message}")
+
+
 def test_wrong_broker_password_is_one_line(redis_client: redis.Redis, redis_url: str) -> None:
     wrong = redis_url.replace("redis://:", "redis://:wrong", 1)
     result = run("submit", "chain3", JOBRUNNER_BROKER_URL=wrong)
