@@ -6,6 +6,7 @@ Every name the rest of the code uses (tiers, queues, pools, ports, URLs) comes f
 from __future__ import annotations
 
 import os
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,11 +17,14 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from config.errors import ConfigError
 
+ENV_PREFIX = "JOBRUNNER_"
+CONFIG_FILE_VARIABLE = "JOBRUNNER_CONFIG"
 DEFAULT_TOML = Path(__file__).with_name("default.toml")
 PIPELINES_DIR = Path(__file__).with_name("pipelines")
 
@@ -84,7 +88,7 @@ class Settings(BaseSettings):
     """The whole configuration; build it with `get_settings()`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="JOBRUNNER_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
@@ -147,11 +151,15 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         files = [DEFAULT_TOML]
-        user_file = os.environ.get("JOBRUNNER_CONFIG")
+        user_file = os.environ.get(CONFIG_FILE_VARIABLE)
         if user_file:
             path = Path(user_file)
             if not path.is_file():
-                raise ConfigError(f"JOBRUNNER_CONFIG names {path}, which is not a file")
+                raise ConfigError(f"{CONFIG_FILE_VARIABLE} names {path}, which is not a file")
+            try:  # parsed here first only to name the file in the error
+                tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+                raise ConfigError(f"{CONFIG_FILE_VARIABLE} file {path}: {error}") from None
             files.append(path)
         toml = TomlConfigSettingsSource(settings_cls, toml_file=files, deep_merge=True)
         return (init_settings, env_settings, toml)
@@ -182,12 +190,26 @@ def _one_line(error: ValidationError) -> str:
     return f"bad configuration: {where}: {first['msg']}{more}"
 
 
+def _check_variable_names() -> None:
+    """pydantic-settings ignores JOBRUNNER_* variables that name no setting; a typo such as
+    JOBRUNNER_BROKR_URL would silently leave the default in place, so it is an error here."""
+    known = {name.upper() for name in Settings.model_fields} | {"CONFIG"}
+    for variable in os.environ:
+        if variable.startswith(ENV_PREFIX):
+            setting = variable.removeprefix(ENV_PREFIX).split("__", 1)[0]
+            if setting not in known:
+                raise ConfigError(f"{variable} names no setting (see config/default.toml)")
+
+
 @cache
 def get_settings() -> Settings:
     """Load once per process; raises ConfigError with one line naming the bad key."""
+    _check_variable_names()
     try:
         return Settings()  # type: ignore[call-arg]
     except ValidationError as error:
         raise ConfigError(_one_line(error)) from None
-    except (OSError, ValueError) as error:  # unreadable or malformed TOML file
-        raise ConfigError(f"bad configuration file: {error}") from None
+    except SettingsError as error:  # a JOBRUNNER_* value that does not parse
+        cause = f": {error.__cause__}" if error.__cause__ else ""
+        hint = " (list and table values in variables are JSON)"
+        raise ConfigError(f"bad configuration: {error}{cause}{hint}") from None

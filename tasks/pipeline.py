@@ -118,10 +118,13 @@ class Pipeline(BaseModel):
         owners: dict[str, str] = {}
         for name in self.steps():
             for field, info in get_step(name).payload_model.model_fields.items():
-                if field in fields and fields[field][0] != info.annotation:
+                if field in fields and (fields[field][0], fields[field][1].default) != (
+                    info.annotation,
+                    info.default,
+                ):
                     raise PipelineError(
-                        f"pipeline {self.name}: payload field {field!r} has one type in step "
-                        f"{owners[field]!r} and another in step {name!r}"
+                        f"pipeline {self.name}: payload field {field!r} has one type or default "
+                        f"in step {owners[field]!r} and another in step {name!r}"
                     )
                 fields.setdefault(field, (info.annotation, info))
                 owners.setdefault(field, name)
@@ -145,7 +148,8 @@ def load_pipeline_file(path: Path) -> Pipeline:
         for name in pipeline.steps():
             get_step(name)
     except (OSError, tomllib.TOMLDecodeError, yaml.YAMLError) as error:
-        raise PipelineError(f"pipeline file {path}: {error}") from None
+        one_line = " ".join(str(error).split())  # YAML errors span several lines
+        raise PipelineError(f"pipeline file {path}: {one_line}") from None
     except ValidationError as error:
         raise PipelineError(f"pipeline file {path}: {_first_error(error)}") from None
     except PipelineError as error:
