@@ -10,7 +10,7 @@ from typing import Any
 
 from kombu import Queue
 
-from config.settings import TIERS, Settings
+from config.settings import Settings
 
 # Step modules every process loads: the built-in canvas tasks and the sample pipeline steps.
 CORE_TASK_MODULES = ("tasks.builtin", "tasks.features")
@@ -32,7 +32,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         # Tier queues, declared up front; publishing to anything else is an error.
-        "task_queues": [Queue(settings.queue(t), routing_key=settings.queue(t)) for t in TIERS],
+        "task_queues": [Queue(name, routing_key=name) for name in settings.all_queues()],
         "task_default_queue": settings.queue(settings.default_tier),
         "task_create_missing_queues": False,
         "broker_transport_options": {

@@ -44,9 +44,23 @@ class TierSettings(_Section):
     )
 
 
+RESOURCE_CLASS = r"^[a-z][a-z0-9_]{0,31}$"
+
+
 class PoolSettings(_Section):
     tiers: list[Tier] = Field(min_length=1, description="tiers consumed, highest first")
-    concurrency: int | Literal["auto"] = "auto"
+    concurrency: int | Literal["auto"] = Field(
+        default="auto", description="processes (the most, when autoscaling); auto: from CPUs/memory"
+    )
+    min_concurrency: int | None = Field(
+        default=None, ge=1, description="below concurrency: autoscale between the two by headroom"
+    )
+    max_memory_per_child_mb: int | None = Field(
+        default=None, gt=0, description="replace a process once its memory passes this"
+    )
+    resources: list[Annotated[str, Field(pattern=RESOURCE_CLASS)]] = Field(
+        default_factory=list, description="resource classes served besides plain steps"
+    )
 
     @field_validator("tiers")
     @classmethod
@@ -64,11 +78,46 @@ class PoolSettings(_Section):
             raise ValueError(f"concurrency must be at least 1 or 'auto', got {value}")
         return value
 
+    @model_validator(mode="after")
+    def _min_below_max(self) -> PoolSettings:
+        if (
+            self.min_concurrency is not None
+            and isinstance(self.concurrency, int)
+            and self.min_concurrency > self.concurrency
+        ):
+            raise ValueError(
+                f"min_concurrency {self.min_concurrency} is above concurrency {self.concurrency}"
+            )
+        return self
+
 
 class FlowerSettings(_Section):
     address: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
     basic_auth: str = Field(default="", description="user:password; empty = generated locally")
+
+
+class AdmissionSettings(_Section):
+    """A worker takes a step only while the host has the memory and CPU the step declares."""
+
+    enabled: bool
+    memory_reserve_mb: int = Field(ge=0, description="available memory never handed to steps")
+    max_load_per_cpu: float = Field(gt=0, description="stop taking work above this load average")
+    process_memory_mb: int = Field(gt=0, description="budget per process: auto and autoscaling")
+    check_interval_s: float = Field(
+        gt=0, description="how often held work and headroom are rechecked"
+    )
+
+
+class AutoscaleSettings(_Section):
+    keepalive_s: float = Field(gt=0, description="scaling period, and idle time before shrinking")
+
+
+class StarvationSettings(_Section):
+    """A job waiting longer than promote_after_s in low (or medium) moves up one tier."""
+
+    promote_after_s: float = Field(ge=0, description="0 turns promotion off")
+    check_interval_s: float = Field(gt=0)
 
 
 class LimitSettings(_Section):
@@ -104,6 +153,9 @@ class Settings(BaseSettings):
     pools: dict[str, PoolSettings]
     flower: FlowerSettings
     limits: LimitSettings
+    admission: AdmissionSettings
+    autoscale: AutoscaleSettings
+    starvation: StarvationSettings
 
     @field_validator("imports", "pipeline_dirs", mode="before")
     @classmethod
@@ -135,11 +187,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _every_tier_served(self) -> Settings:
-        served = {t for pool in self.pools.values() for t in pool.tiers}
-        unserved = [t for t in TIERS if t not in served]
-        if unserved:
-            raise ValueError(f"no pool serves tier {', '.join(unserved)}")
+        """Every tier, and every tier of each resource class, has a pool; else jobs would sit."""
+        for resource in (None, *self.resource_classes()):
+            served = {
+                t
+                for pool in self.pools.values()
+                if resource is None or resource in pool.resources
+                for t in pool.tiers
+            }
+            unserved = ", ".join(t for t in TIERS if t not in served)
+            if unserved and resource:
+                raise ValueError(f"resource class {resource!r} has no pool for tier {unserved}")
+            if unserved:
+                raise ValueError(f"no pool serves tier {unserved}")
         return self
+
+    def resource_classes(self) -> list[str]:
+        """Resource classes some pool serves, sorted."""
+        return sorted({r for pool in self.pools.values() for r in pool.resources})
 
     @classmethod
     def settings_customise_sources(
@@ -165,11 +230,40 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, toml)
 
     # Derived names, so callers never rebuild them.
-    def queue(self, tier: str) -> str:
-        """The queue of `tier`; an unknown tier is an error, never a silent default."""
+    def queue(self, tier: str, resource: str | None = None) -> str:
+        """The queue of `tier` (for steps needing `resource`, its own queue of that tier).
+
+        An unknown tier, or a resource class no pool serves, is an error, never a default.
+        """
         if tier not in self.tiers:
             raise ConfigError(f"unknown tier {tier!r}: choose one of {', '.join(TIERS)}")
-        return self.tiers[tier].queue  # type: ignore[index]
+        base = self.tiers[tier].queue  # type: ignore[index]
+        if resource is None:
+            return base
+        if resource not in self.resource_classes():
+            served = ", ".join(self.resource_classes()) or "none"
+            raise ConfigError(
+                f"resource class {resource!r} is served by no pool (served: {served})"
+            )
+        return f"{base}.{resource}"
+
+    def pool_queues(self, name: str) -> list[str]:
+        """The queues a pool consumes, in priority order: per tier, its resource queues first
+        (only these pools can run them), then the tier's plain queue."""
+        pool = self.pool(name)
+        return [
+            queue
+            for tier in pool.tiers
+            for queue in (*(self.queue(tier, r) for r in pool.resources), self.queue(tier))
+        ]
+
+    def all_queues(self) -> list[str]:
+        """Every queue of every tier and resource class, in priority order."""
+        return [
+            queue
+            for tier in TIERS
+            for queue in (*(self.queue(tier, r) for r in self.resource_classes()), self.queue(tier))
+        ]
 
     def pool(self, name: str) -> PoolSettings:
         if name not in self.pools:
