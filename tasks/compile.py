@@ -8,15 +8,17 @@ task whatever follows it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery, chain, chord
 from celery.canvas import Signature, _chain
 
 from tasks.builtin import COLLECT_TASK, FAN_OUT_TASK, START_TASK
+from tasks.errors import PipelineError
 from tasks.pipeline import ChainNode, ChordNode, GroupNode, MapNode, Node, Pipeline, StepNode
-from tasks.step import get_step
+from tasks.step import NO_RESOURCES, Resources, get_step
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,18 @@ class JobSpec:
     tier: str
     queue: str
     payload: dict[str, Any]
+    resource_queues: Mapping[str, str] = field(default_factory=dict)  # class -> queue, this tier
+
+    def queue_for(self, resources: Resources) -> str:
+        if resources.resource is None:
+            return self.queue
+        try:
+            return self.resource_queues[resources.resource]
+        except KeyError:
+            raise PipelineError(
+                f"pipeline {self.pipeline.name} needs resource class {resources.resource!r}, "
+                "which no pool serves"
+            ) from None
 
 
 class _Compiler:
@@ -49,9 +63,19 @@ class _Compiler:
             context["in_header"] = True
         return context
 
-    def task(self, name: str, step: str, *, final: bool, in_header: bool, **kwargs: Any) -> Any:
+    def task(
+        self,
+        name: str,
+        step: str,
+        *,
+        final: bool,
+        in_header: bool,
+        needs: Resources = NO_RESOURCES,
+        **kwargs: Any,
+    ) -> Any:
         job = self._context(step, final=final, in_header=in_header)
-        return self.app.signature(name, kwargs={"job": job, **kwargs}, queue=self.job.queue)
+        queue = self.job.queue_for(needs)
+        return self.app.signature(name, kwargs={"job": job, **kwargs}, queue=queue)
 
     def _join(self, *, final: bool, in_header: bool) -> Signature:
         return self.task(COLLECT_TASK, "collect", final=final, in_header=in_header)
@@ -59,9 +83,14 @@ class _Compiler:
     def node(self, node: Node, *, final: bool, in_header: bool) -> Signature:
         match node:
             case StepNode(step=name):
-                task_name = get_step(name).task_name
+                spec = get_step(name)
                 return self.task(
-                    task_name, name, final=final, in_header=in_header, payload=self.job.payload
+                    spec.task_name,
+                    name,
+                    final=final,
+                    in_header=in_header,
+                    needs=spec.needs,
+                    payload=self.job.payload,
                 )
             case ChainNode(chain=children):
                 last = len(children) - 1

@@ -8,7 +8,7 @@ from config import PIPELINES_DIR, ConfigError, Settings
 from config.celery_config import CORE_TASK_MODULES
 from tasks.errors import PipelineError
 from tasks.pipeline import Pipeline, load_pipeline_file
-from tasks.step import get_step
+from tasks.step import get_step, registered_steps
 
 PIPELINE_SUFFIXES = (".toml", ".yaml", ".yml")
 
@@ -33,9 +33,23 @@ def import_step_modules(settings: Settings) -> None:
             raise ConfigError(f"imports: cannot import step module {module!r}: {error}") from None
 
 
+def check_step_resources(settings: Settings) -> None:
+    """Every resource class a step declares is served by some pool, or jobs would never run."""
+    served = settings.resource_classes()
+    for spec in registered_steps().values():
+        if spec.needs.resource is not None and spec.needs.resource not in served:
+            raise ConfigError(
+                f"step {spec.name} needs resource class {spec.needs.resource!r}, which no pool "
+                f"serves (pools serve: {', '.join(served) or 'none'})"
+            )
+
+
 def load_pipelines(settings: Settings) -> dict[str, Pipeline]:
-    """Every pipeline: files under config/pipelines and `pipeline_dirs`, then Python ones."""
+    """Every pipeline: files under config/pipelines and `pipeline_dirs`, then Python ones.
+
+    Imports the step modules first and checks their resource classes against the pools."""
     import_step_modules(settings)
+    check_step_resources(settings)
     found: dict[str, Pipeline] = {}
     for directory in (PIPELINES_DIR, *settings.pipeline_dirs):
         if not directory.is_dir():

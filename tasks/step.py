@@ -24,10 +24,12 @@ from celery import shared_task
 from pydantic import BaseModel, ConfigDict
 
 from config import get_settings
+from config.settings import RESOURCE_CLASS as RESOURCE_CLASS_PATTERN
 from tasks.errors import PipelineError
 from tasks.job_task import JobTask
 
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+RESOURCE_CLASS = re.compile(RESOURCE_CLASS_PATTERN)
 STEP_TASK_PREFIX = "step."
 
 
@@ -47,11 +49,32 @@ class StepContext:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What one run of a step needs; workers admit it only while the host has this headroom."""
+
+    cpu: float = 1.0  # CPU cores (a share: 0.25 for a step that mostly waits on I/O)
+    memory_mb: int = 0  # memory the step allocates beyond an idle worker process
+    resource: str | None = None  # a resource class (e.g. "gpu"): only pools serving it run it
+
+    def __post_init__(self) -> None:
+        if self.cpu < 0 or self.memory_mb < 0:
+            raise PipelineError(f"resources must not be negative: {self}")
+        if self.resource is not None and not RESOURCE_CLASS.match(self.resource):
+            raise PipelineError(
+                f"resource class {self.resource!r} must match {RESOURCE_CLASS.pattern}"
+            )
+
+
+NO_RESOURCES = Resources(cpu=0.0)  # the canvas plumbing tasks: always admitted
+
+
+@dataclass(frozen=True)
 class StepSpec:
     name: str
     task_name: str
     payload_model: type[StepPayload]
     fn: Callable[..., Any]
+    needs: Resources
 
 
 _STEPS: dict[str, StepSpec] = {}
@@ -59,6 +82,11 @@ _STEPS: dict[str, StepSpec] = {}
 
 def registered_steps() -> dict[str, StepSpec]:
     return dict(_STEPS)
+
+
+def needs_by_task() -> dict[str, Resources]:
+    """Declared resources keyed by Celery task name; tasks not listed need nothing."""
+    return {spec.task_name: spec.needs for spec in _STEPS.values()}
 
 
 def get_step(name: str) -> StepSpec:
@@ -85,8 +113,17 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def step(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
-    """Register `fn` as a pipeline step (usable bare, ``@step``, or as ``@step(name=...)``)."""
+def step(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    cpu: float = 1.0,
+    memory_mb: int = 0,
+    resource: str | None = None,
+) -> Any:
+    """Register `fn` as a pipeline step: bare ``@step``, or ``@step(name=..., cpu=...,
+    memory_mb=..., resource=...)`` to declare what one run needs (see `Resources`)."""
+    needs = Resources(cpu=cpu, memory_mb=memory_mb, resource=resource)
 
     def register(fn: Callable[..., Any]) -> Any:
         step_name = name or fn.__name__
@@ -109,7 +146,7 @@ def step(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> An
             return _jsonable(fn(payload=model.model_validate(payload), upstream=upstream, ctx=ctx))
 
         run.__doc__ = fn.__doc__
-        _STEPS[step_name] = StepSpec(step_name, task_name, model, fn)
+        _STEPS[step_name] = StepSpec(step_name, task_name, model, fn, needs)
         return fn
 
     return register(fn) if fn is not None else register

@@ -6,14 +6,17 @@ Importing it reads the settings and connects to nothing.
 
 from __future__ import annotations
 
+import click
 from celery import Celery
 
 from config import Settings, get_settings
 from config.celery_config import celery_config
 from worker.broker import resolve
 
-# Not imported: Celery loads it from the result_backend URL, after the app exists.
+# Named, not imported: Celery loads them in the worker only, after the app exists.
 BACKEND_CLASS = "worker.result_backend:JobResultBackend"
+AUTOSCALER_CLASS = "worker.autoscaler:HeadroomAutoscaler"
+CONSUMER_STEP = "worker.bootstep:JobrunnerStep"
 
 # Runtime modules the worker loads besides the steps: the job tracking hooks.
 RUNTIME_TASK_MODULES = ("worker.middleware.job_tracking",)
@@ -23,6 +26,7 @@ def configure(app: Celery, settings: Settings) -> None:
     """(Re)apply `settings`, e.g. once the embedded Redis is up and its URL is known."""
     config = celery_config(settings)
     config["imports"] = [*config["imports"], *RUNTIME_TASK_MODULES]
+    config["worker_autoscaler"] = AUTOSCALER_CLASS
     if settings.broker_url:
         config["result_backend"] = f"{BACKEND_CLASS}+{config['result_backend']}"
     else:  # leave Celery's own default alone; entry points check for a broker first
@@ -32,3 +36,8 @@ def configure(app: Celery, settings: Settings) -> None:
 
 app = Celery("jobrunner")
 configure(app, resolve(get_settings()))
+# Admission control, heartbeat and starvation guard in every worker (worker/bootstep.py).
+app.steps["consumer"].add(CONSUMER_STEP)
+app.user_options["worker"].add(
+    click.Option(["--jobrunner-pool"], default=None, help="the jobrunner pool this worker runs")
+)

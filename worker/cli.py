@@ -186,11 +186,13 @@ def worker(
     ] = None,
 ) -> None:
     """Run one pool's Celery worker (what systemd, Ansible and compose run)."""
+    from tasks.registry import load_pipelines
     from worker import broker
     from worker.pools import worker_argv
 
     settings = broker.resolve(get_settings())
     argv = worker_argv(settings, pool, node_name)
+    load_pipelines(settings)  # steps, pipelines and resource classes are sound before we start
     broker.check_reachable(settings)
     _exec_celery(argv, {"JOBRUNNER_BROKER_URL": settings.broker_url})
 

@@ -125,7 +125,16 @@ class Client:
         job_id = uuid.uuid4().hex
         canvas = compile_job(
             app,
-            JobSpec(id=job_id, pipeline=declared, tier=tier, queue=queue, payload=normalized),
+            JobSpec(
+                id=job_id,
+                pipeline=declared,
+                tier=tier,
+                queue=queue,
+                payload=normalized,
+                resource_queues={
+                    r: self.settings.queue(tier, r) for r in self.settings.resource_classes()
+                },
+            ),
         )
         self.store.create(job_id, declared.name, tier, normalized)
         try:

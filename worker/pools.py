@@ -1,31 +1,40 @@
-"""Worker pools: how many processes a pool gets here, and the Celery worker command for it."""
+"""Worker pools: how many processes a pool gets on this host, and the Celery worker command."""
 
 from __future__ import annotations
 
-import psutil
-
 from config import Settings
 from config.settings import PoolSettings
+from worker.headroom import auto_concurrency, host_cpus, measure
 
 
-def concurrency(pool: PoolSettings) -> int:
-    """A number as configured; `auto` is one process per logical CPU of this host."""
-    if pool.concurrency == "auto":
-        return psutil.cpu_count(logical=True) or 1
-    return pool.concurrency
+def concurrency(settings: Settings, pool: PoolSettings) -> int:
+    """The pool's process count (its maximum when autoscaling); `auto` follows this host."""
+    if pool.concurrency != "auto":
+        return pool.concurrency
+    process_mb = pool.max_memory_per_child_mb or settings.admission.process_memory_mb
+    return auto_concurrency(
+        host_cpus(), measure().memory_total_mb, settings.admission.memory_reserve_mb, process_mb
+    )
 
 
 def worker_argv(settings: Settings, pool_name: str, node_name: str | None = None) -> list[str]:
     """Arguments for `celery -A worker.app` that run `pool_name` (queues in priority order)."""
     pool = settings.pool(pool_name)
-    queues = ",".join(settings.queue(tier) for tier in pool.tiers)
-    return [
+    most = concurrency(settings, pool)
+    argv = [
         "-A",
         "worker.app",
         "worker",
         f"--hostname={node_name or pool_name + '@%h'}",
-        f"--queues={queues}",
-        f"--concurrency={concurrency(pool)}",
+        f"--queues={','.join(settings.pool_queues(pool_name))}",
+        f"--jobrunner-pool={pool_name}",
         "--pool=prefork",
         "--loglevel=INFO",
     ]
+    if pool.min_concurrency is not None and pool.min_concurrency < most:
+        argv.append(f"--autoscale={most},{pool.min_concurrency}")
+    else:
+        argv.append(f"--concurrency={most}")
+    if pool.max_memory_per_child_mb:
+        argv.append(f"--max-memory-per-child={pool.max_memory_per_child_mb * 1024}")  # KiB
+    return argv

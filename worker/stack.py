@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from config import JobrunnerError, Settings
+from tasks.registry import load_pipelines
 from worker import broker, flower
 from worker.app import app, configure
 from worker.embedded_redis import EmbeddedRedis
@@ -67,6 +68,7 @@ class LocalStack:
         return services
 
     def __enter__(self) -> LocalStack:
+        load_pipelines(self.settings)  # bad steps or pipelines stop us before anything starts
         self._start_broker()
         configure(app, self.settings)
         try:

@@ -1,0 +1,59 @@
+"""An autoscaler that grows a pool by demand *and* headroom, and shrinks it first under pressure.
+
+Celery's own autoscaler counts reserved messages only: it grows into a host that has no memory
+left. This one grows only by as many processes as the free memory (above the admission reserve)
+can budget, never counts steps held for headroom as demand, and under host pressure sheds idle
+processes down to the minimum without waiting for the keepalive.
+
+Growing needs messages to be reserved beyond the current process count; with prefetch 1 and
+acks_late that catch-22 kept Celery's autoscaler from ever growing. `worker_disable_prefetch`
+(Celery 5.7) limits reserved messages by the autoscaler's *maximum*, which breaks it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.worker import state
+from celery.worker.autoscale import Autoscaler
+
+from config import get_settings
+from tasks.step import Resources
+from worker.admission import AdmissionGate
+
+
+class HeadroomAutoscaler(Autoscaler):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = get_settings()
+        self.keepalive = settings.autoscale.keepalive_s
+        self.process_memory_mb = settings.admission.process_memory_mb
+
+    @property
+    def gate(self) -> AdmissionGate | None:
+        return getattr(getattr(self.worker, "consumer", None), "jobrunner_gate", None)
+
+    def _maybe_scale(self, req: Any = None) -> bool:
+        gate = self.gate
+        procs = self.processes
+        if gate is not None and gate.settings.enabled and gate.shortfall(Resources(cpu=0.0)):
+            if procs > self.min_concurrency:  # under pressure: shed one idle process per tick
+                self._shrink(1)
+                return True
+            return False
+        held = len(gate.held) if gate is not None else 0
+        demand = len(state.reserved_requests) - held
+        wanted = min(demand, self.max_concurrency)
+        if wanted > procs:
+            grow = wanted - procs
+            if gate is not None and gate.settings.enabled:
+                room = gate.headroom.memory_available_mb - gate.reserve_mb - gate.pending_mb
+                grow = min(grow, max(room, 0) // self.process_memory_mb)
+            if grow > 0:
+                self.scale_up(grow)
+                return True
+            return False
+        if max(demand, self.min_concurrency) < procs:
+            self.scale_down(procs - max(demand, self.min_concurrency))
+            return True
+        return False
