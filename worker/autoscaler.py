@@ -1,9 +1,11 @@
 """An autoscaler that grows a pool by demand *and* headroom, and shrinks it first under pressure.
 
 Celery's own autoscaler counts reserved messages only: it grows into a host that has no memory
-left. This one grows only by as many processes as the free memory (above the admission reserve)
-can budget, never counts steps held for headroom as demand, and under host pressure sheds idle
-processes down to the minimum without waiting for the keepalive.
+left. This one keeps the pool at most as large as its memory can budget (`process_memory_mb` per
+process, out of the free memory above the admission reserve plus what the pool already holds, so
+a young process that has not grown yet does not make room for another), never counts steps held
+for headroom as demand, and under host pressure sheds idle processes down to the minimum without
+waiting for the keepalive.
 
 Growing needs messages to be reserved beyond the current process count; with prefetch 1 and
 acks_late that catch-22 kept Celery's autoscaler from ever growing. `worker_disable_prefetch`
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import psutil
 from celery.worker import state
 from celery.worker.autoscale import Autoscaler
 
 from config import get_settings
 from tasks.step import Resources
 from worker.admission import AdmissionGate
+from worker.headroom import MB
 
 
 class HeadroomAutoscaler(Autoscaler):  # type: ignore[misc]
@@ -47,8 +51,7 @@ class HeadroomAutoscaler(Autoscaler):  # type: ignore[misc]
         if wanted > procs:
             grow = wanted - procs
             if gate is not None and gate.settings.enabled:
-                room = gate.headroom.memory_available_mb - gate.reserve_mb - gate.pending_mb
-                grow = min(grow, max(room, 0) // self.process_memory_mb)
+                grow = min(grow, self._memory_allows(gate) - procs)
             if grow > 0:
                 self.scale_up(grow)
                 return True
@@ -57,3 +60,9 @@ class HeadroomAutoscaler(Autoscaler):  # type: ignore[misc]
             self.scale_down(procs - max(demand, self.min_concurrency))
             return True
         return False
+
+    def _memory_allows(self, gate: AdmissionGate) -> int:
+        """How many processes the pool's memory budget allows right now."""
+        pool_mb = sum(child.memory_info().rss for child in psutil.Process().children()) // MB
+        free_mb = gate.headroom.memory_available_mb - gate.reserve_mb - gate.pending_mb
+        return max(free_mb + pool_mb, 0) // self.process_memory_mb

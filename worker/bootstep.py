@@ -1,4 +1,5 @@
-"""The worker's jobrunner bootstep: admission control, heartbeat, and the starvation guard.
+"""The worker's jobrunner bootstep: admission control, heartbeat, and the starvation guard
+(in pools that consume low or medium; every such worker runs it, and its moves are atomic).
 
 It runs in each worker's main process, in Celery's event loop. It wraps the consumer's task
 handler with the admission gate, makes the Redis consumer poll only while the gate admits, and
@@ -22,6 +23,7 @@ from worker import broker, heartbeat
 from worker.admission import AdmissionGate, DoesNotFit
 from worker.dead_letter import DeadLetterStore
 from worker.jobs import FAILURE, open_store
+from worker.promotion import Promoter
 
 log = logging.getLogger("jobrunner.worker")
 
@@ -62,6 +64,11 @@ class JobrunnerStep(bootsteps.StartStopStep):
         self._timers = [
             c.timer.call_repeatedly(self.settings.admission.check_interval_s, self.tick)
         ]
+        starvation = self.settings.starvation
+        tiers = self.settings.pool(self.pool).tiers if self.pool in self.settings.pools else []
+        if starvation.promote_after_s > 0 and consumes_promotable_tier(tiers):
+            self.promoter = Promoter(broker.client(self.settings.broker_url), self.settings)
+            self._timers.append(c.timer.call_repeatedly(starvation.check_interval_s, self.promote))
 
     def stop(self, c: Consumer) -> None:
         for timer in self._timers:
@@ -81,6 +88,12 @@ class JobrunnerStep(bootsteps.StartStopStep):
                 "paused: " if self.gate.paused else "resumed",
                 self.gate.reason or "",
             )
+
+    def promote(self) -> None:
+        try:
+            self.promoter.run_once()
+        except Exception:  # a Redis hiccup: the next run retries
+            log.exception("starvation guard run failed")
 
     def _publish(self) -> None:
         c = self.consumer

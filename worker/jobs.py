@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -21,12 +21,22 @@ INDEX = "jobrunner:jobs"  # sorted set of job ids by submission time
 
 PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
 
-# KEYS: record, done list, failures list. ARGV: now, state, field, value, ttl.
+# KEYS: every JobKeys, the done list second. ARGV: now, state, field, value, ttl.
 _FINISH = """
 if redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], ARGV[3], ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[2])
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+return 1
+"""
+
+# KEYS: record, promotions list. ARGV: entry. Only for a job that exists; a job that already
+# finished (its record expiring) gets the same expiry on the list, so nothing outlives it.
+_ADD_PROMOTION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
 return 1
 """
 
@@ -44,6 +54,7 @@ class JobRecord:
     result: Any = None
     error: str | None = None
     failures: list[dict[str, str]] = field(default_factory=list)
+    promotions: list[dict[str, Any]] = field(default_factory=list)  # starvation guard moves
 
     @property
     def finished(self) -> bool:
@@ -67,9 +78,18 @@ class JobRecord:
         return self.finished_at - self.started_at
 
 
-def _keys(job_id: str) -> tuple[str, str, str]:
+class JobKeys(NamedTuple):
+    """The Redis keys of one job; all expire together once it finished."""
+
+    record: str
+    done: str
+    failures: str
+    promotions: str
+
+
+def _keys(job_id: str) -> JobKeys:
     base = PREFIX + job_id
-    return base, base + ":done", base + ":failures"
+    return JobKeys(base, base + ":done", base + ":failures", base + ":promotions")
 
 
 class JobStore:
@@ -77,10 +97,11 @@ class JobStore:
         self.redis = client
         self.ttl_s = ttl_s
         self._finish = client.register_script(_FINISH)
+        self._add_promotion = client.register_script(_ADD_PROMOTION)
 
     def create(self, job_id: str, pipeline: str, tier: str, payload: dict[str, Any]) -> None:
         now = time.time()
-        record, _, _ = _keys(job_id)
+        record = _keys(job_id).record
         with self.redis.pipeline() as pipe:
             pipe.hset(
                 record,
@@ -102,14 +123,23 @@ class JobStore:
             pipe.execute()
 
     def mark_started(self, job_id: str) -> None:
-        self.redis.hsetnx(_keys(job_id)[0], "started_at", repr(time.time()))
+        self.redis.hsetnx(_keys(job_id).record, "started_at", repr(time.time()))
 
     def add_failure(self, job_id: str, step: str, error: BaseException) -> None:
         entry = {"step": step, "error": f"{type(error).__name__}: {error}"}
-        self.redis.rpush(_keys(job_id)[2], json.dumps(entry))
+        self.redis.rpush(_keys(job_id).failures, json.dumps(entry))
 
     def failures(self, job_id: str) -> list[dict[str, str]]:
-        return [json.loads(raw) for raw in self.redis.lrange(_keys(job_id)[2], 0, -1)]
+        return [json.loads(raw) for raw in self.redis.lrange(_keys(job_id).failures, 0, -1)]
+
+    def add_promotion(self, job_id: str, entry: dict[str, Any]) -> bool:
+        """Record that one of the job's messages moved up a tier; False for an unknown job."""
+        keys = _keys(job_id)
+        added = self._add_promotion(keys=[keys.record, keys.promotions], args=[json.dumps(entry)])
+        return bool(added)
+
+    def promotions(self, job_id: str) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in self.redis.lrange(_keys(job_id).promotions, 0, -1)]
 
     def finish(self, job_id: str, state: str, *, result: Any = None, error: str = "") -> bool:
         """Record the outcome once; False if the job had already finished."""
@@ -117,11 +147,13 @@ class JobStore:
             ("result", json.dumps(result)) if state == SUCCESS else ("error", error)
         )
         now = repr(time.time())
-        won = self._finish(keys=_keys(job_id), args=[now, state, value_field, value, self.ttl_s])
+        won = self._finish(
+            keys=list(_keys(job_id)), args=[now, state, value_field, value, self.ttl_s]
+        )
         return bool(won)
 
     def get(self, job_id: str) -> JobRecord | None:
-        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(_keys(job_id)[0]).items()}
+        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(_keys(job_id).record).items()}
         if "pipeline" not in raw:
             return None
         state = raw.get("state") or (STARTED if "started_at" in raw else PENDING)
@@ -137,11 +169,12 @@ class JobStore:
             result=json.loads(raw["result"]) if "result" in raw else None,
             error=raw.get("error"),
             failures=self.failures(job_id) if state == FAILURE else [],
+            promotions=self.promotions(job_id),
         )
 
     def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         """Block until the job finished or `timeout_s` passed; returns the latest record."""
-        _, done, _ = _keys(job_id)
+        done = _keys(job_id).done
         deadline = time.monotonic() + timeout_s
         while True:
             record = self.get(job_id)

@@ -107,4 +107,6 @@ def render_job(data: dict[str, Any], console: Console) -> None:
         table.add_row(key, "" if shown is None else str(shown))
     for failure in data["failures"]:
         table.add_row("failed step", f"{failure['step']}: {failure['error']}")
+    for move in data.get("promotions", []):
+        table.add_row("promoted", f"{move['from']} -> {move['to']} after {move['waited_s']:.0f} s")
     console.print(table)

@@ -36,7 +36,7 @@ class NoPayload(StepPayload):
     pass
 
 
-@step
+@step(cpu=0.1)  # it only waits, so many fit on one CPU
 def sleep(payload: SleepPayload, upstream: Any, ctx: StepContext) -> str:
     redis.Redis.from_url(os.environ["JOBRUNNER_BROKER_URL"]).rpush(STARTS, payload.tag)
     time.sleep(payload.sleep_ms / 1000)
@@ -70,6 +70,17 @@ def fail_if(payload: FailPayload, upstream: int, ctx: StepContext) -> int:
     return upstream
 
 
+@step(memory_mb=4000)
+def hog(payload: NoPayload, upstream: Any, ctx: StepContext) -> str:
+    """Declares 4 GB (allocates nothing): the tests move the memory reserve around it."""
+    return "fed"
+
+
+@step(memory_mb=10**9)
+def mammoth(payload: NoPayload, upstream: Any, ctx: StepContext) -> None:
+    """Needs a petabyte: no host can ever run it."""
+
+
 @step
 def explode(payload: NoPayload, upstream: Any, ctx: StepContext) -> None:
     raise RuntimeError("boom")
@@ -81,6 +92,8 @@ def _pipeline(name: str, flow: dict[str, Any]) -> None:
 
 ONE, INC, TOTAL = {"step": "one"}, {"step": "inc"}, {"step": "total"}
 _pipeline("sleepy", {"step": "sleep"})
+_pipeline("hungry", {"step": "hog"})
+_pipeline("too_big", {"step": "mammoth"})
 _pipeline("chain3", {"chain": [ONE, INC, INC]})
 _pipeline("group_sum", {"chain": [ONE, {"group": [INC, INC, INC]}, TOTAL]})
 _pipeline("chord_first", {"chord": [ONE, ONE], "then": TOTAL})
