@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from config import TIERS, get_settings
-from worker import broker
-from worker.app import app
+from worker import broker, heartbeat
 from worker.client import Client
 from worker.jobs import INDEX
 
@@ -27,22 +26,29 @@ def overview() -> dict[str, Any]:
         {"tier": t, "queue": settings.queue(t), "depth": redis.llen(settings.queue(t))}
         for t in TIERS
     ]
-    stats = app.control.inspect(timeout=1.0).stats() or {}
-    active = app.control.inspect(timeout=1.0).active() or {}
-    workers = [
-        {
-            "node": node,
-            "pool": node.split("@", 1)[0],
-            "concurrency": info.get("pool", {}).get("max-concurrency"),
-            "running": len(active.get(node, [])),
-            "pid": info.get("pid"),
-        }
-        for node, info in sorted(stats.items())
-    ]
+    workers = [_worker_row(beat) for beat in heartbeat.read_all(client.store.redis)]
     recent_ids = [i.decode() for i in client.store.redis.zrevrange(INDEX, 0, RECENT_JOBS - 1)]
     recent = [client.store.get(job_id) for job_id in recent_ids]
     jobs = [_job_row(r) for r in recent if r is not None]
     return {"tiers": tiers, "workers": workers, "recent_jobs": jobs}
+
+
+def _worker_row(beat: dict[str, str]) -> dict[str, Any]:
+    """A worker's heartbeat, typed: what it runs, its headroom, and whether it admits work."""
+    numbers = (
+        "processes",
+        "running",
+        "held",
+        "cpus",
+        "memory_total_mb",
+        "memory_available_mb",
+        "memory_reserve_mb",
+    )
+    row: dict[str, Any] = {key: beat.get(key) for key in ("node", "pool", "state")}
+    row.update({key: int(beat[key]) for key in numbers if beat.get(key)})
+    row["load_per_cpu"] = float(beat.get("load_per_cpu") or 0)
+    row["age_s"] = round(time.time() - float(beat.get("updated_at") or 0), 1)
+    return row
 
 
 def _job_row(record: Any) -> dict[str, Any]:
@@ -77,10 +83,20 @@ def render_overview(data: dict[str, Any], console: Console) -> None:
     for row in data["tiers"]:
         tiers.add_row(row["tier"], row["queue"], str(row["depth"]))
     workers = Table(title="workers")
-    for column in ("node", "pool", "concurrency", "running"):
+    for column in ("node", "pool", "procs", "running", "held", "free mem", "load", "state"):
         workers.add_column(column)
     for row in data["workers"]:
-        workers.add_row(row["node"], row["pool"], str(row["concurrency"]), str(row["running"]))
+        free = row.get("memory_available_mb", 0) - row.get("memory_reserve_mb", 0)
+        workers.add_row(
+            row["node"],
+            row["pool"],
+            str(row.get("processes")),
+            str(row.get("running")),
+            str(row.get("held")),
+            f"{free} MB",
+            f"{row['load_per_cpu']:.2f}",
+            row["state"],
+        )
     jobs = Table(title="recent jobs")
     for column in ("id", "pipeline", "tier", "state", "wait", "run", "error"):
         jobs.add_column(column)

@@ -127,7 +127,9 @@ def test_submit_wait_status_with_a_worker(workers: Workers) -> None:
 
     overview = json.loads(run("status", "--json").stdout)
     assert [t["tier"] for t in overview["tiers"]] == list(TIERS)
-    assert "general-cli@test" in [w["node"] for w in overview["workers"]]
+    (worker,) = [w for w in overview["workers"] if w["node"] == "general-cli@test"]
+    assert (worker["pool"], worker["processes"], worker["state"]) == ("general", 1, "admitting")
+    assert worker["memory_available_mb"] > 0
     assert outcome["job_id"] in [j["id"] for j in overview["recent_jobs"]]
 
 
