@@ -19,10 +19,12 @@ CORE_TASK_MODULES = ("tasks.builtin", "tasks.features")
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Return the Celery settings dict for `settings` (whose broker_url is already resolved)."""
     limits = settings.limits
-    # Redis re-delivers an unacked message after this many seconds: it must outlast the longest
-    # step, or a running step is started a second time. Set for broker and results alike.
+    # Redis re-delivers an unacked message once its visibility timeout passes. Workers renew the
+    # timeout of every message they hold (worker/leases.py), so it is a lease: short, so that a
+    # crashed worker's steps come back promptly, yet a live worker's long step is never started
+    # twice. Set for broker and results alike.
     # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
-    visibility_timeout = limits.step_time_limit + 300
+    visibility_timeout = settings.reliability.lease_s
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.effective_result_url,
@@ -45,12 +47,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "priority_steps": [0],
             "sep": ":",
             "visibility_timeout": visibility_timeout,
+            # Look for lapsed leases often (kombu's default: every 100 s), so a crashed worker's
+            # steps return within about a lease.
+            "unacked_restore_interval": max(1.0, visibility_timeout / 10),
+            "unacked_restore_throttle": 1,
         },
         "result_backend_transport_options": {"visibility_timeout": visibility_timeout},
         # Every message gets the same priority; never let a per-message value reorder tiers.
         "task_default_priority": 0,
         # Ack after the step ran, so a message a worker holds is one it is running ...
         "task_acks_late": True,
+        # ... and if its process dies (OOM kill, segfault), put the message back rather than
+        # failing it; jobrunner counts deliveries and dead-letters poison (worker/redelivery.py).
+        # https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-reject-on-worker-lost
+        "task_reject_on_worker_lost": True,
         # ... and reserve no more than one message per process: a reserved low message cannot
         # be reordered, so a high job arriving later would wait behind it.
         "worker_prefetch_multiplier": 1,
@@ -67,5 +77,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": limits.step_time_limit,
         # Keep retrying the broker at start-up (and say so) instead of dying on a slow Redis.
         "broker_connection_retry_on_startup": True,
+        # A publish during a broker restart waits for it (about 20 s) instead of failing at once.
+        "task_publish_retry_policy": {
+            "max_retries": 10,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 3.0,
+        },
         "imports": [*CORE_TASK_MODULES, *settings.imports],
     }

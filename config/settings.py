@@ -120,6 +120,16 @@ class StarvationSettings(_Section):
     check_interval_s: float = Field(gt=0)
 
 
+class ReliabilitySettings(_Section):
+    """Nothing accepted is lost: crashed work comes back promptly, poison stops looping, and no
+    job stays unfinished forever."""
+
+    lease_s: float = Field(ge=2, description="a crashed worker's steps return after this long")
+    max_deliveries: int = Field(ge=1, description="deliveries before a step is dead-lettered")
+    job_deadline_s: float = Field(gt=0, description="a job unfinished this long after submit fails")
+    reaper_interval_s: float = Field(gt=0, description="how often deadlines are checked")
+
+
 class LimitSettings(_Section):
     payload_max_bytes: int = Field(gt=0)
     step_soft_time_limit: int = Field(gt=0, description="seconds; the step gets an exception")
@@ -156,6 +166,7 @@ class Settings(BaseSettings):
     admission: AdmissionSettings
     autoscale: AutoscaleSettings
     starvation: StarvationSettings
+    reliability: ReliabilitySettings
 
     @field_validator("imports", "pipeline_dirs", mode="before")
     @classmethod

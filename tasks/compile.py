@@ -82,9 +82,9 @@ class _Compiler:
 
     def node(self, node: Node, *, final: bool, in_header: bool) -> Signature:
         match node:
-            case StepNode(step=name):
+            case StepNode(step=name, retry=node_retry):
                 spec = get_step(name)
-                return self.task(
+                sig = self.task(
                     spec.task_name,
                     name,
                     final=final,
@@ -92,6 +92,10 @@ class _Compiler:
                     needs=spec.needs,
                     payload=self.job.payload,
                 )
+                policy = node_retry or spec.retry
+                if policy is not None:
+                    sig.kwargs["job"]["retry"] = policy.model_dump(mode="json")
+                return sig
             case ChainNode(chain=children):
                 last = len(children) - 1
                 parts = [

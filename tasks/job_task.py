@@ -8,10 +8,17 @@ from celery import Task
 from celery.exceptions import Ignore, Retry
 
 from tasks.middleware import installed
+from tasks.retry import RetryPolicy
 
 
 class JobTask(Task):  # type: ignore[misc]
     """A task that belongs to a job: its kwargs carry `job`, the job context."""
+
+    def _retry_countdown(self, job: dict[str, Any], error: BaseException) -> float | None:
+        policy = job.get("retry")
+        if policy is None or self.request.called_directly:
+            return None
+        return RetryPolicy.model_validate(policy).countdown(error, self.request.retries)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         job = kwargs.get("job")
@@ -25,6 +32,12 @@ class JobTask(Task):  # type: ignore[misc]
         except (Ignore, Retry):  # replaced by a canvas, or retried: neither ends the task
             raise
         except BaseException as error:
+            countdown = self._retry_countdown(job, error)
+            if countdown is not None:
+                for hook in hooks:
+                    hook.after_retry(job, error)
+                # Re-sent to the queue it came from (the job's tier), due after the countdown.
+                raise self.retry(exc=error, countdown=countdown, max_retries=None) from error
             for hook in hooks:
                 hook.after_failure(job, error)
             raise

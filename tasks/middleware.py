@@ -20,7 +20,10 @@ class Middleware:
         """The task returned `result`."""
 
     def after_failure(self, job: dict[str, Any], error: BaseException) -> None:
-        """The task raised `error` (not a retry or a replace)."""
+        """The task raised `error` and will not be retried (nor was it replaced)."""
+
+    def after_retry(self, job: dict[str, Any], error: BaseException) -> None:
+        """The task raised `error` and its retry policy sends it round again."""
 
 
 _INSTALLED: list[Middleware] = []

@@ -2,7 +2,7 @@
 
 A flow is a tree of nodes, nested to any depth:
 
-- ``{step = "name"}``: one step;
+- ``{step = "name"}``: one step (optionally ``retry = {on = [...], max_retries = N, ...}``);
 - ``{chain = [node, ...]}``: run in sequence, each node getting the previous one's result;
 - ``{group = [node, ...]}``: run in parallel; the next node gets the list of their results;
 - ``{chord = [node, ...], then = node}``: fan out, then fan in (a group followed by ``then``);
@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from tasks.errors import PipelineError
+from tasks.retry import RetryPolicy
 from tasks.step import get_step
 
 PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
@@ -43,6 +44,7 @@ class _Node(BaseModel):
 
 class StepNode(_Node):
     step: str
+    retry: RetryPolicy | None = None  # overrides the step's own policy
 
 
 class ChainNode(_Node):

@@ -27,6 +27,7 @@ from config import get_settings
 from config.settings import RESOURCE_CLASS as RESOURCE_CLASS_PATTERN
 from tasks.errors import PipelineError
 from tasks.job_task import JobTask
+from tasks.retry import RetryPolicy
 
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 RESOURCE_CLASS = re.compile(RESOURCE_CLASS_PATTERN)
@@ -75,6 +76,7 @@ class StepSpec:
     payload_model: type[StepPayload]
     fn: Callable[..., Any]
     needs: Resources
+    retry: RetryPolicy | None = None
 
 
 _STEPS: dict[str, StepSpec] = {}
@@ -120,9 +122,13 @@ def step(
     cpu: float = 1.0,
     memory_mb: int = 0,
     resource: str | None = None,
+    retry: RetryPolicy | None = None,
+    time_limit: int | None = None,
+    soft_time_limit: int | None = None,
 ) -> Any:
     """Register `fn` as a pipeline step: bare ``@step``, or ``@step(name=..., cpu=...,
-    memory_mb=..., resource=...)`` to declare what one run needs (see `Resources`)."""
+    memory_mb=..., resource=...)`` to declare what one run needs (see `Resources`), with an
+    optional retry policy and time limits (seconds; default: the configured step limits)."""
     needs = Resources(cpu=cpu, memory_mb=memory_mb, resource=resource)
 
     def register(fn: Callable[..., Any]) -> Any:
@@ -134,7 +140,11 @@ def step(
         model = _payload_model(fn)
         task_name = STEP_TASK_PREFIX + step_name
 
-        @shared_task(name=task_name, base=JobTask)
+        limits = {"time_limit": time_limit, "soft_time_limit": soft_time_limit}
+
+        @shared_task(
+            name=task_name, base=JobTask, **{k: v for k, v in limits.items() if v is not None}
+        )
         def run(upstream: Any = None, *, job: dict[str, Any], payload: dict[str, Any]) -> Any:
             ctx = StepContext(
                 job_id=job["id"],
@@ -146,7 +156,7 @@ def step(
             return _jsonable(fn(payload=model.model_validate(payload), upstream=upstream, ctx=ctx))
 
         run.__doc__ = fn.__doc__
-        _STEPS[step_name] = StepSpec(step_name, task_name, model, fn, needs)
+        _STEPS[step_name] = StepSpec(step_name, task_name, model, fn, needs, retry)
         return fn
 
     return register(fn) if fn is not None else register

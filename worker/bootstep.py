@@ -1,15 +1,19 @@
-"""The worker's jobrunner bootstep: admission control, heartbeat, and the starvation guard
-(in pools that consume low or medium; every such worker runs it, and its moves are atomic).
+"""The worker's jobrunner bootstep: every message a worker receives passes the delivery counter
+(poison is dead-lettered) and the admission gate (it starts when the host has the headroom); on
+the consumer's timer the worker renews the leases of what it holds, publishes its heartbeat,
+fails jobs past their deadline, and, in pools consuming low or medium, runs the starvation guard.
 
-It runs in each worker's main process, in Celery's event loop. It wraps the consumer's task
-handler with the admission gate, makes the Redis consumer poll only while the gate admits, and
-runs its periodic work on the consumer's timer.
+It runs in each worker's main process, in Celery's event loop. Several workers doing the same
+periodic work is safe: lease renewal is per worker, and failing a job or promoting a message is
+atomic in Redis.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import bootsteps
@@ -19,15 +23,18 @@ from celery.worker.request import Request
 
 from config import TIERS, get_settings
 from tasks.step import needs_by_task
-from worker import broker, heartbeat
+from worker import broker, heartbeat, leases
 from worker.admission import AdmissionGate, DoesNotFit
-from worker.dead_letter import DeadLetterStore
-from worker.jobs import FAILURE, open_store
+from worker.dead_letter import DeadLetterStore, fail_job
+from worker.jobs import open_store
 from worker.promotion import Promoter
+from worker.redelivery import DeliveryCounter
 
 log = logging.getLogger("jobrunner.worker")
 
-POOL_OPTION = "jobrunner_pool"  # the `--jobrunner-pool` worker option
+
+class Poison(Exception):
+    """A step kept being delivered without finishing: its process died every time."""
 
 
 class JobrunnerStep(bootsteps.StartStopStep):
@@ -40,11 +47,16 @@ class JobrunnerStep(bootsteps.StartStopStep):
         self.redis = broker.client(self.settings.effective_result_url)
         self.jobs = open_store(self.settings)
         self.dead_letters = DeadLetterStore(self.redis)
+        self.deliveries = DeliveryCounter(
+            self.redis,
+            self.settings.reliability.max_deliveries,
+            self.settings.limits.result_expires,
+        )
         self.gate = AdmissionGate(
             self.settings.admission, needs_by_task(), c.on_task_request, self._reject
         )
         # Before the Tasks step builds its strategies, which capture the handler.
-        c.on_task_request = self.gate.submit
+        c.on_task_request = self.receive
         c.jobrunner_gate = self.gate  # for the autoscaler
         self._timers: list[Any] = []
 
@@ -61,19 +73,46 @@ class JobrunnerStep(bootsteps.StartStopStep):
         qos.can_consume = admitting
         self.consumer = c
         self.tick()
-        self._timers = [
-            c.timer.call_repeatedly(self.settings.admission.check_interval_s, self.tick)
-        ]
+        reliability = self.settings.reliability
+        self._every(self.settings.admission.check_interval_s, self.tick)
+        self._every(reliability.lease_s / 4, lambda: leases.renew(c.task_consumer.channel))
+        self._every(reliability.reaper_interval_s, self.fail_overdue_jobs)
         starvation = self.settings.starvation
         tiers = self.settings.pool(self.pool).tiers if self.pool in self.settings.pools else []
-        if starvation.promote_after_s > 0 and consumes_promotable_tier(tiers):
-            self.promoter = Promoter(broker.client(self.settings.broker_url), self.settings)
-            self._timers.append(c.timer.call_repeatedly(starvation.check_interval_s, self.promote))
+        if starvation.promote_after_s > 0 and any(tier in tiers for tier in TIERS[1:]):
+            promoter = Promoter(broker.client(self.settings.broker_url), self.settings)
+            self._every(starvation.check_interval_s, promoter.run_once)
 
     def stop(self, c: Consumer) -> None:
         for timer in self._timers:
             timer.cancel()
         self._timers = []
+
+    def _every(self, interval_s: float, work: Callable[[], object]) -> None:
+        """Run `work` on the consumer's timer; a failure (a Redis hiccup) is logged and the next
+        run retries, so it never kills the event loop."""
+
+        def guarded() -> None:
+            try:
+                work()
+            except Exception:
+                log.exception("periodic %s failed", getattr(work, "__name__", "work"))
+
+        self._timers.append(self.consumer.timer.call_repeatedly(interval_s, guarded))
+
+    def receive(self, request: Request) -> None:
+        """The consumer's task handler: stop poison, then let the admission gate decide."""
+        redelivered = bool(request.delivery_info.get("redelivered"))
+        count = self.deliveries.exceeded(request.id, redelivered)
+        if count is not None:
+            step = request.kwargs.get("job", {}).get("step", request.name)
+            reason = (
+                f"step {step} was delivered {count} times without finishing "
+                "(its process died each time)"
+            )
+            self._drop(request, reason, Poison(reason), deliveries=count)
+            return
+        self.gate.submit(request)
 
     def tick(self) -> None:
         was_paused = self.gate.paused
@@ -89,11 +128,16 @@ class JobrunnerStep(bootsteps.StartStopStep):
                 self.gate.reason or "",
             )
 
-    def promote(self) -> None:
-        try:
-            self.promoter.run_once()
-        except Exception:  # a Redis hiccup: the next run retries
-            log.exception("starvation guard run failed")
+    def fail_overdue_jobs(self) -> None:
+        for job_id in self.jobs.overdue(time.time()):
+            record = self.jobs.get(job_id)
+            state_now = record.state if record else "unknown"
+            summary = (
+                f"deadline passed: not finished within {self.settings.reliability.job_deadline_s:g}"
+                f" s of submission (it was {state_now})"
+            )
+            if fail_job(self.jobs, self.dead_letters, job_id, step="", summary=summary):
+                log.error("job %s: %s", job_id, summary)
 
     def _publish(self) -> None:
         c = self.consumer
@@ -118,19 +162,24 @@ class JobrunnerStep(bootsteps.StartStopStep):
         heartbeat.publish(self.redis, c.hostname, fields, ttl)
 
     def _reject(self, request: Request, reason: str) -> None:
-        """A step that can never fit here: dead-letter it, fail its job, drop the message."""
+        """A step that can never fit this host."""
+        step = request.kwargs.get("job", {}).get("step", request.name)
+        self._drop(request, f"step {step} rejected: {reason}", DoesNotFit(reason))
+
+    def _drop(self, request: Request, summary: str, error: Exception, deliveries: int = 1) -> None:
+        """Fail the step's job into the dead-letter store and drop the message for good."""
         job = request.kwargs.get("job", {})
-        log.error("rejecting %s[%s]: %s", request.name, request.id, reason)
-        self.dead_letters.add(
-            job, task_id=request.id, reason=reason, payload=request.kwargs.get("payload")
-        )
+        log.error("dropping %s[%s]: %s", request.name, request.id, summary)
         if "id" in job:
-            self.jobs.add_failure(job["id"], job.get("step", request.name), DoesNotFit(reason))
-            self.jobs.finish(job["id"], FAILURE, error=f"step {job.get('step')} rejected: {reason}")
+            self.jobs.add_failure(job["id"], job.get("step", request.name), error)
+            fail_job(
+                self.jobs,
+                self.dead_letters,
+                job["id"],
+                step=job.get("step", request.name),
+                summary=summary,
+                error=error,
+                deliveries=deliveries,
+            )
         request.reject(requeue=False)
         state.task_ready(request)
-
-
-def consumes_promotable_tier(tiers: list[str]) -> bool:
-    """Whether a pool consuming `tiers` should run the starvation guard (it takes low/medium)."""
-    return any(tier in tiers for tier in TIERS[1:])

@@ -11,6 +11,7 @@ pipeline, payload, size, broker) before its first message is sent: bad input enq
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from functools import cached_property
 from typing import Any
@@ -25,6 +26,8 @@ from tasks.registry import load_pipelines
 from worker import broker
 from worker.app import app, configure
 from worker.jobs import FAILURE, JobRecord, JobStore, open_store
+
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 
 
 class JobError(JobrunnerError):
@@ -114,15 +117,34 @@ class Client:
             known = ", ".join(self.pipelines) or "none"
             raise PipelineError(f"unknown pipeline {name!r} (known: {known})") from None
 
-    def submit(self, pipeline: str, payload: Any = None, *, tier: str | None = None) -> Job:
+    def submit(
+        self,
+        pipeline: str,
+        payload: Any = None,
+        *,
+        tier: str | None = None,
+        idempotency_key: str | None = None,
+        deadline_s: float | None = None,
+    ) -> Job:
+        """Enqueue a job. With an `idempotency_key` already used (within the record lifetime),
+        the job it was used for is returned instead and nothing is enqueued. A job unfinished
+        `deadline_s` after submission (default: the configured job deadline) fails."""
         tier = tier or self.settings.default_tier
         queue = self.settings.queue(tier)
         declared = self.pipeline(pipeline)
         normalized = validate_payload(
             declared, {} if payload is None else payload, self.settings.limits.payload_max_bytes
         )
+        if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+            raise PayloadError(f"idempotency key must match {IDEMPOTENCY_KEY.pattern}")
+        if deadline_s is not None and deadline_s <= 0:
+            raise PayloadError(f"deadline must be positive, got {deadline_s:g} s")
         broker.check_reachable(self.settings)
         job_id = uuid.uuid4().hex
+        if idempotency_key is not None:
+            existing = self.store.claim_idempotency_key(idempotency_key, job_id)
+            if existing is not None:
+                return Job(existing, self.store)
         canvas = compile_job(
             app,
             JobSpec(
@@ -136,11 +158,14 @@ class Client:
                 },
             ),
         )
-        self.store.create(job_id, declared.name, tier, normalized)
+        deadline = deadline_s or self.settings.reliability.job_deadline_s
+        self.store.create(job_id, declared.name, tier, normalized, deadline)
         try:
             canvas.apply_async()
         except Exception as error:
             self.store.delete(job_id)
+            if idempotency_key is not None:
+                self.store.release_idempotency_key(idempotency_key)
             raise JobError(f"could not enqueue job for {pipeline}: {error}") from None
         return Job(job_id, self.store)
 

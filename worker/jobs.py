@@ -18,15 +18,19 @@ from worker import broker
 
 PREFIX = "jobrunner:job:"
 INDEX = "jobrunner:jobs"  # sorted set of job ids by submission time
+OPEN = "jobrunner:jobs:open"  # sorted set of unfinished job ids by deadline
+IDEMPOTENCY = "jobrunner:idempotency:"  # idempotency key -> job id
 
 PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
 
-# KEYS: every JobKeys, the done list second. ARGV: now, state, field, value, ttl.
+# KEYS: the open-jobs index, then every JobKeys (record first, done list second).
+# ARGV: now, state, field, value, ttl, job id.
 _FINISH = """
-if redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], ARGV[3], ARGV[4])
-redis.call('RPUSH', KEYS[2], ARGV[2])
-for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+if redis.call('HSETNX', KEYS[2], 'finished_at', ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'state', ARGV[2], ARGV[3], ARGV[4])
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[1], ARGV[6])
+for i = 2, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 return 1
 """
 
@@ -54,6 +58,8 @@ class JobRecord:
     result: Any = None
     error: str | None = None
     failures: list[dict[str, str]] = field(default_factory=list)
+    retries: int = 0  # steps retried under their retry policy
+    deadline_at: float | None = None
     promotions: list[dict[str, Any]] = field(default_factory=list)  # starvation guard moves
 
     @property
@@ -99,7 +105,9 @@ class JobStore:
         self._finish = client.register_script(_FINISH)
         self._add_promotion = client.register_script(_ADD_PROMOTION)
 
-    def create(self, job_id: str, pipeline: str, tier: str, payload: dict[str, Any]) -> None:
+    def create(
+        self, job_id: str, pipeline: str, tier: str, payload: dict[str, Any], deadline_s: float
+    ) -> None:
         now = time.time()
         record = _keys(job_id).record
         with self.redis.pipeline() as pipe:
@@ -110,9 +118,11 @@ class JobStore:
                     "tier": tier,
                     "payload": json.dumps(payload),
                     "submitted_at": repr(now),
+                    "deadline_at": repr(now + deadline_s),
                 },
             )
             pipe.zadd(INDEX, {job_id: now})
+            pipe.zadd(OPEN, {job_id: now + deadline_s})
             pipe.execute()
 
     def delete(self, job_id: str) -> None:
@@ -120,7 +130,25 @@ class JobStore:
         with self.redis.pipeline() as pipe:
             pipe.delete(*_keys(job_id))
             pipe.zrem(INDEX, job_id)
+            pipe.zrem(OPEN, job_id)
             pipe.execute()
+
+    def claim_idempotency_key(self, key: str, job_id: str) -> str | None:
+        """Bind `key` to `job_id`; if it is bound already, the job id it is bound to."""
+        if self.redis.set(IDEMPOTENCY + key, job_id, nx=True, ex=self.ttl_s):
+            return None
+        existing = self.redis.get(IDEMPOTENCY + key)
+        return existing.decode() if existing else None
+
+    def release_idempotency_key(self, key: str) -> None:
+        self.redis.delete(IDEMPOTENCY + key)
+
+    def overdue(self, now: float, limit: int = 100) -> list[str]:
+        """Unfinished jobs whose deadline passed."""
+        return [raw.decode() for raw in self.redis.zrangebyscore(OPEN, "-inf", now, 0, limit)]
+
+    def add_retry(self, job_id: str) -> None:
+        self.redis.hincrby(_keys(job_id).record, "retries", 1)
 
     def mark_started(self, job_id: str) -> None:
         self.redis.hsetnx(_keys(job_id).record, "started_at", repr(time.time()))
@@ -148,7 +176,7 @@ class JobStore:
         )
         now = repr(time.time())
         won = self._finish(
-            keys=list(_keys(job_id)), args=[now, state, value_field, value, self.ttl_s]
+            keys=[OPEN, *_keys(job_id)], args=[now, state, value_field, value, self.ttl_s, job_id]
         )
         return bool(won)
 
@@ -170,6 +198,8 @@ class JobStore:
             error=raw.get("error"),
             failures=self.failures(job_id) if state == FAILURE else [],
             promotions=self.promotions(job_id),
+            retries=int(raw.get("retries", 0)),
+            deadline_at=float(raw["deadline_at"]) if "deadline_at" in raw else None,
         )
 
     def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:

@@ -89,16 +89,22 @@ def test_strict_priority_polling(settings: Settings) -> None:
 
 
 @pytest.mark.parametrize("which", ["default", "custom"])
-def test_visibility_timeout_outlasts_the_hard_time_limit(
+def test_visibility_timeout_is_the_renewed_lease(
     which: str, request: pytest.FixtureRequest
 ) -> None:
+    """Workers renew the leases of what they hold, so the timeout is the short lease (a crashed
+    worker's steps return promptly), checked for often, with lost processes requeued."""
     settings = request.getfixturevalue("settings" if which == "default" else "custom_settings")
     config = celery_config(settings)
     assert config["task_time_limit"] == settings.limits.step_time_limit
     assert config["task_soft_time_limit"] == settings.limits.step_soft_time_limit
-    hard = config["task_time_limit"]
-    assert config["broker_transport_options"]["visibility_timeout"] > hard
-    assert config["result_backend_transport_options"]["visibility_timeout"] > hard
+    lease = settings.reliability.lease_s
+    broker_options = config["broker_transport_options"]
+    assert broker_options["visibility_timeout"] == lease
+    assert config["result_backend_transport_options"]["visibility_timeout"] == lease
+    assert broker_options["unacked_restore_interval"] <= lease / 2
+    assert broker_options["unacked_restore_throttle"] == 1
+    assert config["task_reject_on_worker_lost"] is True
 
 
 def test_task_queues_are_the_tier_queues_in_priority_order(settings: Settings) -> None:

@@ -76,9 +76,14 @@ def test_step_that_never_fits_is_dead_lettered(client: Client, redis_client: red
     assert record.state == "FAILURE"
     assert record.error is not None
     assert record.error.startswith("step mammoth rejected: needs 1000000000 MB of memory")
-    letters = [e for e in DeadLetterStore(redis_client).entries() if e["job_id"] == job.id]
-    assert len(letters) == 1 and letters[0]["step"] == "mammoth"
-    assert "this host has" in letters[0]["reason"]
+    letter = DeadLetterStore(redis_client).get(job.id)
+    assert letter is not None
+    assert (letter["step"], letter["error_type"], letter["pipeline"]) == (
+        "mammoth",
+        "DoesNotFit",
+        "too_big",
+    )
+    assert "this host has" in letter["error"]
     # The worker goes on serving.
     assert client.submit("chain3", {"start": 5}).result(timeout=30) == 7
 

@@ -1,8 +1,9 @@
 """Job tracking: mark a job started, finished with its result, or failed with every failure.
 
-A failing step outside any parallel group fails its job at once. Inside a group, each failure is
-recorded, and once all members ended the result backend calls `fail_fan_out` (see
-worker/result_backend.py), which lists every failed member rather than Celery's first one.
+A step that fails for good (its retry policy, if any, spent) outside any parallel group fails its
+job at once. Inside a group, each failure is recorded, and once all members ended the result
+backend calls `fail_fan_out` (see worker/result_backend.py), which lists every failed member
+rather than Celery's first one. Every failed job lands in the dead-letter store.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 from config import get_settings
 from tasks.middleware import Middleware, install
 from worker.broker import resolve
-from worker.jobs import FAILURE, SUCCESS, JobStore, open_store
+from worker.dead_letter import DeadLetterStore, fail_job
+from worker.jobs import SUCCESS, JobStore, open_store
 
 _store: JobStore | None = None
 
@@ -23,6 +25,10 @@ def store() -> JobStore:
     if _store is None:
         _store = open_store(resolve(get_settings()))
     return _store
+
+
+def dead_letters() -> DeadLetterStore:
+    return DeadLetterStore(store().redis)
 
 
 def describe(error: BaseException) -> str:
@@ -41,9 +47,13 @@ class JobTracking(Middleware):
     def after_failure(self, job: dict[str, Any], error: BaseException) -> None:
         store().add_failure(job["id"], job["step"], error)
         if not job.get("in_header"):
-            store().finish(
-                job["id"], FAILURE, error=f"step {job['step']} failed: {describe(error)}"
+            summary = f"step {job['step']} failed: {describe(error)}"
+            fail_job(
+                store(), dead_letters(), job["id"], step=job["step"], summary=summary, error=error
             )
+
+    def after_retry(self, job: dict[str, Any], error: BaseException) -> None:
+        store().add_retry(job["id"])
 
 
 def fail_fan_out(job_id: str, error: BaseException | None) -> None:
@@ -55,7 +65,8 @@ def fail_fan_out(job_id: str, error: BaseException | None) -> None:
         message = f"{len(failures)} parallel member(s) failed: {listed}"
     else:  # killed members run no hook; Celery's own error names the first one
         message = f"parallel members failed: {describe(error) if error else 'unknown error'}"
-    store().finish(job_id, FAILURE, error=message)
+    step = failures[0]["step"] if failures else ""
+    fail_job(store(), dead_letters(), job_id, step=step, summary=message, error=error)
 
 
 install(JobTracking())

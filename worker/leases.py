@@ -1,0 +1,23 @@
+"""Lease renewal: a live worker keeps the messages it holds from being re-delivered.
+
+Redis acks are emulated: a delivered message waits in kombu's unacked index, scored by delivery
+time, and any worker returns it to its queue once the score is older than the visibility timeout.
+Every worker re-scores all it holds (running, held for headroom, or waiting for a retry's ETA)
+several times per lease, so only a dead worker's messages lapse and come back.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def renew(channel: Any) -> int:
+    """Re-score every message `channel` holds unacknowledged; returns how many."""
+    tags = list(channel.qos._delivered)  # kombu's map of this channel's unacked messages
+    if not tags:
+        return 0
+    now = time.time()
+    # XX: never re-add a message that was acked or restored meanwhile.
+    channel.client.zadd(channel.unacked_index_key, dict.fromkeys(tags, now), xx=True)
+    return len(tags)
