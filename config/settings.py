@@ -21,7 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from config.errors import ConfigError
+from config.errors import ConfigError, first_error
 
 ENV_PREFIX = "JOBRUNNER_"
 CONFIG_FILE_VARIABLE = "JOBRUNNER_CONFIG"
@@ -288,13 +288,6 @@ class Settings(BaseSettings):
         return self.result_url or self.broker_url
 
 
-def _one_line(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "settings"
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"bad configuration: {where}: {first['msg']}{more}"
-
-
 def _check_variable_names() -> None:
     """pydantic-settings ignores JOBRUNNER_* variables that name no setting; a typo such as
     JOBRUNNER_BROKR_URL would silently leave the default in place, so it is an error here."""
@@ -313,7 +306,7 @@ def get_settings() -> Settings:
     try:
         return Settings()  # type: ignore[call-arg]
     except ValidationError as error:
-        raise ConfigError(_one_line(error)) from None
+        raise ConfigError(f"bad configuration: {first_error(error, 'settings')}") from None
     except SettingsError as error:  # a JOBRUNNER_* value that does not parse
         cause = f": {error.__cause__}" if error.__cause__ else ""
         hint = " (list and table values in variables are JSON)"

@@ -30,6 +30,7 @@ from pydantic import (
     create_model,
 )
 
+from config.errors import first_error
 from tasks.errors import PipelineError
 from tasks.retry import RetryPolicy
 from tasks.step import get_step
@@ -66,7 +67,12 @@ class MapNode(_Node):
 
 def _kind(value: Any) -> str | None:
     """Which node a raw mapping (or a model) is, by its key; None lets pydantic say what's wrong."""
-    keys = value.keys() if isinstance(value, dict) else type(value).model_fields.keys()
+    if isinstance(value, dict):
+        keys = value.keys()
+    elif isinstance(value, _Node):
+        keys = type(value).model_fields.keys()
+    else:  # not a mapping at all
+        return None
     return next((kind for kind in NODE_KINDS if kind in keys), None)
 
 
@@ -135,12 +141,6 @@ class Pipeline(BaseModel):
         )
 
 
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "pipeline"
-    return f"{where}: {first['msg']}"
-
-
 def load_pipeline_file(path: Path) -> Pipeline:
     """Read a .toml, .yaml or .yml declaration; a bad file is one PipelineError naming it."""
     try:
@@ -153,7 +153,7 @@ def load_pipeline_file(path: Path) -> Pipeline:
         one_line = " ".join(str(error).split())  # YAML errors span several lines
         raise PipelineError(f"pipeline file {path}: {one_line}") from None
     except ValidationError as error:
-        raise PipelineError(f"pipeline file {path}: {_first_error(error)}") from None
+        raise PipelineError(f"pipeline file {path}: {first_error(error, 'pipeline')}") from None
     except PipelineError as error:
         raise PipelineError(f"pipeline file {path}: {error}") from None
     return pipeline

@@ -10,6 +10,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from config import JobrunnerError, Settings
 
@@ -45,10 +47,22 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def client(url: str) -> redis.Redis:
-    """A client for job records. No read timeout: blocking waits carry their own timeout
-    (redis-py 8 otherwise cuts blocking reads after 5 s, see shared FINDINGS)."""
-    return redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5)
+RESTART_RETRIES = 12  # exponential backoff capped at 2 s: rides out ~15 s of broker restart
+
+
+def client(url: str, *, patient: bool = True) -> redis.Redis:
+    """A client for jobrunner's records. No read timeout: blocking waits carry their own
+    (redis-py 8 otherwise cuts blocking reads after 5 s, see shared FINDINGS). A patient client
+    retries a lost connection with backoff, so a broker restart is a pause, not an error; an
+    impatient one (reachability checks, start-up polls) fails at once."""
+    retries = RESTART_RETRIES if patient else 0
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=None,
+        socket_connect_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
 
 
 def require_url(settings: Settings) -> str:
@@ -63,7 +77,7 @@ def check_reachable(settings: Settings) -> None:
     """Ping the broker, or raise one line saying why it cannot be used."""
     url = require_url(settings)
     try:
-        client(url).ping()
+        client(url, patient=False).ping()
     except redis.AuthenticationError:
         raise BrokerError(f"broker {redact(url)} refused our password") from None
     except redis.ResponseError as error:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -103,13 +105,21 @@ def submit(
     payload_file: Annotated[Path | None, typer.Option(help="file holding the JSON payload")] = None,
     wait: Annotated[bool, typer.Option(help="wait for the job and print its result")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 300.0,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="submitting the same key again returns the first job")
+    ] = None,
+    deadline: Annotated[
+        float | None, typer.Option(help="seconds before an unfinished job fails (default: config)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Submit a job; prints its id, or with --wait its result."""
     from worker.client import Client
 
     data = _read_payload(payload, payload_file)
-    job = Client().submit(pipeline, data, tier=priority)
+    job = Client().submit(
+        pipeline, data, tier=priority, idempotency_key=idempotency_key, deadline_s=deadline
+    )
     if not wait:
         _print_json({"job_id": job.id}) if as_json else print(job.id)
         return
@@ -216,6 +226,89 @@ def flower_command(
     broker.check_reachable(settings)
     env = {"JOBRUNNER_BROKER_URL": settings.broker_url, **flower.flower_env(credentials)}
     _exec_celery(flower.flower_argv(settings), env)
+
+
+dlq = typer.Typer(
+    help="The dead-letter store: failed jobs with their reasons.", no_args_is_help=True
+)
+cli.add_typer(dlq, name="dlq")
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+SECONDS_PER = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _dead_letters() -> Any:
+    from worker.client import Client
+    from worker.dead_letter import DeadLetterStore
+
+    return DeadLetterStore(Client().store.redis)
+
+
+@dlq.command("list")
+def dlq_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Every dead letter, oldest first."""
+    entries = _dead_letters().entries()
+    if as_json:
+        _print_json(entries)
+        return
+    table = Table(title=f"dead letters ({len(entries)})")
+    for column in ("job", "pipeline", "tier", "step", "deliveries", "age", "error"):
+        table.add_column(column)
+    for entry in entries:
+        age = f"{(time.time() - entry['time']) / 3600:.1f} h"
+        table.add_row(
+            entry["job_id"],
+            entry["pipeline"],
+            entry["tier"],
+            entry["step"],
+            str(entry["deliveries"]),
+            age,
+            entry["error"],
+        )
+    console.print(table)
+
+
+@dlq.command("show")
+def dlq_show(job_id: Annotated[str, typer.Argument(help="the failed job's id")]) -> None:
+    """One dead letter in full, traceback included (JSON)."""
+    entry = _dead_letters().get(job_id)
+    if entry is None:
+        _fail(f"no dead letter for job {job_id}")
+    _print_json(entry)
+
+
+@dlq.command("retry")
+def dlq_retry(
+    job_id: Annotated[str | None, typer.Argument(help="the failed job's id")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="retry every dead letter")] = False,
+) -> None:
+    """Submit failed jobs again (same pipeline, tier and payload, as new jobs); each retried
+    dead letter is removed. Prints `old-id -> new-id` per job."""
+    from worker.client import Client
+
+    if (job_id is None) == (not all_):
+        _fail("give a job id or --all")
+    letters = _dead_letters()
+    ids = letters.ids() if all_ else [job_id]
+    client = Client()
+    for old in ids:
+        entry = letters.get(old)
+        if entry is None:
+            _fail(f"no dead letter for job {old}")
+        new = client.submit(entry["pipeline"], entry["payload"], tier=entry["tier"])
+        letters.remove(old)
+        print(f"{old} -> {new.id}")
+
+
+@dlq.command("purge")
+def dlq_purge(
+    older_than: Annotated[str, typer.Option(help="age, e.g. 7d, 12h, 30m or seconds")],
+) -> None:
+    """Remove dead letters older than the given age (nothing else ever removes them)."""
+    match = DURATION.match(older_than.strip())
+    if match is None:
+        _fail(f"--older-than {older_than!r} is not a duration like 7d, 12h, 30m or 90")
+    seconds = float(match.group(1)) * SECONDS_PER[match.group(2)]
+    print(f"purged {_dead_letters().purge(seconds)} dead letter(s) older than {older_than}")
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from config import JobrunnerError, Settings, get_settings
+from config.errors import first_error
 from tasks.compile import JobSpec, compile_job
 from tasks.errors import PayloadError, PipelineError
 from tasks.pipeline import Pipeline
@@ -44,9 +45,9 @@ def validate_payload(pipeline: Pipeline, payload: Any, max_bytes: int) -> dict[s
     try:
         normalized = model.model_validate(payload).model_dump(mode="json")
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise PayloadError(f"payload for {pipeline.name}: {where}: {first['msg']}") from None
+        raise PayloadError(
+            f"payload for {pipeline.name}: {first_error(error, 'payload')}"
+        ) from None
     size = len(json.dumps(normalized))
     if size > max_bytes:
         raise PayloadError(

@@ -98,7 +98,7 @@ class EmbeddedRedis:
     def _wait_ready(self) -> None:
         assert self.process is not None
         deadline = time.monotonic() + START_TIMEOUT_S
-        probe = client(self.url)
+        probe = client(self.url, patient=False)
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 log = self.dir / "redis.log"
@@ -111,6 +111,12 @@ class EmbeddedRedis:
                 time.sleep(0.05)
         self.stop()
         raise BrokerError(f"redis-server did not answer within {START_TIMEOUT_S:.0f} s")
+
+    def restart(self) -> None:
+        """Stop, then start again on the same port with the same password (clients reconnect
+        to the same URL); the append-only file brings the data back."""
+        self.stop()
+        self.start(self.port)
 
     def stop(self) -> None:
         """SIGTERM: Redis flushes its append-only file and exits."""

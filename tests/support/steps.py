@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -10,9 +11,11 @@ import redis
 
 from tasks.pipeline import Pipeline
 from tasks.registry import register_pipeline
+from tasks.retry import RetryPolicy
 from tasks.step import StepContext, StepPayload, step
 
 STARTS = "test:starts"  # Redis list: the tag of every `sleep` step, in the order they started
+ATTEMPTS = "test:attempts:"  # per job: how many times its flaky/output step ran
 
 
 class SleepPayload(StepPayload):
@@ -34,6 +37,15 @@ class CountPayload(StepPayload):
 
 class NoPayload(StepPayload):
     pass
+
+
+class FlakyPayload(StepPayload):
+    fail_times: int = 0  # attempts that fail before one succeeds
+    error: str = "ConnectionError"
+
+
+class OutputPayload(StepPayload):
+    work_ms: int = 10
 
 
 @step(cpu=0.1)  # it only waits, so many fit on one CPU
@@ -81,6 +93,52 @@ def mammoth(payload: NoPayload, upstream: Any, ctx: StepContext) -> None:
     """Needs a petabyte: no host can ever run it."""
 
 
+def _attempt(job_id: str) -> int:
+    """Counts this job's attempts in Redis, so a test can see retries and re-runs."""
+    client = redis.Redis.from_url(os.environ["JOBRUNNER_BROKER_URL"])
+    return int(client.incr(ATTEMPTS + job_id))
+
+
+def _flaky(payload: FlakyPayload, ctx: StepContext) -> int:
+    attempt = _attempt(ctx.job_id)
+    if attempt <= payload.fail_times:
+        raise {"ConnectionError": ConnectionError, "ValueError": ValueError}[payload.error](
+            f"attempt {attempt} failed"
+        )
+    return attempt
+
+
+@step(retry=RetryPolicy(on=("ConnectionError",), max_retries=3, backoff_s=0.05, jitter=False))
+def flaky(payload: FlakyPayload, upstream: Any, ctx: StepContext) -> int:
+    return _flaky(payload, ctx)
+
+
+@step
+def flaky_plain(payload: FlakyPayload, upstream: Any, ctx: StepContext) -> int:
+    """No retry policy of its own: the pipeline node declares one."""
+    return _flaky(payload, ctx)
+
+
+@step(cpu=0.1)
+def write_output(payload: OutputPayload, upstream: Any, ctx: StepContext) -> str:
+    """An idempotent side effect: one output file per job, written atomically, so a re-run
+    after a crash rewrites the same complete file."""
+    time.sleep(payload.work_ms / 1000)
+    out = ctx.data_dir / "outputs" / f"{ctx.job_id}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_suffix(f".{os.getpid()}.tmp")
+    temp.write_text(ctx.job_id)
+    os.replace(temp, out)
+    _attempt(ctx.job_id)
+    return str(out)
+
+
+@step
+def suicide(payload: NoPayload, upstream: Any, ctx: StepContext) -> None:
+    """Poison: kills its own process every time it runs."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 @step
 def explode(payload: NoPayload, upstream: Any, ctx: StepContext) -> None:
     raise RuntimeError("boom")
@@ -93,6 +151,13 @@ def _pipeline(name: str, flow: dict[str, Any]) -> None:
 ONE, INC, TOTAL = {"step": "one"}, {"step": "inc"}, {"step": "total"}
 _pipeline("sleepy", {"step": "sleep"})
 _pipeline("hungry", {"step": "hog"})
+_pipeline("flaky", {"step": "flaky"})
+_pipeline(
+    "flaky_node",
+    {"step": "flaky_plain", "retry": {"max_retries": 2, "backoff_s": 0.05, "jitter": False}},
+)
+_pipeline("output", {"step": "write_output"})
+_pipeline("poison", {"step": "suicide"})
 _pipeline("too_big", {"step": "mammoth"})
 _pipeline("chain3", {"chain": [ONE, INC, INC]})
 _pipeline("group_sum", {"chain": [ONE, {"group": [INC, INC, INC]}, TOTAL]})
