@@ -168,6 +168,22 @@ class Settings(BaseSettings):
     starvation: StarvationSettings
     reliability: ReliabilitySettings
 
+    @field_validator("broker_url", "result_url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        """Redis only; TLS options travel in the URL, which Celery and redis-py both read."""
+        if not url:
+            return url
+        scheme = url.split("://", 1)[0]
+        if scheme not in ("redis", "rediss"):
+            raise ValueError(f"must be a redis:// or rediss:// URL, got {scheme}://")
+        if scheme == "rediss" and "ssl_cert_reqs=" not in url:
+            raise ValueError(
+                "a rediss:// URL needs ?ssl_cert_reqs=required (and &ssl_ca_certs=PATH for a "
+                "private CA)"
+            )
+        return url
+
     @field_validator("imports", "pipeline_dirs", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:

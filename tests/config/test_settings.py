@@ -342,3 +342,40 @@ def test_settings_are_frozen() -> None:
     assert isinstance(settings, Settings)
     with pytest.raises(ValueError, match="frozen"):
         settings.default_tier = "high"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("amqp://guest@localhost//", "must be a redis:// or rediss:// URL, got amqp://"),
+        ("rediss://:pw@redis.example:6380/0", "a rediss:// URL needs ?ssl_cert_reqs=required"),
+    ],
+)
+def test_broker_url_must_be_redis_with_tls_options(
+    monkeypatch: pytest.MonkeyPatch, url: str, message: str
+) -> None:
+    monkeypatch.setenv("JOBRUNNER_BROKER_URL", url)
+    assert message in load_error()
+
+
+def test_tls_url_reaches_celery_and_redis_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One rediss:// URL carries TLS to every client: Celery's broker and result backend (which
+    refuse rediss without ssl_cert_reqs) and jobrunner's own redis-py clients."""
+    import ssl
+
+    from celery import Celery
+
+    from config.celery_config import celery_config
+    from worker.broker import client
+
+    url = "rediss://:pw@redis.example:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"
+    monkeypatch.setenv("JOBRUNNER_BROKER_URL", url)
+    settings = get_settings()
+    app = Celery("tls", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    assert app.backend.connparams["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    assert app.backend.connparams["ssl_ca_certs"] == "/etc/ca.pem"
+    kwargs = client(settings.broker_url).connection_pool.connection_kwargs
+    assert kwargs["ssl_cert_reqs"] == "required" and kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+    with app.connection_for_write() as connection:  # builds the transport without connecting
+        assert connection.transport_cls == "rediss"
