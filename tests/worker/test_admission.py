@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from tests.conftest import Workers
+from tests.support.polling import eventually
 from worker import heartbeat
 from worker.client import Client
 from worker.dead_letter import DeadLetterStore
@@ -43,21 +44,14 @@ def _worker_state(client: redis.Redis) -> dict[str, str]:
     return next(w for w in heartbeat.read_all(client) if w["node"] == NODE)
 
 
-def _eventually(check: Callable[[], bool], timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def test_heavy_step_waits_for_headroom_then_runs(
     client: Client, redis_client: redis.Redis, reserve: Callable[[int | None], None]
 ) -> None:
     # Leave ~300 MB free above the reserve: less than the 4000 MB `hog` declares.
     reserve(measure().memory_available_mb - 300)
-    _eventually(lambda: _worker_state(redis_client)["memory_reserve_mb"] != "512")
+    eventually(lambda: _worker_state(redis_client)["memory_reserve_mb"] != "512")
     hungry = client.submit("hungry", tier="high")
-    _eventually(lambda: _worker_state(redis_client)["held"] == "1")
+    eventually(lambda: _worker_state(redis_client)["held"] == "1")
     state = _worker_state(redis_client)
     assert state["state"].startswith("paused: memory: needs 4000 MB")
     small = client.submit("chain3", {"start": 1}, tier="high")  # the worker takes nothing new
@@ -67,7 +61,7 @@ def test_heavy_step_waits_for_headroom_then_runs(
     reserve(None)  # headroom returns: the configured 512 MB reserve
     assert hungry.result(timeout=30) == "fed"
     assert small.result(timeout=30) == 3
-    _eventually(lambda: _worker_state(redis_client)["state"] == "admitting")
+    eventually(lambda: _worker_state(redis_client)["state"] == "admitting")
 
 
 def test_step_that_never_fits_is_dead_lettered(client: Client, redis_client: redis.Redis) -> None:

@@ -5,12 +5,12 @@ host is under memory pressure."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 import redis
 
 from tests.conftest import Workers
+from tests.support.polling import eventually
 from worker import heartbeat
 from worker.client import Client
 from worker.headroom import measure
@@ -29,13 +29,6 @@ def _processes(client: redis.Redis) -> int:
     return int(_state(client).get("processes", 0))
 
 
-def _eventually(check: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-
-
 def test_grows_under_backlog_and_shrinks_under_pressure(
     workers: Workers, client: Client, redis_client: redis.Redis
 ) -> None:
@@ -48,23 +41,23 @@ def test_grows_under_backlog_and_shrinks_under_pressure(
         JOBRUNNER_ADMISSION__CHECK_INTERVAL_S="0.2",
         JOBRUNNER_ADMISSION__PROCESS_MEMORY_MB="2000",
     )
-    _eventually(lambda: _processes(redis_client) == 1)
+    eventually(lambda: _processes(redis_client) == 1)
     try:
         # ~4500 MB above the reserve (plus the pool's own few MB) budgets two 2000 MB processes.
         reserve = measure().memory_available_mb - 4500
         heartbeat.set_reserve_override(redis_client, reserve)
-        _eventually(lambda: _state(redis_client)["memory_reserve_mb"] == str(reserve))
+        eventually(lambda: _state(redis_client)["memory_reserve_mb"] == str(reserve))
         jobs = [client.submit("sleepy", {"sleep_ms": 1000}, tier="low") for _ in range(12)]
-        _eventually(lambda: _processes(redis_client) == 2)
+        eventually(lambda: _processes(redis_client) == 2)
         time.sleep(1.5)  # several scaling periods with backlog left
         assert _processes(redis_client) == 2
     finally:
         heartbeat.set_reserve_override(redis_client, None)
-    _eventually(lambda: _processes(redis_client) == 3)  # the memory is back: up to the max
+    eventually(lambda: _processes(redis_client) == 3)  # the memory is back: up to the max
 
     try:  # memory pressure: the whole host is below the reserve
         heartbeat.set_reserve_override(redis_client, measure().memory_total_mb)
-        _eventually(lambda: _processes(redis_client) == 1)
+        eventually(lambda: _processes(redis_client) == 1)
         assert any(job.state == "PENDING" for job in jobs)  # paused: work is left waiting
     finally:
         heartbeat.set_reserve_override(redis_client, None)
