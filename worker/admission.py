@@ -65,13 +65,15 @@ class AdmissionGate:
             return f"needs {needs.cpu:g} CPUs; this host has {self.headroom.cpus}"
         return None
 
-    def _running_cpu(self) -> float:
-        held = {id(request) for request in self.held}
-        running = (r for r in state.reserved_requests if id(r) not in held)
+    def _running_cpu(self, candidate: Request | None) -> float:
+        """CPU declared by the steps this worker runs. Celery reserves a request before handing
+        it to the gate, so the candidate itself (and every held one) is left out."""
+        waiting = {id(request) for request in self.held} | {id(candidate)}
+        running = (r for r in state.reserved_requests if id(r) not in waiting)
         return sum(self.needs_of(request).cpu for request in running)
 
-    def shortfall(self, needs: Resources) -> str | None:
-        """Why `needs` cannot start now, or None if the host has the headroom."""
+    def shortfall(self, needs: Resources, candidate: Request | None = None) -> str | None:
+        """Why `needs` (of `candidate`) cannot start now, or None if the host has the room."""
         free_mb = self.headroom.memory_available_mb - self.reserve_mb - self.pending_mb
         if free_mb < max(needs.memory_mb, 0) or free_mb < 0:
             return (
@@ -83,7 +85,7 @@ class AdmissionGate:
                 f"cpu: load {self.headroom.load_per_cpu:.1f} per CPU is above "
                 f"{self.settings.max_load_per_cpu:g}"
             )
-        running_cpu = self._running_cpu()
+        running_cpu = self._running_cpu(candidate)
         if running_cpu + needs.cpu > self.headroom.cpus:
             return f"cpu: {running_cpu:g} of {self.headroom.cpus} CPUs taken, needs {needs.cpu:g}"
         return None
@@ -103,7 +105,7 @@ class AdmissionGate:
             self._reject(request, reason)
             return
         if not self.held:
-            shortfall = self.shortfall(needs)
+            shortfall = self.shortfall(needs, request)
             if shortfall is None:
                 self._admit(request, needs)
                 return
@@ -118,7 +120,7 @@ class AdmissionGate:
         ends; it uses the last measurement, so it costs no system call.
         """
         while self.held:
-            shortfall = self.shortfall(self.needs_of(self.held[0]))
+            shortfall = self.shortfall(self.needs_of(self.held[0]), self.held[0])
             if shortfall is not None:
                 self.reason = shortfall
                 return
