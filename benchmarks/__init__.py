@@ -1,0 +1,1 @@
+"""Benchmarks that run jobrunner on a private Redis and real workers, reported as ratios."""
