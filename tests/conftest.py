@@ -100,8 +100,12 @@ class Workers:
             if process.poll() is not None:
                 tail = (self.log_dir / f"{node}.log").read_text()[-2000:]
                 raise RuntimeError(f"worker {node} exited with {process.returncode}:\n{tail}")
-            if app.control.ping(destination=[node], timeout=0.5):
-                return process
+            try:
+                if app.control.ping(destination=[node], timeout=0.5):
+                    return process
+            except (redis.ConnectionError, OSError):
+                # A pooled connection from before a broker restart: the next try reconnects.
+                time.sleep(0.1)
         raise RuntimeError(f"worker {node} did not answer a ping in {WORKER_START_TIMEOUT_S} s")
 
     def stop_all(self) -> None:
