@@ -66,10 +66,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         # Redis only (Celery 5.7): never hold more messages than free processes, autoscaled too.
         "worker_disable_prefetch": True,
-        # Flower and `jobrunner status` see every step from the moment it is sent.
+        # Flower and `jobrunner status` see every step from the moment it is sent (Flower learns
+        # of starts from events, so no extra STARTED write per step: task_track_started off).
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "task_track_started": True,
+        # Result writes retry a lost connection with backoff (off by default, so a broker
+        # restart would fail steps that already ran).
+        # https://docs.celeryq.dev/en/stable/userguide/configuration.html#result-backend-always-retry
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 20,
         # Store task name, args and worker with each result, for the job's step tree.
         "result_extended": True,
         "result_expires": limits.result_expires,

@@ -14,7 +14,10 @@ from typing import Any
 
 def renew(channel: Any) -> int:
     """Re-score every message `channel` holds unacknowledged; returns how many."""
-    tags = list(channel.qos._delivered)  # kombu's map of this channel's unacked messages
+    qos = channel.qos
+    # kombu's map of this channel's unacked messages, less those acked or rejected but not yet
+    # flushed from it: a lease renewed for those would hold a message back forever.
+    tags = [tag for tag in qos._delivered if tag not in qos._dirty]
     if not tags:
         return 0
     now = time.time()

@@ -141,5 +141,11 @@ def test_events_and_extended_results_for_tracking(settings: Settings) -> None:
     config = celery_config(settings)
     assert config["worker_send_task_events"] is True
     assert config["task_send_sent_event"] is True
-    assert config["task_track_started"] is True
+    assert "task_track_started" not in config  # starts come from events: no write per step
     assert config["result_extended"] is True
+
+
+def test_result_writes_ride_out_a_broker_restart(settings: Settings) -> None:
+    config = celery_config(settings)
+    assert config["result_backend_always_retry"] is True
+    assert config["result_backend_max_retries"] >= 10
