@@ -157,6 +157,28 @@ def status(
 
 
 @cli.command()
+def lineage(
+    job_id: Annotated[str | None, typer.Argument(help="a job id")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="a file a job wrote: which jobs, from which inputs")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """A job's lineage: inputs and their hashes, each step's code version and rows in, out and
+    quarantined, the output and its hash. With --output PATH: the jobs that wrote that file."""
+    from worker.lineage import find_by_output, lineage_of, render_lineage, render_output
+
+    if output is not None and job_id is None:
+        found = find_by_output(output)
+        _print_json(found) if as_json else render_output(found, console)
+    elif job_id is not None and output is None:
+        record = lineage_of(job_id)
+        _print_json(record) if as_json else render_lineage(record, console)
+    else:
+        _fail("give a JOB_ID or --output PATH")
+
+
+@cli.command()
 def pipelines(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """The registered pipelines, their steps and payload schema."""
     from tasks.registry import load_pipelines

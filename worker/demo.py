@@ -106,11 +106,13 @@ def run_demo(settings: Settings, jobs_per_tier: int, keep: bool, console: Consol
         failed = [r for r in finished if r.state != SUCCESS]
         for record in failed:
             console.print(f"[red]job {record.id} failed:[/red] {record.error}")
-        sample = next((r.result for r in finished if r.state == SUCCESS), None)
+        sample = next((r for r in finished if r.state == SUCCESS), None)
         if sample:
+            stored = sample.result
             console.print(
-                f"features: {sample['rows']} rows per job in {sample['path']} "
-                f"({sample['quarantined']} bad rows quarantined in {sample['quarantine_path']})"
+                f"features: {stored['rows']} rows per job from {stored['partitions']} partitions, "
+                f"{stored['quarantined']} bad rows quarantined, e.g.\n  {stored['path']}\n"
+                f"  {stored['quarantine_path']}\n  lineage: jobrunner lineage {sample.id}"
             )
         creds = stack.credentials
         assert creds is not None

@@ -1,0 +1,26 @@
+"""The feature pipeline (config/pipelines/features.toml), one module per step:
+
+    ingest → map(validate → transform) → aggregate → store
+
+- `ingest` finds CSV and JSON Lines files under a directory (a glob), checks and hashes each, and
+  cuts them into partitions: one per file, or ranges of `partition_rows` rows;
+- `validate` checks each row against a pydantic schema (`schema.Reading`); bad rows go to the
+  quarantine with file, line and reason, and too many bad rows fail the partition;
+- `transform` derives the per-row features of each partition;
+- `aggregate`, the fan-in, merges the partitions in a fixed order and computes dataset statistics;
+- `store` writes the features as Parquet, the quarantine and a manifest, each by atomic rename,
+  and the job's lineage record (see `lineage`).
+
+Steps hand rows to each other through files in <data_dir>/work/<job_id>/ (see `partitions`), so
+results in Redis stay small however many partitions there are; on a fleet spanning hosts the data
+dir must be shared storage, as the feature store itself is. `jobrunner demo` runs this pipeline on
+the sample data in tasks/sample_data/.
+"""
+
+from tasks.features.aggregate import aggregate
+from tasks.features.ingest import SAMPLE_DATA_DIR, ingest
+from tasks.features.store import store
+from tasks.features.transform import transform
+from tasks.features.validate import validate
+
+__all__ = ["SAMPLE_DATA_DIR", "aggregate", "ingest", "store", "transform", "validate"]

@@ -1,0 +1,158 @@
+"""Raw input formats: CSV (a header, then one row per record) and JSON Lines (one object per
+line). `scan` reads a file once, hashing it on the way, and cuts its rows into byte ranges;
+`read` gives back the rows of one range, so a partition reads only its own slice.
+
+Line numbers are 1-based lines of the file (what an editor shows), and a row spanning lines (a
+quoted CSV field with a newline) is numbered by its first. Blank lines are not rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+BOM = b"\xef\xbb\xbf"  # spreadsheet exports start with one; it is not part of the first column
+
+
+class InputError(ValueError):
+    """A raw input that cannot be used: the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Record:
+    line: int  # where it starts
+    lines: int  # how many lines it spans
+    end: int  # byte offset just after it
+    text: str  # the raw line(s), as found
+    fields: list[str] | None  # CSV: the parsed fields; JSON Lines: None
+
+    @property
+    def next_line(self) -> int:
+        return self.line + self.lines
+
+
+@dataclass(frozen=True)
+class Range:
+    """Some consecutive rows of a file, as bytes [offset, end) starting at `first_line`."""
+
+    offset: int
+    end: int
+    first_line: int
+    last_line: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class Scan:
+    sha256: str
+    size: int
+    columns: tuple[str, ...]  # CSV header; empty for JSON Lines
+    rows: int
+    ranges: tuple[Range, ...]  # at least one, empty when the file has no rows
+
+
+class _Lines:
+    """The decoded lines of a byte stream, tracking the bytes and lines consumed so far."""
+
+    def __init__(
+        self,
+        raw: Iterable[bytes],
+        offset: int,
+        first_line: int,
+        on_bytes: Callable[[bytes], object] | None,
+    ) -> None:
+        self.raw = raw
+        self.offset = offset
+        self.line = first_line  # the next line's number
+        self.on_bytes = on_bytes
+        self.pending: list[str] = []  # lines of the record being read
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self.raw:
+            if self.on_bytes is not None:
+                self.on_bytes(raw)
+            body = raw[len(BOM) :] if self.offset == 0 and raw.startswith(BOM) else raw
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise InputError(
+                    f"line {self.line} is not UTF-8 text ({error.reason} at byte "
+                    f"{self.offset + error.start})"
+                ) from None
+            self.offset += len(raw)
+            self.line += 1
+            self.pending.append(text)
+            yield text
+
+
+def records(
+    raw: Iterable[bytes],
+    fmt: str,
+    *,
+    offset: int = 0,
+    first_line: int = 1,
+    on_bytes: Callable[[bytes], object] | None = None,
+) -> Iterator[Record]:
+    """The records of `raw` (lines of bytes starting at byte `offset`, line `first_line`);
+    `on_bytes` sees every byte read, e.g. to hash the file in the same pass."""
+    lines = _Lines(raw, offset, first_line, on_bytes)
+    parsed: Iterator[list[str] | None] = (
+        csv.reader(lines) if fmt == "csv" else (None for _ in lines)
+    )
+    while True:
+        start = lines.line
+        try:
+            fields = next(parsed)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise InputError(f"line {start}: {error}") from None
+        text = "".join(lines.pending).rstrip("\r\n")
+        count = len(lines.pending)
+        lines.pending.clear()
+        if fields == [] or (fields is None and not text.strip()):
+            continue
+        yield Record(start, count, lines.offset, text, fields)
+
+
+def scan(path: Path, fmt: str, rows_per_range: int) -> Scan:
+    """Hash `path`, read its header (CSV), and cut its rows into ranges of `rows_per_range` rows
+    (0: one range for the whole file)."""
+    digest = hashlib.sha256()
+    ranges: list[Range] = []
+    columns: tuple[str, ...] = ()
+    with path.open("rb") as handle:
+        found = records(handle, fmt, on_bytes=digest.update)
+        offset, first_line = 0, 1
+        if fmt == "csv":
+            header = next(found, None)
+            if header is not None:
+                columns = tuple(header.fields or ())
+                offset, first_line = header.end, header.next_line
+        rows, last = 0, None
+        for last in found:
+            rows += 1
+            if rows_per_range and rows % rows_per_range == 0:
+                ranges.append(
+                    Range(offset, last.end, first_line, last.next_line - 1, rows_per_range)
+                )
+                offset, first_line = last.end, last.next_line
+        size = handle.tell()
+    in_last = rows - sum(r.rows for r in ranges)
+    if in_last or not ranges:
+        last_line = last.next_line - 1 if last is not None else first_line
+        ranges.append(Range(offset, size, first_line, last_line, in_last))
+    return Scan(digest.hexdigest(), size, columns, rows, tuple(ranges))
+
+
+def read(path: Path, fmt: str, offset: int, end: int, first_line: int) -> Iterator[Record]:
+    """The records in bytes [offset, end) of `path`, the first starting at line `first_line`."""
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        data = handle.read(end - offset)
+    yield from records(io.BytesIO(data), fmt, offset=offset, first_line=first_line)

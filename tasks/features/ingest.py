@@ -1,0 +1,132 @@
+"""`ingest`: find the raw files, check and hash each, and cut them into partitions.
+
+Every check that can fail on a whole file (no files, a format we cannot read, an unreadable or
+non-UTF-8 file, a CSV header that is not the schema's) happens here, before anything fans out:
+a bad input fails the job at its first step, and nothing is written to the feature store.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from tasks.features.files import work_dir, write_json
+from tasks.features.formats import FORMATS, InputError, Range, Scan, scan
+from tasks.features.lineage import INGEST_FACTS, IngestFacts, InputFile, StepFact, source_hash
+from tasks.features.partitions import Partition
+from tasks.features.schema import RAW_COLUMNS
+from tasks.step import StepContext, StepPayload, step
+
+CODE_VERSION = source_hash(__name__)
+
+SAMPLE_DATA_DIR = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+class IngestPayload(StepPayload):
+    input_dir: str = str(SAMPLE_DATA_DIR)
+    pattern: str = Field(default="*", description="glob under input_dir; ** descends")
+    partition_rows: int = Field(
+        default=0, ge=0, description="rows per partition; 0: one partition per file"
+    )
+
+
+def input_files(directory: Path, pattern: str) -> list[Path]:
+    """The files `pattern` matches under `directory`, in name order; hidden files are skipped,
+    any other file must be a supported format (nothing matched is silently left out)."""
+    if not directory.is_dir():
+        raise InputError(f"input_dir {directory} is not a directory")
+    try:
+        matches = sorted(directory.glob(pattern))
+    except (ValueError, NotImplementedError) as error:
+        raise InputError(f"pattern {pattern!r}: {error}") from None
+    files = [p for p in matches if not p.name.startswith(".") and not p.is_dir()]
+    supported = ", ".join(FORMATS)
+    for path in files:
+        if path.suffix not in FORMATS:
+            raise InputError(
+                f"{path}: unsupported input format (expected {supported}; narrow `pattern`)"
+            )
+    if not files:
+        raise InputError(f"no input files matching {pattern!r} in {directory} ({supported})")
+    return files
+
+
+def _scan(path: Path, fmt: str, rows_per_range: int) -> Scan:
+    try:
+        found = scan(path, fmt, rows_per_range)
+    except OSError as error:
+        raise InputError(f"cannot read input file {path}: {error.strerror or error}") from None
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
+    if fmt == "csv" and sorted(found.columns) != sorted(RAW_COLUMNS):  # any order, each once
+        raise InputError(f"{path}: {_header_mismatch(found.columns)}")
+    return found
+
+
+def _header_mismatch(columns: tuple[str, ...]) -> str:
+    if not columns:
+        return f"no header line (expected {', '.join(RAW_COLUMNS)})"
+    missing = [c for c in RAW_COLUMNS if c not in columns]
+    unexpected = [c for c in dict.fromkeys(columns) if c not in RAW_COLUMNS]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    problems = [
+        f"{label} {', '.join(names)}"
+        for label, names in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("repeated", repeated),
+        )
+        if names
+    ]
+    return f"header mismatch: {'; '.join(problems)} (expected {', '.join(RAW_COLUMNS)})"
+
+
+def _name(file: str, rows: Range, whole_file: bool) -> str:
+    return file if whole_file else f"{file}:{rows.first_line}-{rows.last_line}"
+
+
+@step
+def ingest(payload: IngestPayload, upstream: Any, ctx: StepContext) -> list[dict[str, Any]]:
+    """One partition per input file, or per `partition_rows` rows; every file checked and
+    hashed first. Its fact and the inputs go to the work directory for `store`'s lineage."""
+    started = time.time()
+    directory = Path(payload.input_dir)
+    inputs: list[InputFile] = []
+    partitions: list[Partition] = []
+    for path in input_files(directory, payload.pattern):
+        fmt = FORMATS[path.suffix]
+        found = _scan(path, fmt, payload.partition_rows)
+        file, absolute = path.relative_to(directory).as_posix(), str(path.resolve())
+        inputs.append(
+            InputFile(
+                file=file,
+                path=absolute,
+                format=fmt,
+                sha256=found.sha256,
+                bytes=found.size,
+                rows=found.rows,
+            )
+        )
+        partitions += [
+            Partition(
+                index=len(partitions) + i,
+                name=_name(file, rows, len(found.ranges) == 1),
+                file=file,
+                path=absolute,
+                format=fmt,
+                columns=found.columns,
+                offset=rows.offset,
+                end=rows.end,
+                first_line=rows.first_line,
+                rows=rows.rows,
+            )
+            for i, rows in enumerate(found.ranges)
+        ]
+    total = sum(i.rows for i in inputs)
+    fact = StepFact.since(ctx, CODE_VERSION, started, payload, rows_in=total, rows_out=total)
+    facts = IngestFacts(inputs=inputs, step=fact)
+    write_json(work_dir(ctx.data_dir, ctx.job_id) / INGEST_FACTS, facts.model_dump(mode="json"))
+    return [partition.model_dump(mode="json") for partition in partitions]

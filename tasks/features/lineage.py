@@ -1,0 +1,209 @@
+"""Lineage: what each job read, which code processed it, what came out, and the rows it rejected.
+
+Facts travel with the data. Every per-partition step appends a `StepFact` (code version, start
+and end, rows in, out and quarantined) to its result, so the facts flow down the canvas with the
+partitions; `ingest`, whose result must be the bare partition list that `map` fans out, leaves its
+fact and the input files' hashes in the job's work directory instead. `store`, the last step,
+writes the job's record to <data_dir>/lineage/<job_id>.json and indexes each file it wrote by
+content hash (<data_dir>/lineage/outputs/<sha256>/<job_id>), which answers "which job, from which
+inputs, made this file?" (several jobs, when reruns reproduced it byte for byte).
+
+Files rather than Redis: a record must outlive the job's Redis keys (`result_expires`) and sit
+beside the data it describes, and steps write it without tasks/ importing worker/. Only jobs that
+succeed get a record; a failed job's errors are on its job record (`jobrunner status JOB_ID`).
+
+The same facts are the pipeline's data-flow metrics (rows in/out/quarantined per step): they are
+in every job result (`steps`) and lineage record, for the monitoring layer to export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import platform
+import re
+import sys
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow
+from pydantic import BaseModel
+
+from config import get_settings
+from tasks.features.files import write_bytes, write_json
+from tasks.registry import load_pipelines
+from tasks.step import StepContext, StepPayload
+
+CODE_VERSION_CHARS = 16
+JOB_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+INGEST_FACTS = "ingest.json"  # in the job's work directory
+
+
+def source_hash(module: str) -> str:
+    """The code version of a step module: a hash of its source, one step per module, so a change
+    to a helper is a new version too. Take it at import (`CODE_VERSION = source_hash(__name__)`)
+    so it names the code this process runs even if the file is edited later."""
+    source = inspect.getsource(sys.modules[module])
+    return hashlib.sha256(source.encode()).hexdigest()[:CODE_VERSION_CHARS]
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+class StepFact(BaseModel):
+    """One run of a step, or its runs over every partition merged into one."""
+
+    step: str
+    code_version: str
+    started_at: str
+    ended_at: str
+    runs: int = 1
+    rows_in: int
+    rows_out: int
+    quarantined: int = 0
+    params: dict[str, Any]  # the step's payload: what to pass to reproduce the run
+
+    @classmethod
+    def since(
+        cls,
+        ctx: StepContext,
+        code_version: str,
+        started: float,
+        payload: StepPayload,
+        *,
+        rows_in: int,
+        rows_out: int,
+        quarantined: int = 0,
+    ) -> StepFact:
+        """The fact of the run of `ctx.step` that began at `started` (time.time()) and ends now."""
+        return cls(
+            step=ctx.step,
+            code_version=code_version,
+            started_at=_iso(started),
+            ended_at=_iso(time.time()),
+            rows_in=rows_in,
+            rows_out=rows_out,
+            quarantined=quarantined,
+            params=payload.model_dump(mode="json"),
+        )
+
+
+def merge_facts(facts: Iterable[StepFact]) -> list[StepFact]:
+    """One fact per step, in order of first appearance: runs and rows summed, the earliest start
+    and the latest end (ISO timestamps in UTC compare as strings)."""
+    merged: dict[str, StepFact] = {}
+    for fact in facts:
+        seen = merged.get(fact.step)
+        merged[fact.step] = (
+            fact
+            if seen is None
+            else seen.model_copy(
+                update={
+                    "started_at": min(seen.started_at, fact.started_at),
+                    "ended_at": max(seen.ended_at, fact.ended_at),
+                    "runs": seen.runs + fact.runs,
+                    "rows_in": seen.rows_in + fact.rows_in,
+                    "rows_out": seen.rows_out + fact.rows_out,
+                    "quarantined": seen.quarantined + fact.quarantined,
+                }
+            )
+        )
+    return list(merged.values())
+
+
+class InputFile(BaseModel):
+    file: str  # relative to the input directory
+    path: str
+    format: str
+    sha256: str
+    bytes: int
+    rows: int
+
+
+class IngestFacts(BaseModel):
+    inputs: list[InputFile]
+    step: StepFact
+
+
+class PartitionSummary(BaseModel):
+    partition: str
+    file: str
+    first_line: int
+    rows_in: int
+    rows_out: int
+    quarantined: int
+
+
+class OutputFile(BaseModel):
+    path: str
+    sha256: str
+    rows: int
+
+
+class LineageRecord(BaseModel):
+    job_id: str
+    pipeline: str
+    pipeline_version: str | None
+    tier: str
+    recorded_at: str
+    inputs: list[InputFile]
+    steps: list[StepFact]
+    partitions: list[PartitionSummary]
+    output: OutputFile
+    quarantine: OutputFile
+    manifest: str
+    statistics: dict[str, Any]
+    environment: dict[str, str]  # what else decides the output's bytes
+
+
+def environment() -> dict[str, str]:
+    return {"python": platform.python_version(), "pyarrow": pyarrow.__version__}
+
+
+def pipeline_version(name: str) -> str | None:
+    """The declared version of pipeline `name` on this worker; None if it is not declared."""
+    pipeline = load_pipelines(get_settings()).get(name)
+    return None if pipeline is None else pipeline.version
+
+
+def lineage_dir(data_dir: Path) -> Path:
+    return data_dir / "lineage"
+
+
+def record_path(data_dir: Path, job_id: str) -> Path:
+    if not JOB_ID.match(job_id):
+        raise ValueError(f"{job_id!r} is not a job id")
+    return lineage_dir(data_dir) / f"{job_id}.json"
+
+
+def _output_index(data_dir: Path, digest: str) -> Path:
+    return lineage_dir(data_dir) / "outputs" / digest
+
+
+def write_record(data_dir: Path, record: LineageRecord) -> Path:
+    """Write the record, then index its output and quarantine files by content hash."""
+    path = record_path(data_dir, record.job_id)
+    write_json(path, record.model_dump(mode="json"))
+    for output in (record.output, record.quarantine):
+        write_bytes(_output_index(data_dir, output.sha256) / record.job_id, b"")
+    return path
+
+
+def read_record(data_dir: Path, job_id: str) -> dict[str, Any] | None:
+    path = record_path(data_dir, job_id)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def jobs_with_output(data_dir: Path, digest: str) -> list[str]:
+    """The jobs that wrote a file with this content hash, in name order."""
+    index = _output_index(data_dir, digest)
+    return (
+        sorted(p.name for p in index.iterdir() if not p.name.startswith("."))
+        if index.is_dir()
+        else []
+    )

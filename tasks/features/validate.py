@@ -1,0 +1,122 @@
+"""`validate`: check every row of a partition against the row schema (`schema.Reading`).
+
+Good rows go on, typed, with the file and line they came from. Bad rows go to the quarantine with
+their line, the reason and the raw text: never dropped silently. A partition whose share of bad
+rows is over `max_bad_row_rate` fails (a broken source, not a few bad readings); its quarantine is
+written first, so the error can point at it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+
+from tasks.features.files import write_jsonl
+from tasks.features.formats import Record, read
+from tasks.features.lineage import StepFact, source_hash
+from tasks.features.partitions import (
+    Partition,
+    PartitionError,
+    PartitionResult,
+    describe,
+    failures_named,
+    partition_file,
+)
+from tasks.features.schema import Reading
+from tasks.step import StepContext, StepPayload, step
+
+CODE_VERSION = source_hash(__name__)
+
+
+class ValidatePayload(StepPayload):
+    max_bad_row_rate: float = Field(
+        default=0.2, ge=0, le=1, description="share of bad rows that fails a partition"
+    )
+
+
+def _reason(error: ValidationError) -> str:
+    """Every problem of the row, each with its field and the value found."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+        + (f" (got {e['input']!r})" if e["type"] != "missing" else "")
+        for e in error.errors()
+    )
+
+
+def check_row(record: Record, columns: tuple[str, ...]) -> dict[str, Any] | str:
+    """The row as typed values, or the reason it is bad."""
+    if record.fields is not None:
+        if len(record.fields) != len(columns):
+            return f"expected {len(columns)} fields, got {len(record.fields)}"
+        values: Any = dict(zip(columns, record.fields, strict=True))
+    else:
+        try:
+            values = json.loads(record.text)
+        except json.JSONDecodeError as error:
+            return f"not valid JSON ({error.msg}, column {error.colno})"
+        if not isinstance(values, dict):
+            return f"expected a JSON object, got {type(values).__name__}"
+    try:
+        return Reading.model_validate(values).model_dump(mode="json")
+    except ValidationError as error:
+        return _reason(error)
+
+
+def quarantined(partition: Partition, record: Record, reason: str) -> dict[str, Any]:
+    """A quarantine entry: enough to find the row, know what is wrong, and fix it."""
+    return {
+        "file": partition.file,
+        "line": record.line,
+        "partition": partition.name,
+        "reason": reason,
+        "raw": record.text,
+    }
+
+
+@step
+def validate(
+    payload: ValidatePayload, upstream: dict[str, Any], ctx: StepContext
+) -> PartitionResult:
+    """Split a partition into valid rows and quarantined rows (line, reason, raw text)."""
+    started = time.time()
+    partition = Partition.model_validate(upstream)
+    good: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    with failures_named(partition):
+        for record in read(
+            Path(partition.path),
+            partition.format,
+            partition.offset,
+            partition.end,
+            partition.first_line,
+        ):
+            checked = check_row(record, partition.columns)
+            if isinstance(checked, str):
+                bad.append(quarantined(partition, record, checked))
+            else:
+                good.append({**checked, "source_file": partition.file, "source_line": record.line})
+        valid_path = partition_file(ctx, partition, "valid")
+        quarantine_path = partition_file(ctx, partition, "quarantine")
+        write_jsonl(valid_path, good)
+        write_jsonl(quarantine_path, bad)
+    total = len(good) + len(bad)
+    if total and len(bad) / total > payload.max_bad_row_rate:
+        raise PartitionError(
+            f"{describe(partition)}: {len(bad)} of {total} rows are bad, over the "
+            f"{payload.max_bad_row_rate:.0%} limit (max_bad_row_rate); see {quarantine_path}"
+        )
+    fact = StepFact.since(
+        ctx, CODE_VERSION, started, payload, rows_in=total, rows_out=len(good), quarantined=len(bad)
+    )
+    return PartitionResult(
+        partition=partition,
+        rows_path=str(valid_path),
+        quarantine_path=str(quarantine_path),
+        rows=len(good),
+        quarantined=len(bad),
+        steps=[fact],
+    )
