@@ -25,18 +25,35 @@ from tests.conftest import Workers
 from tests.support.polling import eventually
 from tests.support.steps import ATTEMPTS
 from worker import heartbeat
+from worker.app import app
 from worker.client import Client, Job
 from worker.dead_letter import DeadLetterStore
 from worker.embedded_redis import EmbeddedRedis
 from worker.headroom import measure
+from worker.jobs import JobRecord
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 FAST_RECOVERY = {
     "JOBRUNNER_RELIABILITY__LEASE_S": "4",
     "JOBRUNNER_RELIABILITY__MAX_DELIVERIES": "3",
+    "JOBRUNNER_RELIABILITY__REAPER_INTERVAL_S": "1",
     "JOBRUNNER_POOLS__GENERAL__CONCURRENCY": "2",
 }
+# Until a reliable fetch closes it, kombu's Redis transport can lose a message popped by a BRPOP
+# whose worker dies (or whose connection drops) before recording it unacked (celery/kombu#1733,
+# #305). Such a job is not lost silently: its deadline fails it into the dead-letter store.
+DEADLINE_S = 40
+
+
+def _nothing_lost(records: list[JobRecord], letters: DeadLetterStore) -> tuple[int, int]:
+    """Every job finished: succeeded, or dead-lettered at its deadline. Returns both counts."""
+    assert all(r.finished for r in records), [r.id for r in records if not r.finished][:3]
+    failed = [r for r in records if r.state != "SUCCESS"]
+    for record in failed:
+        assert record.error is not None and record.error.startswith("deadline passed"), record.error
+        assert letters.get(record.id) is not None
+    return len(records) - len(failed), len(failed)
 
 
 @pytest.fixture
@@ -50,14 +67,25 @@ def _start(fleet: Workers, node: str) -> subprocess.Popen[bytes]:
     return fleet.start("general", node, **FAST_RECOVERY)
 
 
+def _answers(node: str) -> bool:
+    try:
+        return bool(app.control.ping(destination=[node], timeout=0.5))
+    except (redis.ConnectionError, OSError):  # our own pooled connection from before a restart
+        return False
+
+
 def _finished(jobs: list[Job]) -> int:
     return sum(job.record().finished for job in jobs)
 
 
+@pytest.mark.timeout(240)
 def test_killed_workers_lose_no_job_and_apply_no_side_effect_twice(
     fleet: Workers, client: Client, redis_client: redis.Redis, stack_env: dict[str, str]
 ) -> None:
-    jobs = [client.submit("output", {"work_ms": 15}, tier="low") for _ in range(500)]
+    jobs = [
+        client.submit("output", {"work_ms": 15}, tier="low", deadline_s=DEADLINE_S)
+        for _ in range(500)
+    ]
     worker = _start(fleet, "general-crash-0@test")
     recoveries = []
     for crash in range(1, 4):
@@ -73,30 +101,35 @@ def test_killed_workers_lose_no_job_and_apply_no_side_effect_twice(
             in_flight[0].wait(60)
             recoveries.append(time.monotonic() - killed_at)
 
-    records = [job.wait(120) for job in jobs]
-    assert [r.state for r in records].count("SUCCESS") == 500
+    records = [job.wait(DEADLINE_S + 20) for job in jobs]
+    succeeded, dead_lettered = _nothing_lost(records, DeadLetterStore(redis_client))
+    assert dead_lettered <= 3  # at most the one message each kill can catch mid-fetch
     outputs = Path(stack_env["JOBRUNNER_DATA_DIR"]) / "outputs"
     files = sorted(outputs.glob("*.txt"))
-    assert len(files) == 500  # one output per job, none twice ...
+    assert len(files) == succeeded  # one output per finished job, none twice ...
     assert all(path.read_text() == path.stem for path in files)  # ... and none half-written
     reruns = sum(int(redis_client.get(ATTEMPTS + job.id) or 0) > 1 for job in jobs)
     print(
-        f"\ncrashed-worker step re-run after {[f'{s:.1f}' for s in recoveries]} s; "
-        f"{reruns} of 500 steps ran twice (at-least-once), outputs stayed exact"
+        f"\n500 jobs: {succeeded} succeeded, {dead_lettered} dead-lettered at their deadline, "
+        f"0 lost; crashed-worker step re-run after {[f'{s:.1f}' for s in recoveries]} s; "
+        f"{reruns} steps ran twice (at-least-once), outputs stayed exact"
     )
 
 
+@pytest.mark.timeout(240)
 def test_queued_jobs_survive_a_broker_restart(
     fleet: Workers, client: Client, redis_server: EmbeddedRedis, redis_client: redis.Redis
 ) -> None:
     """200 jobs queued, the broker restarted, every job completes once the worker reconnects.
 
     The worker is kept from polling while the broker goes down (the whole host "short" of
-    memory): a BRPOP whose reply is cut off by the shutdown loses the message it popped, a known
-    gap of kombu's Redis transport (celery/kombu#1733, #305) that only a reliable fetch closes;
-    the job deadline then fails such a job into the dead-letter store rather than losing it.
+    memory), and resumes only once it answers a ping again, i.e. has reconnected: a BRPOP cut
+    off by the shutdown, or by the consumer's reconnect, loses the message it popped, a known gap
+    of kombu's Redis transport (celery/kombu#1733, #305) that only a reliable fetch closes; the
+    job deadline then fails such a job into the dead-letter store rather than losing it.
     """
-    _start(fleet, "general-restart@test")
+    node = "general-restart@test"
+    _start(fleet, node)
     heartbeat.set_reserve_override(redis_client, measure().memory_total_mb)
     eventually(
         lambda: any(w["state"].startswith("paused") for w in heartbeat.read_all(redis_client))
@@ -104,14 +137,18 @@ def test_queued_jobs_survive_a_broker_restart(
     time.sleep(1.5)  # a poll issued before the pause times out (kombu's BRPOP waits 1 s)
     # Steps that do no I/O of their own: a step that talks to the restarting Redis itself would
     # (rightly) fail unless it declared a retry policy.
-    jobs = [client.submit("chain3", {"start": i}, tier="medium") for i in range(200)]
+    jobs = [
+        client.submit("chain3", {"start": i}, tier="medium", deadline_s=DEADLINE_S)
+        for i in range(200)
+    ]
     redis_server.restart()  # SIGTERM (append-only file flushed), then the same port again
-    heartbeat.set_reserve_override(redis_client, None)  # the worker resumes after reconnecting
-    records = [job.wait(120) for job in jobs]
-    assert [r.state for r in records].count("SUCCESS") == 200, [
-        r.error for r in records if r.state != "SUCCESS"
-    ][:3]
-    assert [r.result for r in records] == [i + 2 for i in range(200)]
+    eventually(lambda: _answers(node), timeout_s=60)  # the worker has reconnected
+    heartbeat.set_reserve_override(redis_client, None)  # ... and only now resumes polling
+    records = [job.wait(DEADLINE_S + 20) for job in jobs]
+    succeeded, dead_lettered = _nothing_lost(records, DeadLetterStore(redis_client))
+    assert dead_lettered <= 1  # at most the one message the reconnect can catch mid-fetch
+    assert all(r.result == i + 2 for i, r in enumerate(records) if r.state == "SUCCESS")
+    print(f"\nbroker restart: {succeeded} of 200 succeeded, {dead_lettered} dead-lettered")
 
 
 def test_poison_step_is_dead_lettered_and_the_worker_goes_on(
