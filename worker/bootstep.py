@@ -33,6 +33,11 @@ from worker.redelivery import DeliveryCounter
 log = logging.getLogger("jobrunner.worker")
 
 
+def _step(request: Request) -> str:
+    """The pipeline step a request runs (its task name outside a job)."""
+    return str(request.kwargs.get("job", {}).get("step", request.name))
+
+
 class Poison(Exception):
     """A step kept being delivered without finishing: its process died every time."""
 
@@ -105,9 +110,8 @@ class JobrunnerStep(bootsteps.StartStopStep):
         redelivered = bool(request.delivery_info.get("redelivered"))
         count = self.deliveries.exceeded(request.id, redelivered)
         if count is not None:
-            step = request.kwargs.get("job", {}).get("step", request.name)
             reason = (
-                f"step {step} was delivered {count} times without finishing "
+                f"step {_step(request)} was delivered {count} times without finishing "
                 "(its process died each time)"
             )
             self._drop(request, reason, Poison(reason), deliveries=count)
@@ -163,20 +167,19 @@ class JobrunnerStep(bootsteps.StartStopStep):
 
     def _reject(self, request: Request, reason: str) -> None:
         """A step that can never fit this host."""
-        step = request.kwargs.get("job", {}).get("step", request.name)
-        self._drop(request, f"step {step} rejected: {reason}", DoesNotFit(reason))
+        self._drop(request, f"step {_step(request)} rejected: {reason}", DoesNotFit(reason))
 
     def _drop(self, request: Request, summary: str, error: Exception, deliveries: int = 1) -> None:
         """Fail the step's job into the dead-letter store and drop the message for good."""
         job = request.kwargs.get("job", {})
         log.error("dropping %s[%s]: %s", request.name, request.id, summary)
         if "id" in job:
-            self.jobs.add_failure(job["id"], job.get("step", request.name), error)
+            self.jobs.add_failure(job["id"], _step(request), error)
             fail_job(
                 self.jobs,
                 self.dead_letters,
                 job["id"],
-                step=job.get("step", request.name),
+                step=_step(request),
                 summary=summary,
                 error=error,
                 deliveries=deliveries,

@@ -181,7 +181,15 @@ class JobStore:
         return bool(won)
 
     def get(self, job_id: str) -> JobRecord | None:
-        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(_keys(job_id).record).items()}
+        """The job's record, failures and promotions, read in one round trip (waiters and
+        status poll this)."""
+        keys = _keys(job_id)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.record)
+            pipe.lrange(keys.failures, 0, -1)
+            pipe.lrange(keys.promotions, 0, -1)
+            record, failures, promotions = pipe.execute()
+        raw = {k.decode(): v.decode() for k, v in record.items()}
         if "pipeline" not in raw:
             return None
         state = raw.get("state") or (STARTED if "started_at" in raw else PENDING)
@@ -196,8 +204,8 @@ class JobStore:
             finished_at=float(raw["finished_at"]) if "finished_at" in raw else None,
             result=json.loads(raw["result"]) if "result" in raw else None,
             error=raw.get("error"),
-            failures=self.failures(job_id) if state == FAILURE else [],
-            promotions=self.promotions(job_id),
+            failures=[json.loads(entry) for entry in failures] if state == FAILURE else [],
+            promotions=[json.loads(entry) for entry in promotions],
             retries=int(raw.get("retries", 0)),
             deadline_at=float(raw["deadline_at"]) if "deadline_at" in raw else None,
         )
