@@ -14,6 +14,7 @@ from config.settings import Settings
 
 # Step modules every process loads: the built-in canvas tasks and the sample pipeline steps.
 CORE_TASK_MODULES = ("tasks.builtin", "tasks.features")
+TRANSPORT = "worker.transport:Transport"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -37,6 +38,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": [Queue(name, routing_key=name) for name in settings.all_queues()],
         "task_default_queue": settings.queue(settings.default_tier),
         "task_create_missing_queues": False,
+        # kombu's Redis transport with a reliable fetch: a message leaves its queue only in the
+        # same atomic step that records it unacknowledged, so a worker killed (or a connection
+        # dropped) mid-fetch cannot lose it (celery/kombu#1733). Same URLs, same options.
+        "broker_transport": TRANSPORT,
         "broker_transport_options": {
             # Poll the worker's queues in the order it was given (high, medium, low) every time,
             # instead of kombu's default round-robin, which lets low take turns with high.

@@ -21,6 +21,7 @@ from worker import broker
 from worker.app import app, configure
 from worker.client import Client
 from worker.embedded_redis import EmbeddedRedis
+from worker.transport import wake_key
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_START_TIMEOUT_S = 60
@@ -63,10 +64,12 @@ def stack_env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture
 def redis_client(stack_env: dict[str, str]) -> Iterator[redis.Redis]:
-    """A client on the test Redis; the tier queues and the start log are emptied first."""
+    """A client on the test Redis; the tier queues (and their wake tokens) and the start log are
+    emptied first."""
     client = redis.Redis.from_url(stack_env["JOBRUNNER_BROKER_URL"])
     settings = get_settings()
-    client.delete(STARTS, *(settings.queue(tier) for tier in TIERS))
+    queues = [settings.queue(tier) for tier in TIERS]
+    client.delete(STARTS, *queues, *map(wake_key, queues))
     yield client
     client.close()
 

@@ -378,4 +378,5 @@ def test_tls_url_reaches_celery_and_redis_clients(monkeypatch: pytest.MonkeyPatc
     kwargs = client(settings.broker_url).connection_pool.connection_kwargs
     assert kwargs["ssl_cert_reqs"] == "required" and kwargs["ssl_ca_certs"] == "/etc/ca.pem"
     with app.connection_for_write() as connection:  # builds the transport without connecting
-        assert connection.transport_cls == "rediss"
+        assert connection.transport_cls == "worker.transport:Transport"  # reliable fetch ...
+        assert connection.ssl["ssl_cert_reqs"] == ssl.CERT_REQUIRED  # ... over TLS

@@ -1,0 +1,197 @@
+"""Reliable fetch for kombu's Redis transport: a message is never only in a worker's memory.
+
+kombu takes a message with BRPOP and only then records it as unacknowledged (HSET + ZADD). A
+worker killed between the two, or a connection dropped after Redis popped but before the reply
+arrived (a broker restart), loses the message for good (celery/kombu#1733, #305).
+
+Here a message leaves its queue only inside one Lua script that also records it unacked, so it is
+always in exactly one of the two places; from the unacked index, a lapsed lease brings it back
+(worker/leases.py). BRPOP cannot take that role, since a blocking pop is destructive and a script
+cannot block. So publishers push a wake token per message on a list beside the queue; an idle
+worker blocks on the wake lists of its queues (losing a token loses nothing), then runs the
+script, which takes the highest-priority message among all its queues. A message pushed without
+a token (by hand, or moved by the starvation guard) is found by the same script when the BRPOP
+times out (the transport's `brpop_timeout`, 1 s), so it is late at worst, never stranded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.transport.virtual import Empty
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+
+WAKE_PREFIX = "jobrunner:wake:"
+TOKEN = "1"
+# Raw queue entries that are no kombu message (not JSON, no delivery tag): kept for a person.
+UNREADABLE = "jobrunner:unreadable"
+
+log = logging.getLogger("jobrunner.transport")
+
+# KEYS: unacked hash, unacked index, unreadable list, then n queue keys highest priority first,
+# then their n wake lists. ARGV: now, the 1-based index of the queue whose wake token the caller
+# took (0: none), the token. Takes the first message found and records it unacked as kombu would
+# ([payload, exchange, routing key] under its delivery tag, scored by now). The token count stays
+# equal to the message count per queue: taking from another queue than the token's returns that
+# token and spends one of the queue actually taken from. A message that is not a kombu envelope
+# goes to the unreadable list (a script error would not undo its pop). Returns {index, payload,
+# unreadable count}, index 0 when nothing was found.
+_FETCH = """
+local n = (#KEYS - 3) / 2
+local woke = tonumber(ARGV[2])
+local unreadable = 0
+for i = 1, n do
+  while true do
+    local payload = redis.call('RPOP', KEYS[3 + i])
+    if not payload then break end
+    local ok, message = pcall(cjson.decode, payload)
+    local props = ok and type(message) == 'table' and message['properties']
+    local info = type(props) == 'table' and props['delivery_info']
+    if type(info) == 'table' and type(props['delivery_tag']) == 'string' then
+      local tag = props['delivery_tag']
+      local entry = '[' .. payload .. ',' .. cjson.encode(info['exchange'] or '') .. ','
+        .. cjson.encode(info['routing_key'] or '') .. ']'
+      redis.call('ZADD', KEYS[2], ARGV[1], tag)
+      redis.call('HSET', KEYS[1], tag, entry)
+      if woke ~= i then
+        if woke > 0 then redis.call('RPUSH', KEYS[3 + n + woke], ARGV[3]) end
+        redis.call('LPOP', KEYS[3 + n + i])
+      end
+      return {i, payload, unreadable}
+    end
+    redis.call('LPUSH', KEYS[3], payload)
+    unreadable = unreadable + 1
+  end
+end
+return {0, '', unreadable}
+"""
+
+
+def wake_key(queue_key: str) -> str:
+    """The list of wake tokens beside a queue's Redis list."""
+    return WAKE_PREFIX + queue_key
+
+
+class QoS(kombu_redis.QoS):
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """Skip kombu's HSET + ZADD for a message the fetch script already recorded."""
+        if self.channel.recorded.pop(delivery_tag, False):
+            super(kombu_redis.QoS, self).append(message, delivery_tag)
+        else:
+            super().append(message, delivery_tag)
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.global_keyprefix:
+            raise ValueError("jobrunner's Redis transport does not support global_keyprefix")
+        self.recorded: dict[str, bool] = {}
+        self._fetch_keys: list[tuple[str, str]] = []  # (queue name, Redis key), by priority
+        self._fetch = self.client.register_script(_FETCH)
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        """Block on the wake lists of the worker's queues (kombu blocks on the queues)."""
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        self._fetch_keys = [
+            (queue, self._q_for_pri(queue, pri)) for pri in self.priority_steps for queue in queues
+        ]
+        wait_s = self.brpop_timeout if timeout is None else timeout
+        wake_keys = [wake_key(key) for _, key in self._fetch_keys]
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = kombu_redis.monotonic()
+        self.client.connection.send_command("BRPOP", *wake_keys, wait_s or 0)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        try:
+            try:
+                woken = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            # Closing: the token is spent, but a message taken now would have no consumer.
+            found = None if self._closing else self._take(bytes_to_str(woken[0]) if woken else None)
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+        if found is None:
+            raise Empty()
+        queue, payload = found
+        self._queue_cycle.rotate(queue)
+        self.connection._deliver(payload, queue)
+        return True
+
+    def _take(self, woke_key: str | None) -> tuple[str, dict[str, Any]] | None:
+        """Run the fetch script over the queues the last BRPOP watched."""
+        keys = [key for _, key in self._fetch_keys]
+        woke = next(
+            (i for i, key in enumerate(keys, 1) if wake_key(key) == woke_key),
+            0,
+        )
+        index, raw, unreadable = self._fetch(
+            keys=[
+                self.unacked_key,
+                self.unacked_index_key,
+                UNREADABLE,
+                *keys,
+                *map(wake_key, keys),
+            ],
+            args=[kombu_redis.time(), woke, TOKEN],
+        )
+        if unreadable:
+            log.error(
+                "%d unreadable message(s) moved from the queues to %s", unreadable, UNREADABLE
+            )
+        if not index:
+            return None
+        payload = loads(bytes_to_str(raw))
+        self.recorded[payload["properties"]["delivery_tag"]] = True
+        return self._fetch_keys[int(index) - 1][0], payload
+
+    def _get(self, queue: str) -> dict[str, Any]:
+        """A synchronous get (basic_get) takes through the same script."""
+        self._fetch_keys = [(queue, self._q_for_pri(queue, pri)) for pri in self.priority_steps]
+        found = self._take(None)
+        if found is None:
+            raise Empty()
+        return found[1]
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        """Publish with a wake token beside it, in the same round trip."""
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        batch = kwargs.get("_publish_batch")
+        if batch is not None:  # kombu's batched publish: both pushes join the batch
+            super()._put(queue, message, **kwargs)
+            batch.add("lpush", wake_key(key), TOKEN)
+            return
+        with self.conn_or_acquire() as client, client.pipeline() as pipe:
+            pipe.lpush(key, kombu_redis.dumps(message))
+            pipe.lpush(wake_key(key), TOKEN)
+            for pri in self.priority_steps if queue in (self._expires or {}) else ():
+                pipe.pexpire(self._q_for_pri(queue, pri), self._expires[queue])
+            pipe.execute()
+
+    def _do_restore_message(
+        self, payload: dict[str, Any], exchange: str, routing_key: str, pipe: Any, leftmost=False
+    ) -> None:
+        """A message returned to its queue (lapsed lease, requeue) wakes a worker too."""
+        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+        for queue in self._lookup(exchange, routing_key):
+            pri = self._get_message_priority(payload, reverse=False)
+            pipe.lpush(wake_key(self._q_for_pri(queue, pri)), TOKEN)
+
+    def _purge(self, queue: str) -> int:
+        with self.conn_or_acquire() as client:
+            client.delete(*(wake_key(self._q_for_pri(queue, pri)) for pri in self.priority_steps))
+        return super()._purge(queue)
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
