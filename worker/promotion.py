@@ -23,6 +23,7 @@ from celery.signals import before_task_publish
 
 from config import TIERS, Settings
 from worker.jobs import JobStore, open_store
+from worker.transport import TOKEN, wake_key
 
 QUEUED_AT_HEADER = "jobrunner_queued_at"
 MAX_MOVES_PER_RUN = 1000  # bounds one run's work, whatever the backlog
@@ -43,19 +44,22 @@ def stamp_queued_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
         headers[QUEUED_AT_HEADER] = time.time()
 
 
-# KEYS: source, target. ARGV: the k elements at the source's right end as inspected (in list
-# order), then their k rewrites. Moves them only if the right end is still exactly what was
-# inspected (a worker may have taken some meanwhile), keeping their order, onto the target's right
-# end (the next-taken end), oldest rightmost.
+# KEYS: source, target, their wake-token lists. ARGV: the token, then the k elements at the
+# source's right end as inspected (in list order), then their k rewrites. Moves them only if the
+# right end is still exactly what was inspected (a worker may have taken some meanwhile), keeping
+# their order, onto the target's right end (the next-taken end), oldest rightmost; their wake
+# tokens move with them (worker/transport.py), so an idle worker of the target wakes at once.
 _MOVE = """
-local k = #ARGV / 2
+local k = (#ARGV - 1) / 2
 local current = redis.call('LRANGE', KEYS[1], -k, -1)
 if #current ~= k then return 0 end
 for i = 1, k do
-  if current[i] ~= ARGV[i] then return 0 end
+  if current[i] ~= ARGV[i + 1] then return 0 end
 end
 redis.call('LTRIM', KEYS[1], 0, -k - 1)
-redis.call('RPUSH', KEYS[2], unpack(ARGV, k + 1, 2 * k))
+redis.call('RPUSH', KEYS[2], unpack(ARGV, k + 2, 2 * k + 1))
+redis.call('LPOP', KEYS[3], k)
+for i = 1, k do redis.call('LPUSH', KEYS[4], ARGV[1]) end
 return k
 """
 
@@ -111,7 +115,8 @@ class Promoter:
     def move(self, source: str, target: str, inspected: list[bytes], rewritten: list[str]) -> int:
         """Atomically move `inspected` (the source's right end, in list order) to the target's
         right end as `rewritten`; 0 if the source's right end changed since it was read."""
-        return int(self._move(keys=[source, target], args=[*inspected, *rewritten]))
+        keys = [source, target, wake_key(source), wake_key(target)]
+        return int(self._move(keys=keys, args=[TOKEN, *inspected, *rewritten]))
 
     def _promote(self, source: str, target: str, now: float, budget: int) -> list[Promotion]:
         done: list[Promotion] = []

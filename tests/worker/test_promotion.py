@@ -19,6 +19,7 @@ from tests.support.steps import STARTS
 from worker.client import Client, Job
 from worker.jobs import PREFIX, SUCCESS, JobStore
 from worker.promotion import QUEUED_AT_HEADER, Promoter
+from worker.transport import wake_key
 
 pytestmark = pytest.mark.integration
 
@@ -89,6 +90,8 @@ def test_aged_messages_move_up_one_tier_oldest_first_young_ones_stay(
     # Onto the next-taken (right) end, ahead of the young medium job, the oldest rightmost.
     assert _job_ids(redis_client, MEDIUM) == [young_medium.id, *(j.id for j in reversed(olds))]
     assert _job_ids(redis_client, HIGH) == []
+    # Wake tokens moved with the messages: an idle medium worker wakes for them at once.
+    assert [redis_client.llen(wake_key(q)) for q in (LOW, MEDIUM, HIGH)] == [1, 4, 0]
     for message in _messages(redis_client, MEDIUM)[1:]:
         assert message["headers"][QUEUED_AT_HEADER] == now
         assert message["properties"]["delivery_info"]["routing_key"] == MEDIUM
