@@ -10,8 +10,8 @@ always in exactly one of the two places; from the unacked index, a lapsed lease 
 cannot block. So publishers push a wake token per message on a list beside the queue; an idle
 worker blocks on the wake lists of its queues (losing a token loses nothing), then runs the
 script, which takes the highest-priority message among all its queues. A message pushed without
-a token (by hand, or moved by the starvation guard) is found by the same script when the BRPOP
-times out (the transport's `brpop_timeout`, 1 s), so it is late at worst, never stranded.
+a token (by hand, by another client) is found by the same script when the BRPOP times out (the
+transport's `brpop_timeout`, 1 s), so it is late at worst, never stranded.
 """
 
 from __future__ import annotations
