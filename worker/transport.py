@@ -83,6 +83,23 @@ class QoS(kombu_redis.QoS):
         else:
             super().append(message, delivery_tag)
 
+    def restore_unacked(self, client: Any = None) -> Any:
+        """On close, kombu returns what the worker holds to its queues. After a lost connection
+        that can fail inside kombu, its transport half torn down (celery/kombu#582), and the
+        error would stop the worker. The messages are still leased in Redis and come back when
+        their leases lapse, so say so and go on reconnecting."""
+        try:
+            return super().restore_unacked(client)
+        except (AttributeError, *kombu_redis.get_redis_error_classes()[0]) as exc:
+            log.warning(
+                "could not return %d held message(s) to their queues now (%r); they come back "
+                "when their leases lapse",
+                len(self._delivered),
+                exc,
+            )
+            self._delivered.clear()
+            return None
+
 
 class Channel(kombu_redis.Channel):
     QoS = QoS

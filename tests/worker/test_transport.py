@@ -125,3 +125,22 @@ def test_an_unreadable_entry_is_set_aside_and_the_next_message_taken(
     assert _consume_all(connection, queues, 1) == [{"n": 1}]
     assert redis_client.lrange(UNREADABLE, 0, -1) == [b'{"no": "envelope"}', b"not json"]
     redis_client.delete(UNREADABLE)
+
+
+def test_a_channel_closed_after_its_transport_was_torn_down_keeps_messages_leased(
+    redis_url: str, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    """A broker restart can close the consumer's channel after kombu has already detached its
+    transport (celery/kombu#582); returning held messages then fails inside kombu. The worker
+    must not die of it: the message stays leased and comes back when the lease lapses."""
+    low = queues[2]
+    connection = Connection(redis_url, transport=TRANSPORT, transport_options=OPTIONS)
+    _publish(connection, low, {"n": 1})
+    channel = connection.channel()
+    message = channel.basic_get(low.name)
+    assert message is not None
+    connection.transport.client = None  # what kombu's Connection._do_close_transport leaves
+    channel.close()  # no exception
+    assert redis_client.hexists("unacked", message.delivery_tag)
+    redis_client.hdel("unacked", message.delivery_tag)
+    redis_client.zrem("unacked_index", message.delivery_tag)
