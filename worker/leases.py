@@ -21,6 +21,10 @@ def renew(channel: Any) -> int:
     if not tags:
         return 0
     now = time.time()
-    # XX: never re-add a message that was acked or restored meanwhile.
-    channel.client.zadd(channel.unacked_index_key, dict.fromkeys(tags, now), xx=True)
+    # A pooled connection: `channel.client` is pinned to the connection the consumer's BRPOP
+    # is waiting on, and a command sent there meanwhile would read the BRPOP's reply as its own
+    # and leave its own reply for the consumer, stalling it.
+    with channel.conn_or_acquire() as client:
+        # XX: never re-add a message that was acked or restored meanwhile.
+        client.zadd(channel.unacked_index_key, dict.fromkeys(tags, now), xx=True)
     return len(tags)

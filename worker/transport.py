@@ -134,7 +134,8 @@ class Channel(kombu_redis.Channel):
                 self.client.connection.disconnect()
                 raise
             # Closing: the token is spent, but a message taken now would have no consumer.
-            found = None if self._closing else self._take(bytes_to_str(woken[0]) if woken else None)
+            woke_key = bytes_to_str(woken[0]) if woken else None
+            found = None if self._closing else self._take(self._fetch_keys, woke_key)
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
@@ -145,9 +146,12 @@ class Channel(kombu_redis.Channel):
         self.connection._deliver(payload, queue)
         return True
 
-    def _take(self, woke_key: str | None) -> tuple[str, dict[str, Any]] | None:
-        """Run the fetch script over the queues the last BRPOP watched."""
-        keys = [key for _, key in self._fetch_keys]
+    def _take(
+        self, fetch_keys: list[tuple[str, str]], woke_key: str | None, client: Any = None
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Run the fetch script over `fetch_keys` ((queue, Redis key) by priority), on the BRPOP's
+        own connection (idle once its reply is read) unless given another `client`."""
+        keys = [key for _, key in fetch_keys]
         woke = next(
             (i for i, key in enumerate(keys, 1) if wake_key(key) == woke_key),
             0,
@@ -161,6 +165,7 @@ class Channel(kombu_redis.Channel):
                 *map(wake_key, keys),
             ],
             args=[kombu_redis.time(), woke, TOKEN],
+            client=client,
         )
         if unreadable:
             log.error(
@@ -170,12 +175,13 @@ class Channel(kombu_redis.Channel):
             return None
         payload = loads(bytes_to_str(raw))
         self.recorded[payload["properties"]["delivery_tag"]] = True
-        return self._fetch_keys[int(index) - 1][0], payload
+        return fetch_keys[int(index) - 1][0], payload
 
     def _get(self, queue: str) -> dict[str, Any]:
         """A synchronous get (basic_get) takes through the same script."""
-        self._fetch_keys = [(queue, self._q_for_pri(queue, pri)) for pri in self.priority_steps]
-        found = self._take(None)
+        fetch_keys = [(queue, self._q_for_pri(queue, pri)) for pri in self.priority_steps]
+        with self.conn_or_acquire() as client:  # not the BRPOP's connection: it may be waiting
+            found = self._take(fetch_keys, None, client)
         if found is None:
             raise Empty()
         return found[1]
