@@ -84,13 +84,12 @@ class QoS(kombu_redis.QoS):
             super().append(message, delivery_tag)
 
     def restore_unacked(self, client: Any = None) -> Any:
-        """On close, kombu returns what the worker holds to its queues. After a lost connection
-        that can fail inside kombu, its transport half torn down (celery/kombu#582), and the
-        error would stop the worker. The messages are still leased in Redis and come back when
-        their leases lapse, so say so and go on reconnecting."""
+        """On close, kombu returns what the worker holds to its queues; with the broker down
+        that fails, and the error would cut the channel's close short. The messages are still
+        leased in Redis and come back when their leases lapse, so say so and go on."""
         try:
             return super().restore_unacked(client)
-        except (AttributeError, *kombu_redis.get_redis_error_classes()[0]) as exc:
+        except kombu_redis.get_redis_error_classes()[0] as exc:
             log.warning(
                 "could not return %d held message(s) to their queues now (%r); they come back "
                 "when their leases lapse",
@@ -109,8 +108,21 @@ class Channel(kombu_redis.Channel):
         if self.global_keyprefix:
             raise ValueError("jobrunner's Redis transport does not support global_keyprefix")
         self.recorded: dict[str, bool] = {}
+        # Kept for `_get_pool` once kombu has detached this channel from its transport.
+        self._detached_params = self._connparams()
         self._fetch_keys: list[tuple[str, str]] = []  # (queue name, Redis key), by priority
         self._fetch = self.client.register_script(_FETCH)
+
+    def _get_pool(self, asynchronous: bool = False) -> Any:
+        """A channel closed on a lost connection is detached from its transport, yet a step that
+        was running goes on and acks through it once it ends (and kombu returns held messages
+        through it on close). Without a pool those raise AttributeError, which Celery treats as
+        unrecoverable and the worker exits; with this one the ack reaches Redis, so the step is
+        not run twice."""
+        transport = self.connection
+        if transport is None or transport.client is None:
+            return kombu_redis.redis.ConnectionPool(**self._detached_params)
+        return super()._get_pool(asynchronous)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         """Block on the wake lists of the worker's queues (kombu blocks on the queues)."""

@@ -127,12 +127,12 @@ def test_an_unreadable_entry_is_set_aside_and_the_next_message_taken(
     redis_client.delete(UNREADABLE)
 
 
-def test_a_channel_closed_after_its_transport_was_torn_down_keeps_messages_leased(
+def test_a_channel_closed_after_its_transport_was_torn_down_returns_what_it_held(
     redis_url: str, queues: list[Queue], redis_client: redis.Redis
 ) -> None:
     """A broker restart can close the consumer's channel after kombu has already detached its
-    transport (celery/kombu#582); returning held messages then fails inside kombu. The worker
-    must not die of it: the message stays leased and comes back when the lease lapses."""
+    transport (celery/kombu#582); returning held messages then raised inside kombu and stopped
+    the worker. The message goes back to its queue instead."""
     low = queues[2]
     connection = Connection(redis_url, transport=TRANSPORT, transport_options=OPTIONS)
     _publish(connection, low, {"n": 1})
@@ -141,6 +141,25 @@ def test_a_channel_closed_after_its_transport_was_torn_down_keeps_messages_lease
     assert message is not None
     connection.transport.client = None  # what kombu's Connection._do_close_transport leaves
     channel.close()  # no exception
-    assert redis_client.hexists("unacked", message.delivery_tag)
-    redis_client.hdel("unacked", message.delivery_tag)
-    redis_client.zrem("unacked_index", message.delivery_tag)
+    assert not redis_client.hexists("unacked", message.delivery_tag)
+    returned = json.loads(redis_client.rpop(low.name))
+    assert returned["properties"]["delivery_tag"] == message.delivery_tag
+
+
+def test_a_step_that_outlived_its_connection_still_acks(
+    redis_url: str, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    """The consumer reconnected (its old channel closed and detached) while a step ran; the
+    step's ack goes through the old channel and must still clear the message from Redis."""
+    low = queues[2]
+    connection = Connection(redis_url, transport=TRANSPORT, transport_options=OPTIONS)
+    _publish(connection, low, {"n": 1})
+    channel = connection.channel()
+    message = channel.basic_get(low.name)
+    assert message is not None
+    channel.qos.restore_at_shutdown = False  # returning it failed: the broker was down
+    connection.close()
+    message.ack()  # no exception
+    assert not redis_client.hexists("unacked", message.delivery_tag)
+    assert redis_client.zscore("unacked_index", message.delivery_tag) is None
+    assert redis_client.llen(low.name) == 0  # acked, not returned
