@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import tomllib
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -92,9 +93,77 @@ class PoolSettings(_Section):
 
 
 class FlowerSettings(_Section):
+    """Flower is never served without authentication: basic auth, or OAuth (passed through)."""
+
     address: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
     basic_auth: str = Field(default="", description="user:password; empty = generated locally")
+    auth_provider: str = Field(default="", description="Flower OAuth handler class; empty = off")
+    auth: str = Field(default="", description="OAuth: regex of the e-mails allowed in")
+    oauth2_key: str = Field(default="", description="OAuth client id")
+    oauth2_secret: str = Field(default="", description="OAuth client secret")
+    oauth2_redirect_uri: str = Field(default="", description="OAuth callback URL")
+
+
+class MetricsSettings(_Section):
+    """The Prometheus exporter (`jobrunner metrics`): never served without authentication."""
+
+    address: str = Field(min_length=1, description="interface to bind; 127.0.0.1 = this host only")
+    port: int = Field(ge=1, le=65535, description="HTTP port serving /metrics")
+    basic_auth: str = Field(default="", description="user:password; empty = generated locally")
+    wait_buckets_s: list[float] = Field(min_length=1, description="wait-time histogram bounds")
+    run_buckets_s: list[float] = Field(min_length=1, description="run-time histogram bounds")
+
+    @field_validator("wait_buckets_s", "run_buckets_s")
+    @classmethod
+    def _increasing(cls, bounds: list[float]) -> list[float]:
+        if any(b <= a for a, b in pairwise(bounds)) or bounds[0] <= 0:
+            raise ValueError(f"histogram bounds must be positive and increasing, got {bounds}")
+        return bounds
+
+
+class AlertRule(_Section):
+    """One condition the exporter checks every `alerts.interval_s`; see config/default.toml."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="label of the alert metric")
+    kind: Literal["failure_rate", "oldest_wait", "memory_headroom"]
+    threshold: float = Field(
+        ge=0, description="failure_rate: fraction; oldest_wait: seconds; memory_headroom: MB"
+    )
+    window_s: float = Field(default=300, gt=0, description="failure_rate: look-back window")
+    min_jobs: int = Field(default=1, ge=1, description="failure_rate: finished jobs needed")
+    tier: Tier | None = Field(default=None, description="only this tier (oldest_wait: required)")
+    pipeline: str | None = Field(default=None, description="failure_rate: only this pipeline")
+
+    @model_validator(mode="after")
+    def _tier_for_wait(self) -> AlertRule:
+        if self.kind == "oldest_wait" and self.tier is None:
+            raise ValueError(f"alert rule {self.name}: oldest_wait needs a tier")
+        return self
+
+
+class AlertSettings(_Section):
+    """Alert rules, evaluated in one place: the metrics exporter's loop."""
+
+    interval_s: float = Field(gt=0, description="how often the rules are evaluated")
+    webhook_url: str = Field(default="", description="POST fired/cleared alerts here; empty = off")
+    webhook_timeout_s: float = Field(gt=0, description="give up on the webhook after this long")
+    rules: list[AlertRule] = Field(default_factory=list)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"webhook_url must be an http(s) URL, got {url!r}")
+        return url
+
+    @field_validator("rules")
+    @classmethod
+    def _unique(cls, rules: list[AlertRule]) -> list[AlertRule]:
+        names = [rule.name for rule in rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"alert rule names repeat: {names}")
+        return rules
 
 
 class AdmissionSettings(_Section):
@@ -162,6 +231,8 @@ class Settings(BaseSettings):
     tiers: dict[Tier, TierSettings]
     pools: dict[str, PoolSettings]
     flower: FlowerSettings
+    metrics: MetricsSettings
+    alerts: AlertSettings
     limits: LimitSettings
     admission: AdmissionSettings
     autoscale: AutoscaleSettings

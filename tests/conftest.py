@@ -4,13 +4,20 @@ end of its scope, and each test starts with empty tier queues."""
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -131,3 +138,114 @@ def workers(
     started = Workers(stack_env, tmp_path_factory.mktemp("worker-logs"))
     yield started
     started.stop_all()
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Server:
+    """A jobrunner server process (`python -m worker ARGS`: Flower, the metrics exporter) on a
+    free 127.0.0.1 port behind generated basic auth; stopped (its whole session) at the end."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, ready_path: str) -> None:
+        from worker.embedded_redis import free_port
+
+        self.port = free_port()
+        self.user, self.password = "tester", secrets.token_urlsafe(12)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.env = {
+            k: v.replace("{port}", str(self.port)).replace("{auth}", self.auth)
+            for k, v in env.items()
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "worker", *args],
+            env={**os.environ, **self.env},
+            cwd=ROOT,
+            stdout=open(log, "wb"),  # noqa: SIM115 - the process owns it
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{args[0]} exited:\n{log.read_text()[-2000:]}")
+            try:
+                if self.get(ready_path).status == 200:
+                    return
+            except OSError:  # not listening yet
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{args[0]} did not answer in {WORKER_START_TIMEOUT_S} s")
+
+    @property
+    def auth(self) -> str:
+        return f"{self.user}:{self.password}"
+
+    def request(self, path: str, data: object = None, *, auth: bool = True) -> Reply:
+        """GET (or with `data`, POST it as JSON) `path`; any HTTP status is a Reply."""
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = "Basic " + b64encode(self.auth.encode()).decode()
+        body = None if data is None else json.dumps(data).encode()
+        request = urllib.request.Request(self.url + path, data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                return Reply(reply.status, reply.read())
+        except urllib.error.HTTPError as error:
+            return Reply(error.code, error.read())
+
+    def get(self, path: str, *, auth: bool = True) -> Reply:
+        return self.request(path, auth=auth)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def flower_server(
+    stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """`jobrunner flower` on a free port with basic auth, its state in a fresh data dir."""
+    env = {
+        "JOBRUNNER_FLOWER__PORT": "{port}",
+        "JOBRUNNER_FLOWER__BASIC_AUTH": "{auth}",
+        "JOBRUNNER_DATA_DIR": str(tmp_path_factory.mktemp("flower-data")),
+    }
+    server = Server(
+        ["flower"], env, tmp_path_factory.mktemp("flower") / "flower.log", "/healthcheck"
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def metrics_server(
+    request: pytest.FixtureRequest,
+    stack_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    """`jobrunner metrics` on a free port with basic auth. A module may set `METRICS_ENV` (extra
+    JOBRUNNER_* settings, e.g. alert rules) before it starts."""
+    env = {
+        "JOBRUNNER_METRICS__PORT": "{port}",
+        "JOBRUNNER_METRICS__BASIC_AUTH": "{auth}",
+        **getattr(request.module, "METRICS_ENV", {}),
+    }
+    server = Server(
+        ["metrics"], env, tmp_path_factory.mktemp("metrics") / "metrics.log", "/metrics"
+    )
+    yield server
+    server.stop()

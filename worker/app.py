@@ -18,8 +18,9 @@ BACKEND_CLASS = "worker.result_backend:JobResultBackend"
 AUTOSCALER_CLASS = "worker.autoscaler:HeadroomAutoscaler"
 CONSUMER_STEP = "worker.bootstep:JobrunnerStep"
 
-# Runtime modules the worker loads besides the steps: the job tracking hooks.
-RUNTIME_TASK_MODULES = ("worker.middleware.job_tracking",)
+# Runtime modules the worker (and Flower) load besides the steps: the job tracking hooks, and
+# the submission task through which Flower's HTTP API enqueues jobs.
+RUNTIME_TASK_MODULES = ("worker.middleware.job_tracking", "worker.remote_submit")
 
 
 def configure(app: Celery, settings: Settings) -> None:

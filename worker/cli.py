@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -43,20 +44,26 @@ def _exec_celery(argv: list[str], env: dict[str, str]) -> NoReturn:
 
 
 @cli.command()
-def up(no_flower: Annotated[bool, typer.Option(help="do not start Flower")] = False) -> None:
-    """Run the local stack in the foreground: broker, a worker per pool, Flower. Ctrl-C stops it
-    warmly (running steps finish)."""
-    from worker import flower
+def up(
+    no_flower: Annotated[bool, typer.Option(help="do not start Flower")] = False,
+    no_metrics: Annotated[bool, typer.Option(help="do not start the metrics exporter")] = False,
+) -> None:
+    """Run the local stack in the foreground: broker, a worker per pool, Flower and the metrics
+    exporter. Ctrl-C stops it warmly (running steps finish)."""
+    from worker import flower, metrics
     from worker.stack import LocalStack
 
     settings = get_settings()
-    with LocalStack(settings, with_flower=not no_flower) as stack:
+    with LocalStack(settings, with_flower=not no_flower, with_metrics=not no_metrics) as stack:
         nodes = stack.wait_for_workers()
         console.print(f"broker: {_redacted(stack.settings.broker_url)}")
         console.print(f"workers: {', '.join(nodes)}")
         if stack.credentials:
             creds = stack.credentials
             console.print(f"Flower: {flower.url(settings)} (user {creds.user}, {creds.source})")
+        if stack.metrics_credentials:
+            creds = stack.metrics_credentials
+            console.print(f"metrics: {metrics.url(settings)} (user {creds.user}, {creds.source})")
         console.print("running; Ctrl-C stops")
         assert stack.supervisor is not None
         stack.supervisor.run()
@@ -145,7 +152,8 @@ def status(
     job_id: Annotated[str | None, typer.Argument(help="a job id; omit for the overview")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Tier queue depths, workers and recent jobs; or one job's state."""
+    """Tier depths and oldest waits, workers and their headroom, alerts and recent failures; or
+    one job's state and step tree (each step's state, worker, wait and run time)."""
     from worker.status import job_status, overview, render_job, render_overview
 
     if job_id:
@@ -248,6 +256,58 @@ def flower_command(
     broker.check_reachable(settings)
     env = {"JOBRUNNER_BROKER_URL": settings.broker_url, **flower.flower_env(credentials)}
     _exec_celery(flower.flower_argv(settings), env)
+
+
+@cli.command("metrics")
+def metrics_command() -> None:
+    """Serve Prometheus metrics (queues, jobs, workers, data flow, alerts) behind basic auth, and
+    evaluate the alert rules. Run one per deployment."""
+    from worker import broker, metrics
+
+    settings = broker.resolve(get_settings())
+    broker.check_reachable(settings)
+    credentials = metrics.credentials(settings)
+    try:
+        exporter = metrics.Exporter(settings, credentials)
+    except OSError as error:
+        _fail(f"cannot serve metrics on {metrics.url(settings)}: {error.strerror or error}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    console.print(
+        f"metrics: {metrics.url(settings)} (user {credentials.user}, {credentials.source})"
+    )
+    exporter.run()
+
+
+@cli.command()
+def deploy(
+    inventory: Annotated[Path, typer.Option("-i", "--inventory", help="Ansible inventory")],
+    limit: Annotated[str | None, typer.Option(help="only these hosts or groups")] = None,
+    check: Annotated[bool, typer.Option(help="dry run: report what would change")] = False,
+    tags: Annotated[str | None, typer.Option(help="only tasks with these tags")] = None,
+) -> None:
+    """Deploy or roll the fleet with the playbooks in playbooks/ (through ansible-runner)."""
+    from worker.deploy import deploy as run_deploy
+
+    try:
+        run_deploy(inventory, limit=limit, check=check, tags=tags, console=console)
+    except JobrunnerError as exc:
+        _fail(str(exc))
+
+
+@cli.command()
+def bench(
+    quick: Annotated[bool, typer.Option(help="a smoke run, under 2 minutes")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    only: Annotated[str | None, typer.Option(help="run only this scenario")] = None,
+    peers: Annotated[bool, typer.Option(help="also run Huey (the bench extra)")] = False,
+) -> None:
+    """Benchmarks against plain Celery on the same Redis and processes: a table of ratios."""
+    from benchmarks.run import run_benchmarks
+
+    try:
+        run_benchmarks(quick=quick, as_json=as_json, only=only, peers=peers, console=console)
+    except JobrunnerError as exc:
+        _fail(str(exc))
 
 
 dlq = typer.Typer(

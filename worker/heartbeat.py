@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import psutil
 import redis
 
 PREFIX = "jobrunner:worker:"
@@ -13,8 +14,12 @@ OVERRIDE_KEY = "jobrunner:admission"  # hash; field memory_reserve_mb overrides 
 
 
 def publish(client: redis.Redis, node: str, fields: dict[str, Any], ttl_s: float) -> None:
+    """Refresh `node`'s entry; adds the host's CPU utilization since the previous heartbeat
+    (psutil's non-blocking measure), which the exporter reports per worker."""
+    cpu = psutil.cpu_percent(interval=None)
+    mapping = {**fields, "node": node, "cpu_percent": cpu, "updated_at": time.time()}
     with client.pipeline() as pipe:
-        pipe.hset(PREFIX + node, mapping={**fields, "node": node, "updated_at": time.time()})
+        pipe.hset(PREFIX + node, mapping=mapping)
         pipe.pexpire(PREFIX + node, int(ttl_s * 1000))
         pipe.execute()
 

@@ -23,16 +23,98 @@ IDEMPOTENCY = "jobrunner:idempotency:"  # idempotency key -> job id
 
 PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
 
-# KEYS: the open-jobs index, then every JobKeys (record first, done list second).
-# ARGV: now, state, field, value, ttl, job id.
-_FINISH = """
-if redis.call('HSETNX', KEYS[2], 'finished_at', ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], 'state', ARGV[2], ARGV[3], ARGV[4])
-redis.call('RPUSH', KEYS[3], ARGV[2])
-redis.call('ZREM', KEYS[1], ARGV[6])
-for i = 2, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+# Metrics ride in the same scripts and pipelines as the records they describe (no extra round
+# trip): one hash of counters, read by the exporter (worker/metrics.py). Fields are
+# "jobs|<outcome>|<pipeline>|<tier>", "rows_<in|out|quarantined>|<pipeline>|<step>" and, per
+# histogram "<wait|run>|<tier>", one field per bucket bound ("|<bound>" or "|+Inf", not
+# cumulative) plus "|sum" and "|count".
+METRICS = "jobrunner:metrics"
+SEP = "|"
+
+# Lua helper: observe `value` in histogram `name` of hash `key`; ARGV[first..first+n-1] are the
+# bucket bounds as strings (the field names).
+_OBSERVE = """
+local function observe(key, name, value, first, n)
+  local slot = '+Inf'
+  for i = first, first + n - 1 do
+    if value <= tonumber(ARGV[i]) then slot = ARGV[i] break end
+  end
+  redis.call('HINCRBY', key, name .. '|' .. slot, 1)
+  redis.call('HINCRBYFLOAT', key, name .. '|sum', value)
+  redis.call('HINCRBY', key, name .. '|count', 1)
+end
+"""
+
+# KEYS: record, metrics. ARGV: now, then the wait bucket bounds. The first start only: it stamps
+# started_at and observes the job's wait in its tier's histogram.
+_START = (
+    _OBSERVE
+    + """
+if redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1]) == 0 then return 0 end
+local job = redis.call('HMGET', KEYS[1], 'submitted_at', 'tier')
+if job[1] and job[2] then
+  observe(KEYS[2], 'wait|' .. job[2], tonumber(ARGV[1]) - tonumber(job[1]), 2, #ARGV - 1)
+end
 return 1
 """
+)
+
+# KEYS: the open-jobs index, the metrics hash, then every JobKeys (record first, done list
+# second). ARGV: now, state, field, value, ttl, job id, outcome ("succeeded" or "failed"), n, the
+# n run bucket bounds, then (step, rows in, rows out, quarantined) per step of a data pipeline.
+_FINISH = (
+    _OBSERVE
+    + """
+if redis.call('HSETNX', KEYS[3], 'finished_at', ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[3], 'state', ARGV[2], ARGV[3], ARGV[4])
+redis.call('RPUSH', KEYS[4], ARGV[2])
+redis.call('ZREM', KEYS[1], ARGV[6])
+for i = 3, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+local job = redis.call('HMGET', KEYS[3], 'pipeline', 'tier', 'started_at')
+if not (job[1] and job[2]) then return 1 end
+redis.call('HINCRBY', KEYS[2], 'jobs|' .. ARGV[7] .. '|' .. job[1] .. '|' .. job[2], 1)
+local n = tonumber(ARGV[8])
+if job[3] then observe(KEYS[2], 'run|' .. job[2], tonumber(ARGV[1]) - tonumber(job[3]), 9, n) end
+for i = 9 + n, #ARGV, 4 do
+  local step = '|' .. job[1] .. '|' .. ARGV[i]
+  redis.call('HINCRBY', KEYS[2], 'rows_in' .. step, ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[2], 'rows_out' .. step, ARGV[i + 2])
+  redis.call('HINCRBY', KEYS[2], 'rows_quarantined' .. step, ARGV[i + 3])
+end
+return 1
+"""
+)
+
+DEFAULT_WAIT_BUCKETS_S = (0.05, 0.25, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
+DEFAULT_RUN_BUCKETS_S = (0.1, 0.5, 2.0, 10.0, 60.0, 300.0, 1800.0, 7200.0)
+
+
+def bound_field(bound: float) -> str:
+    """A histogram bound as written in metric field names (the exporter parses it back)."""
+    return format(bound, "g")
+
+
+def data_flow(result: Any) -> list[tuple[str, int, int, int]]:
+    """(step, rows in, rows out, quarantined) per step, from a data pipeline's final result
+    (its `steps` list, as the feature pipeline's `store` step returns); [] for other results."""
+    steps = result.get("steps") if isinstance(result, dict) else None
+    if not isinstance(steps, list):
+        return []
+    flows = []
+    for fact in steps:
+        try:
+            flows.append(
+                (
+                    str(fact["step"]),
+                    int(fact["rows_in"]),
+                    int(fact["rows_out"]),
+                    int(fact.get("quarantined", 0)),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue  # not a data-flow fact: nothing to count
+    return flows
+
 
 # KEYS: record, promotions list. ARGV: entry. Only for a job that exists; a job that already
 # finished (its record expiring) gets the same expiry on the list, so nothing outlives it.
@@ -91,17 +173,27 @@ class JobKeys(NamedTuple):
     done: str
     failures: str
     promotions: str
+    steps: str  # one entry per task run: the job's step tree (worker/status.py)
 
 
 def _keys(job_id: str) -> JobKeys:
     base = PREFIX + job_id
-    return JobKeys(base, base + ":done", base + ":failures", base + ":promotions")
+    return JobKeys(base, base + ":done", base + ":failures", base + ":promotions", base + ":steps")
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        ttl_s: int,
+        wait_buckets_s: tuple[float, ...] | list[float] = DEFAULT_WAIT_BUCKETS_S,
+        run_buckets_s: tuple[float, ...] | list[float] = DEFAULT_RUN_BUCKETS_S,
+    ) -> None:
         self.redis = client
         self.ttl_s = ttl_s
+        self.wait_bounds = [bound_field(b) for b in wait_buckets_s]
+        self.run_bounds = [bound_field(b) for b in run_buckets_s]
+        self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
         self._add_promotion = client.register_script(_ADD_PROMOTION)
 
@@ -123,6 +215,7 @@ class JobStore:
             )
             pipe.zadd(INDEX, {job_id: now})
             pipe.zadd(OPEN, {job_id: now + deadline_s})
+            pipe.hincrby(METRICS, SEP.join(("jobs", "submitted", pipeline, tier)), 1)
             pipe.execute()
 
     def delete(self, job_id: str) -> None:
@@ -151,7 +244,22 @@ class JobStore:
         self.redis.hincrby(_keys(job_id).record, "retries", 1)
 
     def mark_started(self, job_id: str) -> None:
-        self.redis.hsetnx(_keys(job_id).record, "started_at", repr(time.time()))
+        """Stamp the job's start (the first time only) and observe its wait, in one call."""
+        self._start(
+            keys=[_keys(job_id).record, METRICS], args=[repr(time.time()), *self.wait_bounds]
+        )
+
+    def add_step(self, job_id: str, entry: dict[str, Any]) -> None:
+        """Record one run of one of the job's tasks (id, step, outcome, worker, times), for the
+        step tree. Kept while the job may still run; finishing the job sets its usual expiry."""
+        key = _keys(job_id).steps
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, json.dumps(entry))
+            pipe.expire(key, 2 * self.ttl_s)
+            pipe.execute()
+
+    def steps(self, job_id: str) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in self.redis.lrange(_keys(job_id).steps, 0, -1)]
 
     def add_failure(self, job_id: str, step: str, error: BaseException) -> None:
         entry = {"step": step, "error": f"{type(error).__name__}: {error}"}
@@ -175,8 +283,17 @@ class JobStore:
             ("result", json.dumps(result)) if state == SUCCESS else ("error", error)
         )
         now = repr(time.time())
+        outcome = "succeeded" if state == SUCCESS else "failed"
+        flows = [str(part) for flow in data_flow(result) for part in flow]
         won = self._finish(
-            keys=[OPEN, *_keys(job_id)], args=[now, state, value_field, value, self.ttl_s, job_id]
+            keys=[OPEN, METRICS, *_keys(job_id)],
+            args=[
+                now,
+                *(state, value_field, value, self.ttl_s, job_id, outcome),
+                len(self.run_bounds),
+                *self.run_bounds,
+                *flows,
+            ],
         )
         return bool(won)
 
@@ -226,4 +343,15 @@ class JobStore:
 
 def open_store(settings: Settings) -> JobStore:
     """The job store on the result Redis, keeping finished jobs for `result_expires`."""
-    return JobStore(broker.client(settings.effective_result_url), settings.limits.result_expires)
+    return JobStore(
+        broker.client(settings.effective_result_url),
+        settings.limits.result_expires,
+        settings.metrics.wait_buckets_s,
+        settings.metrics.run_buckets_s,
+    )
+
+
+# Every process that records jobs also publishes their messages; this connects the publish hook
+# that stamps each message's enqueue time (the starvation guard's and the exporter's oldest-wait
+# clock). At the end: worker.promotion imports this module.
+import worker.promotion  # noqa: E402, F401

@@ -1,4 +1,5 @@
-"""The local stack of `jobrunner up` and `demo`: broker, one worker per pool, Flower."""
+"""The local stack of `jobrunner up` and `demo`: broker, one worker per pool, Flower and (for
+`up`) the metrics exporter."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from config import JobrunnerError, Settings
 from tasks.registry import load_pipelines
-from worker import broker, flower
+from worker import broker, flower, metrics
 from worker.app import app, configure
 from worker.embedded_redis import EmbeddedRedis
 from worker.supervisor import Service, Supervisor
@@ -17,13 +18,20 @@ class LocalStack:
     """Use as a context manager; `settings` then carries the broker URL in use."""
 
     def __init__(
-        self, settings: Settings, *, log_dir: Path | None = None, with_flower: bool = True
+        self,
+        settings: Settings,
+        *,
+        log_dir: Path | None = None,
+        with_flower: bool = True,
+        with_metrics: bool = False,
     ):
         self.settings = settings
         self.log_dir = log_dir
         self.with_flower = with_flower
+        self.with_metrics = with_metrics
         self.redis: EmbeddedRedis | None = None
         self.credentials: flower.Credentials | None = None
+        self.metrics_credentials: flower.Credentials | None = None
         self.supervisor: Supervisor | None = None
 
     def _start_broker(self) -> None:
@@ -65,6 +73,10 @@ class LocalStack:
                     {**env, **flower.flower_env(self.credentials)},
                 )
             )
+        if self.with_metrics:
+            # Generated (or configured) credentials reach the exporter through its settings.
+            self.metrics_credentials = metrics.credentials(self.settings)
+            services.append(Service("metrics", ["-m", "worker", "metrics"], env))
         return services
 
     def __enter__(self) -> LocalStack:

@@ -19,7 +19,18 @@ from worker.jobs import INDEX
 pytestmark = pytest.mark.integration
 
 JOBRUNNER = str(Path(sys.executable).with_name("jobrunner"))
-COMMANDS = ["up", "demo", "submit", "status", "pipelines", "worker", "flower"]
+COMMANDS = [
+    "up",
+    "demo",
+    "submit",
+    "status",
+    "pipelines",
+    "worker",
+    "flower",
+    "metrics",
+    "deploy",
+    "bench",
+]
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -21,11 +21,13 @@ pytestmark = pytest.mark.integration
 
 
 def _env(data_dir: Path) -> dict[str, str]:
-    """This user's environment: no broker configured, a fresh data dir, a free Flower port."""
+    """This user's environment: no broker configured, a fresh data dir, free Flower and metrics
+    ports."""
     env = {k: v for k, v in os.environ.items() if k != "JOBRUNNER_BROKER_URL"}
     env.update(
         JOBRUNNER_DATA_DIR=str(data_dir),
         JOBRUNNER_FLOWER__PORT=str(free_port()),
+        JOBRUNNER_METRICS__PORT=str(free_port()),
         JOBRUNNER_IMPORTS="tests.support.steps",
         PYTHONPATH=str(ROOT),
     )
@@ -53,6 +55,7 @@ def test_up_serves_submit_then_stops_everything(tmp_path: Path) -> None:
         output = "".join(lines)
         assert "running; Ctrl-C stops" in output, output
         assert "Flower: http://127.0.0.1:" in output and "flower.auth" in output
+        assert "metrics: http://127.0.0.1:" in output and "metrics.auth" in output
         children = _descendants(up.pid)
         assert any("redis-server" in " ".join(p.cmdline()) for p in children)
 

@@ -8,13 +8,17 @@ rather than Celery's first one. Every failed job lands in the dead-letter store.
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+from celery import current_task
 
 from config import get_settings
 from tasks.middleware import Middleware, install
 from worker.broker import resolve
 from worker.dead_letter import DeadLetterStore, fail_job
-from worker.jobs import SUCCESS, JobStore, open_store
+from worker.jobs import FAILURE, SUCCESS, JobStore, open_store
+from worker.queues import QUEUED_AT_HEADER
 
 _store: JobStore | None = None
 
@@ -35,16 +39,59 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+_started: dict[str, float] = {}  # task id -> when this process started running it
+
+
+def _request() -> Any | None:
+    """The running task's request (hooks run inside the task call), if there is one."""
+    request = current_task.request if current_task else None
+    return request if request is not None and request.id else None
+
+
+def step_entry(
+    job: dict[str, Any], request: Any, state: str, started_at: float, error: str | None = None
+) -> dict[str, Any]:
+    """What `status JOB_ID` shows of one task run: which step, where, its outcome, and when it
+    was queued, started and ended. Written once, when the run ends (one round trip per step)."""
+    queued_at = getattr(request, QUEUED_AT_HEADER, None)
+    entry = {
+        "task_id": request.id,
+        "step": job["step"],
+        "task": getattr(request, "task", None),
+        "state": state,
+        "worker": getattr(request, "hostname", None),
+        "retries": getattr(request, "retries", 0),
+        "queued_at": float(queued_at) if queued_at is not None else None,
+        "started_at": started_at,
+        "finished_at": time.time(),
+    }
+    if error:
+        entry["error"] = error
+    return entry
+
+
+def _record_step(job: dict[str, Any], state: str, error: str | None = None) -> None:
+    request = _request()
+    if request is not None:
+        started = _started.pop(request.id, time.time())
+        store().add_step(job["id"], step_entry(job, request, state, started, error))
+
+
 class JobTracking(Middleware):
     def before_task(self, job: dict[str, Any]) -> None:
         if job.get("first"):
             store().mark_started(job["id"])
+        request = _request()
+        if request is not None:
+            _started[request.id] = time.time()
 
     def after_success(self, job: dict[str, Any], result: Any) -> None:
+        _record_step(job, SUCCESS)
         if job.get("final"):
             store().finish(job["id"], SUCCESS, result=result)
 
     def after_failure(self, job: dict[str, Any], error: BaseException) -> None:
+        _record_step(job, FAILURE, describe(error))
         store().add_failure(job["id"], job["step"], error)
         if not job.get("in_header"):
             summary = f"step {job['step']} failed: {describe(error)}"
@@ -53,6 +100,7 @@ class JobTracking(Middleware):
             )
 
     def after_retry(self, job: dict[str, Any], error: BaseException) -> None:
+        _record_step(job, "RETRY", describe(error))
         store().add_retry(job["id"])
 
 

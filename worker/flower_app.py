@@ -1,0 +1,22 @@
+"""The Celery app as `jobrunner flower` runs it: `worker.app`'s, reached through a plain
+`redis://` broker URI.
+
+Flower's Broker tab picks its Redis client by the scheme of the app's broker URI and knows only
+`redis://` (and `rediss://`); with `broker_transport` naming our reliable-fetch transport
+(worker/transport.py) the URI becomes `worker.transport:Transport://...` and the tab answers 404.
+Here, in the Flower process only, the `redis` scheme itself resolves to that transport, so Flower
+publishes exactly as clients do (with wake tokens) and its Broker tab reads the tier queues.
+"""
+
+from __future__ import annotations
+
+from kombu.transport import TRANSPORT_ALIASES
+
+from worker.app import app
+
+TRANSPORT = app.conf.broker_transport
+if TRANSPORT:
+    TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = TRANSPORT
+    app.conf.broker_transport = None
+
+__all__ = ["app"]
