@@ -82,17 +82,28 @@ def test_environment_names_real_settings(compose: dict) -> None:
             assert url.startswith("redis://:${REDIS_PASSWORD:?"), name
 
 
-def test_flower_is_published_only_with_auth(compose: dict, config: dict) -> None:
-    flower = services_running(compose, "jobrunner", "flower")
-    assert list(flower) == ["flower"]
+MONITORS = {"flower": "flower", "metrics": "metrics"}  # command -> its config section
+
+
+def test_only_monitoring_is_published_and_only_with_auth(compose: dict) -> None:
     for name, service in compose["services"].items():
         if service.get("ports"):
-            assert name == "flower", f"{name} publishes a port without authentication"
-            assert REQUIRED.match(service["environment"]["JOBRUNNER_FLOWER__BASIC_AUTH"])
-    env = flower["flower"]["environment"]
-    port = int(env.get("JOBRUNNER_FLOWER__PORT", config["flower"]["port"]))
-    assert port == config["flower"]["port"]
-    for mapping in flower["flower"]["ports"]:
+            command = service["command"][1]
+            assert command in MONITORS, f"{name} publishes a port and has no authentication"
+            section = MONITORS[command].upper()
+            assert REQUIRED.match(service["environment"][f"JOBRUNNER_{section}__BASIC_AUTH"])
+
+
+@pytest.mark.parametrize("command", MONITORS)
+def test_monitor_runs_once_on_its_configured_port(
+    compose: dict, config: dict, command: str
+) -> None:
+    [(name, service)] = services_running(compose, "jobrunner", command).items()
+    section = MONITORS[command]
+    env = service["environment"]
+    port = int(env.get(f"JOBRUNNER_{section.upper()}__PORT", config[section]["port"]))
+    assert port == config[section]["port"], name
+    for mapping in service["ports"]:
         assert mapping.split(":")[-1] == str(port)
         assert mapping.startswith("127.0.0.1:")  # the loopback unless an operator opens it
 
