@@ -103,3 +103,17 @@ def test_bad_config_is_one_line(
     assert exited.value.code == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pools" in err
+
+
+def test_monitor_credentials_reach_monitor_hosts_only(plan: ModuleType) -> None:
+    monitors = {
+        "flower": {"basic_auth": "a:b", "port": "5601", "address": ""},
+        "metrics": {"basic_auth": "c:d", "port": "", "address": "10.0.0.1"},
+    }
+    on_monitor = plan.monitor_settings({"monitors": monitors, "monitor_host": True})
+    assert on_monitor == {
+        "flower": {"basic_auth": "a:b", "port": 5601},
+        "metrics": {"basic_auth": "c:d", "address": "10.0.0.1"},
+    }
+    on_worker = plan.monitor_settings({"monitors": monitors, "monitor_host": "False"})
+    assert on_worker == {"flower": {"port": 5601}, "metrics": {"address": "10.0.0.1"}}

@@ -15,10 +15,12 @@ import pytest
 from config import get_settings
 
 ROLES = Path(__file__).resolve().parents[2] / "playbooks" / "roles"
+MONITOR_UNIT = ROLES / "flower/templates/jobrunner-monitor.service.j2"
 UNITS = {
-    "jobrunner-worker@.service": ROLES / "workers/templates/jobrunner-worker@.service.j2",
-    "jobrunner-flower.service": ROLES / "flower/templates/jobrunner-flower.service.j2",
-    "jobrunner-redis.service": ROLES / "redis/templates/jobrunner-redis.service.j2",
+    "jobrunner-worker@.service": (ROLES / "workers/templates/jobrunner-worker@.service.j2", {}),
+    "jobrunner-flower.service": (MONITOR_UNIT, {"monitor": {"name": "flower", "title": "Flower"}}),
+    "jobrunner-metrics.service": (MONITOR_UNIT, {"monitor": {"name": "metrics", "title": "x"}}),
+    "jobrunner-redis.service": (ROLES / "redis/templates/jobrunner-redis.service.j2", {}),
 }
 
 
@@ -40,9 +42,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     units = {}
-    for name, template in UNITS.items():
+    for name, (template, extra) in UNITS.items():
         path = prefix / name
-        path.write_text(environment.from_string(template.read_text()).render(variables))
+        text = environment.from_string(template.read_text()).render({**variables, **extra})
+        path.write_text(text)
         units[name] = path
     return units
 
@@ -72,7 +75,7 @@ def test_every_unit_restarts_on_failure(rendered: dict[str, Path]) -> None:
 def test_units_pass_systemd_analyze(rendered: dict[str, Path], tmp_path: Path) -> None:
     instance = tmp_path / "jobrunner-worker@general.service"
     instance.write_text(rendered["jobrunner-worker@.service"].read_text())
-    others = [rendered["jobrunner-flower.service"], rendered["jobrunner-redis.service"]]
+    others = [rendered[n] for n in UNITS if n != "jobrunner-worker@.service"]
     done = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(instance), *map(str, others)],
         capture_output=True,

@@ -62,6 +62,8 @@ class Fleet:
     redis_url: str
     flower_url: str
     flower_auth: str
+    metrics_url: str
+    metrics_auth: str
     first_deploy: subprocess.CompletedProcess[str]
     first_deploy_s: float
 
@@ -128,9 +130,13 @@ def recap(done: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
     return found
 
 
-def write_inventory(path: Path, base: Path, redis_port: int, flower_port: int, **extra: Any) -> str:
+def write_inventory(
+    path: Path, base: Path, ports: dict[str, int], **extra: Any
+) -> tuple[str, str, str]:
+    """The two-host inventory; returns the broker URL and the Flower and exporter credentials."""
     password = secrets.token_urlsafe(24)
     flower_auth = f"admin:{secrets.token_urlsafe(12)}"
+    metrics_auth = f"prometheus:{secrets.token_urlsafe(12)}"
     inventory = {
         "all": {
             "vars": {
@@ -140,10 +146,12 @@ def write_inventory(path: Path, base: Path, redis_port: int, flower_port: int, *
                 # The tests' own venv has jobrunner: no per-host venv and pip install.
                 "jobrunner_python": sys.executable,
                 "jobrunner_redis_server": redis_server_binary(),
-                "jobrunner_redis_port": redis_port,
+                "jobrunner_redis_port": ports["redis"],
                 "jobrunner_redis_password": password,
-                "jobrunner_flower_port": flower_port,
+                "jobrunner_flower_port": ports["flower"],
                 "jobrunner_flower_basic_auth": flower_auth,
+                "jobrunner_metrics_port": ports["metrics"],
+                "jobrunner_metrics_basic_auth": metrics_auth,
                 "jobrunner_config": {"imports": [STEPS_MODULE]},
                 "jobrunner_environment": {"PYTHONPATH": str(ROOT)},
                 "jobrunner_health_timeout_s": 90,
@@ -163,7 +171,7 @@ def write_inventory(path: Path, base: Path, redis_port: int, flower_port: int, *
         }
     }
     path.write_text(yaml.safe_dump(inventory, sort_keys=False))
-    return f"redis://:{password}@127.0.0.1:{redis_port}/0|{flower_auth}"
+    return f"redis://:{password}@127.0.0.1:{ports['redis']}/0", flower_auth, metrics_auth
 
 
 def _alive(pid: int) -> bool:
@@ -222,6 +230,7 @@ def stop_fleet(prefixes: dict[str, Path]) -> None:
             _terminate(pidfile)  # only if stopwait could not
     for prefix in prefixes.values():
         _terminate(prefix / "run" / "flower.pid")
+        _terminate(prefix / "run" / "metrics.pid")
     for prefix in prefixes.values():
         _terminate(prefix / "run" / "redis.pid")
 
@@ -230,16 +239,18 @@ def stop_fleet(prefixes: dict[str, Path]) -> None:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     base = tmp_path_factory.mktemp("fleet")
     prefixes = {host: base / host for host in HOSTS}
-    redis_port, flower_port = free_port(), free_port()
+    ports = {service: free_port() for service in ("redis", "flower", "metrics")}
     inventory = base / "inventory.yml"
-    redis_url, flower_auth = write_inventory(inventory, base, redis_port, flower_port).split("|")
+    redis_url, flower_auth, metrics_auth = write_inventory(inventory, base, ports)
     fleet = Fleet(
         base=base,
         inventory=inventory,
         prefixes=prefixes,
         redis_url=redis_url,
-        flower_url=f"http://127.0.0.1:{flower_port}",
+        flower_url=f"http://127.0.0.1:{ports['flower']}",
         flower_auth=flower_auth,
+        metrics_url=f"http://127.0.0.1:{ports['metrics']}",
+        metrics_auth=metrics_auth,
         first_deploy=subprocess.CompletedProcess([], 0),
         first_deploy_s=0.0,
     )
@@ -348,15 +359,21 @@ def test_pool_sizes_follow_the_auto_rule_unless_overridden(fleet: Fleet) -> None
     assert sizes["general@beta"] == 1  # beta's inventory override
 
 
-def test_flower_needs_credentials(fleet: Fleet) -> None:
-    url = f"{fleet.flower_url}/api/workers"
+@pytest.mark.parametrize("monitor", ["flower", "metrics"])
+def test_monitors_need_credentials(fleet: Fleet, monitor: str) -> None:
+    base, auth, path = {
+        "flower": (fleet.flower_url, fleet.flower_auth, "/api/workers"),
+        "metrics": (fleet.metrics_url, fleet.metrics_auth, "/metrics"),
+    }[monitor]
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(url, timeout=10)
+        urllib.request.urlopen(base + path, timeout=10)
     assert refused.value.code == 401
-    token = b64encode(fleet.flower_auth.encode()).decode()
-    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    token = b64encode(auth.encode()).decode()
+    request = urllib.request.Request(base + path, headers={"Authorization": f"Basic {token}"})
     with urllib.request.urlopen(request, timeout=10) as answer:
         assert answer.status == 200
+        if monitor == "metrics":  # the deployed exporter reads the deployed broker
+            assert b"jobrunner_queue_depth" in answer.read()
 
 
 def test_a_job_completes_on_the_fleet(fleet: Fleet) -> None:

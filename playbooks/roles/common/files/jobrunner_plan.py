@@ -20,6 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 STOP_MARGIN_S = 60  # beyond the hard step time limit: the pool itself needs a moment to exit
+MONITORS = ("flower", "metrics")  # config sections of the services on `monitor` hosts
 BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 HEADER = "# Managed by Ansible (jobrunner playbooks): local edits are overwritten.\n"
 
@@ -109,10 +110,29 @@ def plan(host: str) -> dict[str, Any]:
         "version": app_version,
         "pools": pools,
         "stop_timeout": settings.limits.step_time_limit + STOP_MARGIN_S,
-        "flower": {"address": settings.flower.address, "port": settings.flower.port},
+        "monitors": {
+            name: {"address": getattr(settings, name).address, "port": getattr(settings, name).port}
+            for name in MONITORS
+        },
         # Exported to workers as `jobrunner worker` does, for steps that read it.
         "broker_url": settings.broker_url,
     }
+
+
+def monitor_settings(request: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per monitor, the inventory's address and port where given, and its credentials on
+    `monitor` hosts only (worker hosts never hold them)."""
+    on_monitor_host = str(request.get("monitor_host")).lower() == "true"
+    chosen: dict[str, dict[str, Any]] = {}
+    for name, given in (request.get("monitors") or {}).items():
+        keep = {
+            key: int(value) if key == "port" else value
+            for key, value in given.items()
+            if value not in ("", None) and (key != "basic_auth" or on_monitor_host)
+        }
+        if keep:
+            chosen[name] = keep
+    return chosen
 
 
 def render(request: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +142,8 @@ def render(request: dict[str, Any]) -> dict[str, Any]:
     config = request.get("config") or {}
     merged = merge(defaults, config)
     document = merge(
-        merge(config, request.get("set") or {}), {"pools": pool_sizes(merged, request)}
+        merge(merge(config, request.get("set") or {}), monitor_settings(request)),
+        {"pools": pool_sizes(merged, request)},
     )
     text = HEADER + f"# jobrunner config of {request['host']}.\n" + "\n".join(to_toml(document))
     text += "\n"
