@@ -40,6 +40,15 @@ def _publish(connection: Connection, queue: Queue, body: Any) -> None:
         producer.publish(body, routing_key=queue.name, declare=[queue], serializer="json")
 
 
+def _take_one(connection: Connection, queue: Queue) -> tuple[Any, Message]:
+    """Publish one message and take it without acking: a message a consumer now holds."""
+    _publish(connection, queue, {"n": 1})
+    channel = connection.channel()
+    message = channel.basic_get(queue.name)
+    assert message is not None
+    return channel, message
+
+
 def _consume_all(connection: Connection, queues: list[Queue], count: int) -> list[Any]:
     """Consume and ack `count` messages; each ack must clear what the fetch recorded."""
     received: list[Any] = []
@@ -72,10 +81,8 @@ def test_a_taken_message_is_recorded_unacked_in_the_same_step(
     """What a consumer killed right after the fetch leaves behind: the message, unacked, which a
     lapsed lease returns to its queue, flagged redelivered and with a wake token."""
     low = queues[2]
-    _publish(connection, low, {"n": 1})
-    channel = connection.channel()
-    message = channel.basic_get(low.name)
-    assert message is not None and message.payload == {"n": 1}
+    channel, message = _take_one(connection, low)
+    assert message.payload == {"n": 1}
     tag = message.delivery_tag
     assert redis_client.llen(low.name) == 0
     assert redis_client.hexists("unacked", tag)
@@ -135,10 +142,7 @@ def test_a_channel_closed_after_its_transport_was_torn_down_returns_what_it_held
     the worker. The message goes back to its queue instead."""
     low = queues[2]
     connection = Connection(redis_url, transport=TRANSPORT, transport_options=OPTIONS)
-    _publish(connection, low, {"n": 1})
-    channel = connection.channel()
-    message = channel.basic_get(low.name)
-    assert message is not None
+    channel, message = _take_one(connection, low)
     connection.transport.client = None  # what kombu's Connection._do_close_transport leaves
     channel.close()  # no exception
     assert not redis_client.hexists("unacked", message.delivery_tag)
@@ -153,10 +157,7 @@ def test_a_step_that_outlived_its_connection_still_acks(
     step's ack goes through the old channel and must still clear the message from Redis."""
     low = queues[2]
     connection = Connection(redis_url, transport=TRANSPORT, transport_options=OPTIONS)
-    _publish(connection, low, {"n": 1})
-    channel = connection.channel()
-    message = channel.basic_get(low.name)
-    assert message is not None
+    channel, message = _take_one(connection, low)
     channel.qos.restore_at_shutdown = False  # returning it failed: the broker was down
     connection.close()
     message.ack()  # no exception
