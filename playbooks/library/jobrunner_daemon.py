@@ -12,6 +12,7 @@ import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.jobrunner_process import alive, log_tail, read_pid
 
 DOCUMENTATION = r"""
 module: jobrunner_daemon
@@ -30,35 +31,6 @@ options:
   start_timeout: {default: 30, type: int}
   stop_timeout: {default: 30, type: int}
 """
-
-
-def read_pid(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii") as handle:
-            return int(handle.read().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
-
-
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except ProcessLookupError:
-        return False
-    except (OSError, IndexError):
-        return True
-
-
-def log_tail(path: str, lines: int = 5) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return " | ".join(line.strip() for line in handle.readlines()[-lines:])
-    except OSError:
-        return "no log"
 
 
 def listening(host: str, port: int) -> bool:

@@ -16,6 +16,7 @@ import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.jobrunner_process import alive, log_tail, read_pid
 
 DOCUMENTATION = r"""
 module: jobrunner_multi
@@ -37,38 +38,6 @@ options:
   stop_timeout: {description: seconds a warm stop may take before a node is killed, type: int}
   start_timeout: {description: seconds for a detached node to come up, type: int}
 """
-
-
-def read_pid(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii") as handle:
-            return int(handle.read().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
-
-
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not a running worker
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def log_tail(path: str, lines: int = 5) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return " | ".join(line.strip() for line in handle.readlines()[-lines:])
-    except OSError:
-        return "no log"
 
 
 def log_size(path: str) -> int:
