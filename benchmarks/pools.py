@@ -21,33 +21,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
 import redis
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.harness import (
+    adopt,
+    configure_environment,
+    fleet,
+    jobrunner_worker,
+    kill_leftovers,
+    leftovers,
+    machine,
+    percentile,
+    progress,
+    wait_busy,
+)
 from config import Settings, get_settings
 from worker.embedded_redis import EmbeddedRedis
 
 if TYPE_CHECKING:  # imported at run time only, once the environment names our Redis
     from worker.client import Client, Job
 
-ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
 JOB_TIMEOUT_S = 120.0
 BACKLOG_PAUSE_MS = 50
 PROBE_EVERY_S = 0.1
@@ -68,129 +71,22 @@ class Plan:
 FULL = Plan(backlog=400, probes=40, noop_jobs=2000, rounds=4)
 QUICK = Plan(backlog=150, probes=15, noop_jobs=500, rounds=1)
 
-_began = time.monotonic()
-_sessions: list[int] = []  # every process started here leads its own session
-
-
-def progress(message: str) -> None:
-    """One line per phase on stderr, so stdout stays the report (or the JSON)."""
-    print(f"[{time.monotonic() - _began:6.1f} s] {message}", file=sys.stderr, flush=True)
-
-
-def session_members(sid: int) -> list[psutil.Process]:
-    """Live processes of the session `sid`: a worker and its prefork children, or Redis."""
-    found = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if os.getsid(proc.pid) == sid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except (ProcessLookupError, PermissionError):
-            continue
-    return found
-
-
-def leftovers() -> list[psutil.Process]:
-    return [proc for sid in _sessions for proc in session_members(sid)]
-
-
-class Fleet:
-    """Worker processes started exactly as the tests start them (`python -m worker worker`)."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, pool: str, node: str, env: dict[str, str]) -> None:
-        with open(self.log_dir / f"{node}.log", "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "worker", "worker", "--pool", pool, "--node-name", node],
-                env={**os.environ, **env},
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its session holds its children too, for the kill
-            )
-        self.processes[node] = process
-        _sessions.append(process.pid)
-
-    def wait_ready(self) -> None:
-        """Until every worker answers a ping; started together, their start-ups overlap."""
-        from worker.app import app
-
-        deadline = time.monotonic() + START_TIMEOUT_S
-        for node, process in self.processes.items():
-            while not app.control.ping(destination=[node], timeout=0.5):
-                if process.poll() is not None:
-                    tail = (self.log_dir / f"{node}.log").read_text()[-2000:]
-                    raise RuntimeError(f"worker {node} exited with {process.returncode}:\n{tail}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"worker {node} did not answer a ping in time")
-
-    def stop(self) -> None:
-        """Warm shutdown (SIGTERM: running steps finish), then SIGKILL whatever outlives it."""
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            for child in session_members(process.pid):  # children a killed parent left behind
-                child.kill()
-        self.processes.clear()
-
-
-@contextmanager
-def fleet(log_dir: Path, workers: list[tuple[str, str, dict[str, str]]]) -> Iterator[None]:
-    """Run (pool, node, env) workers for the block: all answer pings first, all stop after."""
-    started = Fleet(log_dir)
-    try:
-        for pool, node, env in workers:
-            started.start(pool, node, env)
-        started.wait_ready()
-        yield
-    finally:
-        started.stop()
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100), interpolated between samples."""
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
 
 def flush_queues(broker: redis.Redis, settings: Settings) -> None:
     """Empty every tier queue, so no earlier phase's work runs in the next."""
     broker.delete(*settings.all_queues())
 
 
-def wait_busy(node: str, count: int, timeout_s: float = 30.0) -> None:
-    """Until `node` runs `count` tasks at once, i.e. all its processes are busy."""
-    from worker.app import app
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        active = app.control.inspect(destination=[node], timeout=0.5, limit=1).active() or {}
-        if len(active.get(node, [])) >= count:
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{node} never had {count} tasks running")
-
-
 def high_waits(
     client: Client, broker: redis.Redis, settings: Settings, plan: Plan, general: str
 ) -> list[float]:
     """Milliseconds each high probe waited to start while a low backlog keeps `general` busy."""
+    from worker.app import app
+
     flush_queues(broker, settings)
     for _ in range(plan.backlog):
         client.submit("bench_pause", {"ms": BACKLOG_PAUSE_MS}, tier="low")
-    wait_busy(general, GENERAL_CONCURRENCY)
+    wait_busy(app, general, GENERAL_CONCURRENCY)
     waits = []
     for _ in range(plan.probes):
         sent = time.monotonic()
@@ -218,7 +114,7 @@ def express_scenario(
     for name, workers in fleets.items():
         progress(f"express: fleet {name} starting ({', '.join(node for _, node, _ in workers)})")
         general_node = next(node for pool, node, _ in workers if pool == "general")
-        with fleet(log_dir, workers):
+        with fleet(log_dir, [jobrunner_worker(*worker) for worker in workers]):
             progress(f"express: fleet {name}: {plan.backlog} low jobs, then {plan.probes} probes")
             waits[name] = high_waits(client, broker, settings, plan, general_node)
         flush_queues(broker, settings)
@@ -258,7 +154,8 @@ def admission_scenario(
             flush_queues(broker, settings)
             progress(f"admission {mode}, round {round_no}: queueing {plan.noop_jobs} no-op jobs")
             jobs = [client.submit("bench_noop", tier="medium") for _ in range(plan.noop_jobs)]
-            with fleet(log_dir, [("general", f"general-{mode}{round_no}@bench", env)]):
+            node = f"general-{mode}{round_no}@bench"
+            with fleet(log_dir, [jobrunner_worker("general", node, env)]):
                 throughput = drain_rate(jobs)
             rates.throughput[mode].append(throughput)
             progress(f"admission {mode}, round {round_no}: {throughput:.0f} jobs/s")
@@ -304,15 +201,6 @@ def rows(waits: dict[str, list[float]], rates: Rates) -> list[Row]:
     return table
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "cores": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1),
-        "python": platform.python_version(),
-        "load_1m_at_start": round(os.getloadavg()[0], 2),
-    }
-
-
 # Display formats (value, ratio) by the unit that ends a figure's name.
 DISPLAY = {"(ms)": ("{:.1f}", "{:.2f}"), "(jobs/s)": ("{:.0f}", "{:.3f}"), "(%)": ("", "{:.1f}")}
 
@@ -343,19 +231,6 @@ def report(table: list[Row], host: dict[str, Any], plan: Plan, as_json: bool) ->
     console.print("           jobs queued first, timed from the first start to the last finish")
 
 
-def configure_environment(redis_url: str, data_dir: Path) -> None:
-    """Workers inherit this; worker.app reads it at import, so set it before importing that."""
-    os.environ.update(
-        {
-            "JOBRUNNER_BROKER_URL": redis_url,
-            "JOBRUNNER_DATA_DIR": str(data_dir),
-            "JOBRUNNER_IMPORTS": "benchmarks.steps",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    get_settings.cache_clear()
-
-
 def run(plan: Plan) -> tuple[dict[str, list[float]], Rates]:
     with tempfile.TemporaryDirectory(prefix="jobrunner-bench-") as tmp:
         data_dir, log_dir = Path(tmp) / "data", Path(tmp) / "logs"
@@ -364,7 +239,7 @@ def run(plan: Plan) -> tuple[dict[str, list[float]], Rates]:
         try:
             configure_environment(server.start(), data_dir)
             assert server.process is not None
-            _sessions.append(server.process.pid)
+            adopt(server.process.pid)
             progress(f"redis on 127.0.0.1:{server.port}")
             from worker.client import Client
 
@@ -375,8 +250,7 @@ def run(plan: Plan) -> tuple[dict[str, list[float]], Rates]:
                 rates = admission_scenario(client, broker, settings, plan, log_dir)
         finally:
             server.stop()
-            for proc in leftovers():
-                proc.kill()
+            kill_leftovers()
     left = leftovers()
     progress(f"processes left running: {', '.join(str(p.pid) for p in left) or 'none'}")
     return waits, rates

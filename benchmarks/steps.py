@@ -23,6 +23,10 @@ class PausePayload(StepPayload):
     ms: int = 0
 
 
+class RangePayload(StepPayload):
+    items: int = 0
+
+
 @step
 def bench_noop(payload: NoPayload, upstream: Any, ctx: StepContext) -> None:
     """Declares the default 1 CPU, so admission control checks it like any real step."""
@@ -34,5 +38,42 @@ def bench_pause(payload: PausePayload, upstream: Any, ctx: StepContext) -> None:
     time.sleep(payload.ms / 1000)
 
 
-for _name in ("bench_noop", "bench_pause"):
+@step(cpu=0.1)
+def bench_echo(payload: NoPayload, upstream: Any, ctx: StepContext) -> int:
+    """A job whose result the client fetches."""
+    return 1
+
+
+@step(cpu=0.1)
+def bench_count(payload: NoPayload, upstream: Any, ctx: StepContext) -> int:
+    """A chain link or fan-out member that passes data on: upstream + 1."""
+    return (upstream or 0) + 1
+
+
+@step(cpu=0.1)
+def bench_range(payload: RangePayload, upstream: Any, ctx: StepContext) -> list[int]:
+    """The list a `map` fans out over: one member per item."""
+    return list(range(payload.items))
+
+
+for _name in ("bench_noop", "bench_pause", "bench_echo"):
     register_pipeline(Pipeline.model_validate({"name": _name, "flow": {"step": _name}}))
+
+FAN_OUT = register_pipeline(
+    Pipeline.model_validate(
+        {
+            "name": "bench_fan_out",
+            "flow": {"chain": [{"step": "bench_range"}, {"map": {"step": "bench_count"}}]},
+        }
+    )
+).name
+
+
+def chain_pipeline(depth: int) -> str:
+    """Register (once) a pipeline of `depth` bench_count steps in sequence; its name.
+
+    Pipelines are compiled by the client, so only the process that submits needs this."""
+    links = [{"step": "bench_count"}] * depth
+    flow = {"chain": links} if depth > 1 else links[0]
+    name = f"bench_chain_{depth}"
+    return register_pipeline(Pipeline.model_validate({"name": name, "flow": flow})).name

@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from celery import Task, chain, chord, shared_task, signature
+from celery import Celery, Task, chain, chord, shared_task, signature
 from celery.canvas import Signature, _chain
+from celery.exceptions import Ignore
 
 from tasks.job_task import JobTask
+
+_sending = threading.local()  # .producer: what this thread's Celery sends go through
+
+
+def _acquire_override(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Celery's `app.producer_or_acquire`, except in a thread inside `sending_through`."""
+
+    def acquire(producer: Any = None) -> Any:
+        chosen = getattr(_sending, "producer", None)
+        return nullcontext(chosen) if chosen is not None else original(producer)
+
+    acquire.jobrunner_override = True  # type: ignore[attr-defined]
+    return acquire
+
+
+@contextmanager
+def sending_through(app: Celery, producer: Any) -> Iterator[None]:
+    """Every message this thread sends with `app` in the block goes through `producer` (a
+    batching or a recording one). Passing `producer=` to `apply_async` is not enough: a
+    chain's `run` drops it, and `Task.replace` takes none."""
+    if not getattr(app.producer_or_acquire, "jobrunner_override", False):
+        app.producer_or_acquire = _acquire_override(app.producer_or_acquire)
+    previous = getattr(_sending, "producer", None)
+    _sending.producer = producer
+    try:
+        yield
+    finally:
+        _sending.producer = previous
+
 
 START_TASK = "jobrunner.start"
 COLLECT_TASK = "jobrunner.collect"
@@ -48,4 +81,19 @@ def fan_out(
         return self.replace(join_sig.clone(args=([],)))
     template = signature(member, app=self.app)
     members = [with_input(template, item) for item in upstream]
-    return self.replace(chord(members, join_sig, app=self.app))
+    # One Redis pipeline for the whole header (and its task-sent events), not a round trip or
+    # two per member: for 1,000 members that was half the fan-out's time. `replace` ends by
+    # raising Ignore, which must not abort the batch: the messages are flushed, then it is raised.
+    app, replaced = self.app, None
+    with (
+        app.producer_or_acquire() as producer,
+        producer.batch(max_size=4 * len(members) + 16),
+        sending_through(app, producer),
+    ):
+        try:
+            result = self.replace(chord(members, join_sig, app=app))
+        except Ignore as error:
+            replaced = error
+    if replaced is not None:
+        raise replaced
+    return result  # run eagerly: the chord's result

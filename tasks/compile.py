@@ -75,7 +75,13 @@ class _Compiler:
     ) -> Any:
         job = self._context(step, final=final, in_header=in_header)
         queue = self.job.queue_for(needs)
-        return self.app.signature(name, kwargs={"job": job, **kwargs}, queue=queue)
+        # No task's result is read from the result backend: results travel to the next task in
+        # its message, fan-ins count through the chord's own Redis list, and the job's outcome
+        # is written to its job record. Storing each would cost a write (and, for the first
+        # task, a client pub/sub subscription) per task for nothing.
+        return self.app.signature(
+            name, kwargs={"job": job, **kwargs}, queue=queue, ignore_result=True
+        )
 
     def _join(self, *, final: bool, in_header: bool) -> Signature:
         return self.task(COLLECT_TASK, "collect", final=final, in_header=in_header)

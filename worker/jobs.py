@@ -198,32 +198,34 @@ class JobStore:
         self._add_promotion = client.register_script(_ADD_PROMOTION)
 
     def create(
-        self, job_id: str, pipeline: str, tier: str, payload: dict[str, Any], deadline_s: float
+        self, jobs: list[tuple[str, dict[str, Any]]], pipeline: str, tier: str, deadline_s: float
     ) -> None:
+        """Record submitted jobs ((id, payload) each), however many, in one round trip. Not a
+        MULTI: a failure part way is undone by `delete`, as is a failure to send."""
         now = time.time()
-        record = _keys(job_id).record
-        with self.redis.pipeline() as pipe:
-            pipe.hset(
-                record,
-                mapping={
-                    "pipeline": pipeline,
-                    "tier": tier,
-                    "payload": json.dumps(payload),
-                    "submitted_at": repr(now),
-                    "deadline_at": repr(now + deadline_s),
-                },
-            )
-            pipe.zadd(INDEX, {job_id: now})
-            pipe.zadd(OPEN, {job_id: now + deadline_s})
-            pipe.hincrby(METRICS, SEP.join(("jobs", "submitted", pipeline, tier)), 1)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, payload in jobs:
+                pipe.hset(
+                    _keys(job_id).record,
+                    mapping={
+                        "pipeline": pipeline,
+                        "tier": tier,
+                        "payload": json.dumps(payload),
+                        "submitted_at": repr(now),
+                        "deadline_at": repr(now + deadline_s),
+                    },
+                )
+            pipe.zadd(INDEX, {job_id: now for job_id, _ in jobs})
+            pipe.zadd(OPEN, {job_id: now + deadline_s for job_id, _ in jobs})
+            pipe.hincrby(METRICS, SEP.join(("jobs", "submitted", pipeline, tier)), len(jobs))
             pipe.execute()
 
-    def delete(self, job_id: str) -> None:
-        """Forget a job whose messages never reached the broker."""
-        with self.redis.pipeline() as pipe:
-            pipe.delete(*_keys(job_id))
-            pipe.zrem(INDEX, job_id)
-            pipe.zrem(OPEN, job_id)
+    def delete(self, job_ids: list[str]) -> None:
+        """Forget jobs whose messages never reached the broker."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(*(key for job_id in job_ids for key in _keys(job_id)))
+            pipe.zrem(INDEX, *job_ids)
+            pipe.zrem(OPEN, *job_ids)
             pipe.execute()
 
     def claim_idempotency_key(self, key: str, job_id: str) -> str | None:
@@ -349,9 +351,3 @@ def open_store(settings: Settings) -> JobStore:
         settings.metrics.wait_buckets_s,
         settings.metrics.run_buckets_s,
     )
-
-
-# Every process that records jobs also publishes their messages; this connects the publish hook
-# that stamps each message's enqueue time (the starvation guard's and the exporter's oldest-wait
-# clock). At the end: worker.promotion imports this module.
-import worker.promotion  # noqa: E402, F401
