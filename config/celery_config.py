@@ -71,9 +71,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         # Redis only (Celery 5.7): never hold more messages than free processes, autoscaled too.
         "worker_disable_prefetch": True,
-        # Flower and `jobrunner status` see every step from the moment it is sent (Flower learns
-        # of starts from events, so no extra STARTED write per step: task_track_started off).
-        "worker_send_task_events": True,
+        # Task events cost a worker one Redis PUBLISH per event, three per step: about a quarter
+        # of its CPU per short step (`jobrunner bench`), for nobody when nothing watches. So
+        # workers send them while Flower runs: Flower turns them on in every worker at start and
+        # every few seconds after (its enable_events option). `jobrunner status` and the
+        # exporter read job records, not events. Publishers always send task-sent events, so
+        # Flower knows each step from the moment it is queued (task_track_started stays off).
+        # https://docs.celeryq.dev/en/stable/userguide/monitoring.html#events
+        "worker_send_task_events": False,
         "task_send_sent_event": True,
         # Result writes retry a lost connection with backoff (off by default, so a broker
         # restart would fail steps that already ran).
