@@ -23,6 +23,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis.exceptions import NoScriptError
 
 WAKE_PREFIX = "jobrunner:wake:"
 TOKEN = "1"
@@ -111,6 +112,7 @@ class Channel(kombu_redis.Channel):
         # Kept for `_get_pool` once kombu has detached this channel from its transport.
         self._detached_params = self._connparams()
         self._fetch_keys: list[tuple[str, str]] = []  # (queue name, Redis key), by priority
+        self._backlog = False  # the last fetch found a message: fetch again without waiting
         self._fetch = self.client.register_script(_FETCH)
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
@@ -125,60 +127,82 @@ class Channel(kombu_redis.Channel):
         return super()._get_pool(asynchronous)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
-        """Block on the wake lists of the worker's queues (kombu blocks on the queues)."""
+        """After a fetch that found a message, fetch straight away (a backlog: the wake token
+        would only cost a round trip); otherwise block on the wake lists of the worker's queues
+        (where kombu blocks on the queues themselves)."""
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
         self._fetch_keys = [
             (queue, self._q_for_pri(queue, pri)) for pri in self.priority_steps for queue in queues
         ]
-        wait_s = self.brpop_timeout if timeout is None else timeout
-        wake_keys = [wake_key(key) for _, key in self._fetch_keys]
         self._in_poll = self.client.connection
         self._brpop_sent_at = kombu_redis.monotonic()
+        if self._backlog:
+            keys, args = self._fetch_call(self._fetch_keys, None)
+            self.client.connection.send_command("EVALSHA", self._fetch.sha, len(keys), *keys, *args)
+            return
+        wait_s = self.brpop_timeout if timeout is None else timeout
+        wake_keys = [wake_key(key) for _, key in self._fetch_keys]
         self.client.connection.send_command("BRPOP", *wake_keys, wait_s or 0)
 
     def _brpop_read(self, **options: Any) -> bool:
+        fetched, self._backlog = self._backlog, False
         try:
             try:
-                woken = self.client.parse_response(self.client.connection, "BRPOP", **options)
+                reply = self.client.parse_response(
+                    self.client.connection, "EVALSHA" if fetched else "BRPOP", **options
+                )
+            except NoScriptError:  # Redis restarted meanwhile: the next fetch loads it again
+                raise Empty() from None
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
-            # Closing: the token is spent, but a message taken now would have no consumer.
-            woke_key = bytes_to_str(woken[0]) if woken else None
-            found = None if self._closing else self._take(self._fetch_keys, woke_key)
+            if fetched:
+                found = self._found(self._fetch_keys, reply)
+            elif self._closing:  # the token is spent, but a message taken now has no consumer
+                found = None
+            else:
+                found = self._take(self._fetch_keys, bytes_to_str(reply[0]) if reply else None)
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
         if found is None:
             raise Empty()
         queue, payload = found
+        if self._closing:  # taken as the channel closes: straight back to its queue
+            self.qos.restore_by_tag(payload["properties"]["delivery_tag"], leftmost=True)
+            raise Empty()
+        self._backlog = True
         self._queue_cycle.rotate(queue)
         self.connection._deliver(payload, queue)
         return True
 
+    def _fetch_call(
+        self, fetch_keys: list[tuple[str, str]], woke_key: str | None
+    ) -> tuple[list[str], list[Any]]:
+        """The fetch script's keys and arguments for `fetch_keys` ((queue, Redis key) by
+        priority), after a wake token from `woke_key` (or none)."""
+        keys = [key for _, key in fetch_keys]
+        woke = next((i for i, key in enumerate(keys, 1) if wake_key(key) == woke_key), 0)
+        return (
+            [self.unacked_key, self.unacked_index_key, UNREADABLE, *keys, *map(wake_key, keys)],
+            [kombu_redis.time(), woke, TOKEN],
+        )
+
     def _take(
         self, fetch_keys: list[tuple[str, str]], woke_key: str | None, client: Any = None
     ) -> tuple[str, dict[str, Any]] | None:
-        """Run the fetch script over `fetch_keys` ((queue, Redis key) by priority), on the BRPOP's
-        own connection (idle once its reply is read) unless given another `client`."""
-        keys = [key for _, key in fetch_keys]
-        woke = next(
-            (i for i, key in enumerate(keys, 1) if wake_key(key) == woke_key),
-            0,
-        )
-        index, raw, unreadable = self._fetch(
-            keys=[
-                self.unacked_key,
-                self.unacked_index_key,
-                UNREADABLE,
-                *keys,
-                *map(wake_key, keys),
-            ],
-            args=[kombu_redis.time(), woke, TOKEN],
-            client=client,
-        )
+        """Run the fetch script, on the BRPOP's own connection (idle once its reply is read)
+        unless given another `client`."""
+        keys, args = self._fetch_call(fetch_keys, woke_key)
+        return self._found(fetch_keys, self._fetch(keys=keys, args=args, client=client))
+
+    def _found(
+        self, fetch_keys: list[tuple[str, str]], reply: list[Any]
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The (queue, message) a fetch took, if any."""
+        index, raw, unreadable = reply
         if unreadable:
             log.error(
                 "%d unreadable message(s) moved from the queues to %s", unreadable, UNREADABLE

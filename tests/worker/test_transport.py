@@ -164,3 +164,19 @@ def test_a_step_that_outlived_its_connection_still_acks(
     assert not redis_client.hexists("unacked", message.delivery_tag)
     assert redis_client.zscore("unacked_index", message.delivery_tag) is None
     assert redis_client.llen(low.name) == 0  # acked, not returned
+
+
+def test_a_backlog_is_fetched_without_waiting_and_survives_a_script_flush(
+    connection: Connection, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    """While messages keep coming, the next fetch goes out without a wake-token round trip; a
+    Redis that lost its scripts (a restart) answers it NOSCRIPT, and the fetch recovers."""
+    low = queues[2]
+    for n in range(4):
+        _publish(connection, low, {"n": n})
+    received = _consume_all(connection, queues, 1)
+    assert connection.default_channel._backlog
+    redis_client.script_flush()
+    received += _consume_all(connection, queues, 3)
+    assert received == [{"n": n} for n in range(4)]
+    assert redis_client.llen(wake_key(low.name)) == 0
