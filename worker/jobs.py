@@ -65,7 +65,11 @@ return 1
 _FINISH = (
     _OBSERVE
     + """
-if redis.call('HSETNX', KEYS[3], 'finished_at', ARGV[1]) == 0 then return 0 end
+if ARGV[8] ~= '' then redis.call('RPUSH', KEYS[7], ARGV[8]) end
+if redis.call('HSETNX', KEYS[3], 'finished_at', ARGV[1]) == 0 then
+  redis.call('EXPIRE', KEYS[7], ARGV[5])
+  return 0
+end
 redis.call('HSET', KEYS[3], 'state', ARGV[2], ARGV[3], ARGV[4])
 redis.call('RPUSH', KEYS[4], ARGV[2])
 redis.call('ZREM', KEYS[1], ARGV[6])
@@ -73,9 +77,9 @@ for i = 3, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 local job = redis.call('HMGET', KEYS[3], 'pipeline', 'tier', 'started_at')
 if not (job[1] and job[2]) then return 1 end
 redis.call('HINCRBY', KEYS[2], 'jobs|' .. ARGV[7] .. '|' .. job[1] .. '|' .. job[2], 1)
-local n = tonumber(ARGV[8])
-if job[3] then observe(KEYS[2], 'run|' .. job[2], tonumber(ARGV[1]) - tonumber(job[3]), 9, n) end
-for i = 9 + n, #ARGV, 4 do
+local n = tonumber(ARGV[9])
+if job[3] then observe(KEYS[2], 'run|' .. job[2], tonumber(ARGV[1]) - tonumber(job[3]), 10, n) end
+for i = 10 + n, #ARGV, 4 do
   local step = '|' .. job[1] .. '|' .. ARGV[i]
   redis.call('HINCRBY', KEYS[2], 'rows_in' .. step, ARGV[i + 1])
   redis.call('HINCRBY', KEYS[2], 'rows_out' .. step, ARGV[i + 2])
@@ -279,8 +283,17 @@ class JobStore:
     def promotions(self, job_id: str) -> list[dict[str, Any]]:
         return [json.loads(raw) for raw in self.redis.lrange(_keys(job_id).promotions, 0, -1)]
 
-    def finish(self, job_id: str, state: str, *, result: Any = None, error: str = "") -> bool:
-        """Record the outcome once; False if the job had already finished."""
+    def finish(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        result: Any = None,
+        error: str = "",
+        step: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record the outcome once; False if the job had already finished. `step`: the final
+        task's run for the step tree (see add_step), recorded in the same round trip."""
         value_field, value = (
             ("result", json.dumps(result)) if state == SUCCESS else ("error", error)
         )
@@ -292,6 +305,7 @@ class JobStore:
             args=[
                 now,
                 *(state, value_field, value, self.ttl_s, job_id, outcome),
+                json.dumps(step) if step else "",
                 len(self.run_bounds),
                 *self.run_bounds,
                 *flows,

@@ -70,11 +70,18 @@ def step_entry(
     return entry
 
 
-def _record_step(job: dict[str, Any], state: str, error: str | None = None) -> None:
+def _ended_run(job: dict[str, Any], state: str, error: str | None = None) -> dict[str, Any] | None:
+    """The step-tree entry of the task run that just ended (None outside a task)."""
     request = _request()
-    if request is not None:
-        started = _started.pop(request.id, time.time())
-        store().add_step(job["id"], step_entry(job, request, state, started, error))
+    if request is None:
+        return None
+    return step_entry(job, request, state, _started.pop(request.id, time.time()), error)
+
+
+def _record_step(job: dict[str, Any], state: str, error: str | None = None) -> None:
+    entry = _ended_run(job, state, error)
+    if entry is not None:
+        store().add_step(job["id"], entry)
 
 
 class JobTracking(Middleware):
@@ -86,9 +93,10 @@ class JobTracking(Middleware):
             _started[request.id] = time.time()
 
     def after_success(self, job: dict[str, Any], result: Any) -> None:
-        _record_step(job, SUCCESS)
-        if job.get("final"):
-            store().finish(job["id"], SUCCESS, result=result)
+        if job.get("final"):  # the last run and the outcome in one round trip
+            store().finish(job["id"], SUCCESS, result=result, step=_ended_run(job, SUCCESS))
+        else:
+            _record_step(job, SUCCESS)
 
     def after_failure(self, job: dict[str, Any], error: BaseException) -> None:
         _record_step(job, FAILURE, describe(error))
