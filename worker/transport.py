@@ -84,6 +84,17 @@ class QoS(kombu_redis.QoS):
         else:
             super().append(message, delivery_tag)
 
+    def ack(self, delivery_tag: str) -> None:
+        """kombu removes an acked message from the unacked hash and index in a MULTI; one plain
+        pipeline does, in one round trip with half the replies (a quarter of a worker's main
+        process time went to acks). The hash entry goes first: were the index entry left alone,
+        restoring it finds nothing to restore and only drops it."""
+        with self.channel.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.hdel(self.unacked_key, delivery_tag).zrem(self.unacked_index_key, delivery_tag)
+            pipe.execute()
+        super(kombu_redis.QoS, self).ack(delivery_tag)
+
     def restore_unacked(self, client: Any = None) -> Any:
         """On close, kombu returns what the worker holds to its queues; with the broker down
         that fails, and the error would cut the channel's close short. The messages are still
