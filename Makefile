@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,13 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# Benchmarks against plain Celery (and Huey with --peers) on the same Redis and processes.
+bench: $(STAMP)
+	$(BIN)/jobrunner bench --peers
+
+bench-quick: $(STAMP)
+	$(BIN)/jobrunner bench --quick
 
 clean:
 	rm -rf $(VENV) .jobrunner .pytest_cache .ruff_cache
