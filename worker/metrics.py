@@ -61,6 +61,21 @@ def _number(text: str) -> int | float:
         return float(text)
 
 
+def counter_families(
+    fields: dict[str, Any], names: dict[str, tuple[str, str]], labels: list[str]
+) -> list[CounterMetricFamily]:
+    """Counter families from the metrics hash, whose fields read `<head>|<label>|<label>`:
+    `names` maps each head to its metric name and help."""
+    families = {
+        head: CounterMetricFamily(name, doc, labels=labels) for head, (name, doc) in names.items()
+    }
+    for key, value in sorted(fields.items()):
+        head, *values = key.rsplit(SEP, len(labels))
+        if head in families and len(values) == len(labels):
+            families[head].add_metric(values, value)
+    return list(families.values())
+
+
 def _histograms(
     fields: dict[str, int | float], name: str, bounds: list[float]
 ) -> dict[str, tuple[list[tuple[str, float]], float]]:
@@ -125,17 +140,14 @@ class JobrunnerCollector(Collector):
         yield age
 
     def _jobs(self, fields: dict[str, Any]) -> Iterator[Metric]:
-        families = {
-            outcome: CounterMetricFamily(
-                f"jobrunner_jobs_{outcome}", f"Jobs {outcome}", labels=["pipeline", "tier"]
-            )
-            for outcome in ("submitted", "succeeded", "failed")
-        }
-        for key, value in sorted(fields.items()):
-            parts = key.split(SEP)
-            if len(parts) == 4 and parts[0] == "jobs" and parts[1] in families:
-                families[parts[1]].add_metric([parts[2], parts[3]], value)
-        yield from families.values()
+        yield from counter_families(
+            fields,
+            {
+                SEP.join(("jobs", outcome)): (f"jobrunner_jobs_{outcome}", f"Jobs {outcome}")
+                for outcome in ("submitted", "succeeded", "failed")
+            },
+            ["pipeline", "tier"],
+        )
         metrics = self.settings.metrics
         for name, bounds, meaning in (
             ("wait", metrics.wait_buckets_s, "submission to the first step starting"),
@@ -150,18 +162,14 @@ class JobrunnerCollector(Collector):
 
     def _data_flow(self, fields: dict[str, Any]) -> Iterator[Metric]:
         """Rows in, out and quarantined per pipeline step (data pipelines' lineage facts)."""
-        families = {
-            kind: CounterMetricFamily(
-                f"jobrunner_step_rows_{kind}", f"Rows {kind} per step", labels=["pipeline", "step"]
-            )
-            for kind in ("in", "out", "quarantined")
-        }
-        for key, value in sorted(fields.items()):
-            parts = key.split(SEP)
-            kind = parts[0].removeprefix("rows_")
-            if len(parts) == 3 and parts[0].startswith("rows_") and kind in families:
-                families[kind].add_metric([parts[1], parts[2]], value)
-        yield from families.values()
+        yield from counter_families(
+            fields,
+            {
+                f"rows_{kind}": (f"jobrunner_step_rows_{kind}", f"Rows {kind} per step")
+                for kind in ("in", "out", "quarantined")
+            },
+            ["pipeline", "step"],
+        )
 
     def _workers(self, beats: list[dict[str, str]]) -> Iterator[Metric]:
         """Each live worker's heartbeat: concurrency, load, memory headroom, admission state."""

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from config import TIERS, get_settings
 from tests.conftest import Server, Workers
 from worker.client import Client
+from worker.metrics import counter_families
 from worker.transport import wake_key
 
 pytestmark = pytest.mark.integration
@@ -96,3 +97,15 @@ def test_counters_histograms_and_workers_move_after_jobs_run(
         "jobrunner_worker_memory_headroom_bytes",
         tuple(sorted(worker.items())),
     ) in after
+
+
+def test_counters_read_the_metrics_hash_fields() -> None:
+    """`<head>|<label>|<label>` fields become samples of the head's family; others are skipped."""
+    fields = {"rows_in|features|ingest": 1600, "rows_out|features|ingest": 1520, "rows_in|x": 1}
+    names = {f"rows_{k}": (f"jobrunner_step_rows_{k}", k) for k in ("in", "out", "quarantined")}
+    families = {f.name: f for f in counter_families(fields, names, ["pipeline", "step"])}
+    assert [(s.labels, s.value) for s in families["jobrunner_step_rows_in"].samples] == [
+        ({"pipeline": "features", "step": "ingest"}, 1600)
+    ]
+    assert [s.value for s in families["jobrunner_step_rows_out"].samples] == [1520]
+    assert families["jobrunner_step_rows_quarantined"].samples == []
