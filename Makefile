@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo test lint docs bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# The documentation site (mkdocs.yml); strict, so a warning such as a broken link fails it.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # Benchmarks against plain Celery (and Huey with --peers) on the same Redis and processes.
 bench: $(STAMP)
