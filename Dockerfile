@@ -11,6 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 # Metadata first, so the dependency layer is rebuilt only when they change.
 COPY pyproject.toml README.md ./
+COPY jobrunner ./jobrunner
 COPY config ./config
 COPY tasks ./tasks
 COPY worker ./worker

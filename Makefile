@@ -15,9 +15,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/jobrunner demo
 
+# import-linter reads a package's modules from disk, and the editable install maps the folders
+# under the `jobrunner` root only at import time: so it checks a throwaway install of the tree.
+IMPORTCHECK := build/importcheck
+
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	rm -rf $(IMPORTCHECK)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --target $(IMPORTCHECK) .
+	cd $(IMPORTCHECK) && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
 test: lint
 	$(BIN)/pytest
@@ -34,4 +41,4 @@ bench-quick: $(STAMP)
 	$(BIN)/jobrunner bench --quick
 
 clean:
-	rm -rf $(VENV) .jobrunner .pytest_cache .ruff_cache
+	rm -rf $(VENV) .jobrunner .pytest_cache .ruff_cache build

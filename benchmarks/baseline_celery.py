@@ -17,8 +17,8 @@ from typing import Any
 
 from celery import Celery
 
-from config import get_settings
-from worker.broker import resolve
+from jobrunner.config import get_settings
+from jobrunner.worker.broker.connection import resolve
 
 TUNED_VARIABLE = "BENCH_CELERY_TUNED"
 

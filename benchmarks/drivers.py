@@ -16,11 +16,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 
-from benchmarks.harness import Launch, jobrunner_worker, wait_busy, wait_until
-from config import TIERS, Settings
+from jobrunner.benchmarks.harness import (
+    Launch,
+    jobrunner_app,
+    jobrunner_worker,
+    wait_busy,
+    wait_until,
+)
+from jobrunner.config import TIERS, Settings
 
 if TYPE_CHECKING:
-    from worker.client import Client
+    from jobrunner.worker.client import Client
 
 PROCESSES = 2  # worker processes per system: the machine's cores
 JOB_TIMEOUT_S = 300.0
@@ -95,7 +101,7 @@ class Jobrunner(Driver):
         self, broker: redis.Redis, settings: Settings, client: Client, chain_depths: list[int]
     ) -> None:
         """`chain_depths`: chain pipelines to register before the client first lists pipelines."""
-        from benchmarks.steps import chain_pipeline
+        from jobrunner.benchmarks.steps import chain_pipeline
 
         super().__init__(broker, settings)
         for depth in chain_depths:
@@ -121,9 +127,7 @@ class Jobrunner(Driver):
         self.client.submit_many("bench_pause", [{"ms": ms}] * count, tier=LOW)
 
     def saturated(self) -> None:
-        from worker.app import app
-
-        wait_busy(app, self.busy_node, PROCESSES - 1)
+        wait_busy(jobrunner_app(), self.busy_node, PROCESSES - 1)
 
     def probe(self) -> float:
         record = self.client.submit("bench_pause", {"ms": 0}, tier=HIGH).wait(JOB_TIMEOUT_S)
@@ -137,7 +141,7 @@ class Jobrunner(Driver):
         return handle.result(JOB_TIMEOUT_S)
 
     def drained(self) -> bool:
-        from worker.jobs import OPEN
+        from jobrunner.worker.store.jobs import OPEN
 
         return self.broker.zcard(OPEN) == 0  # every job recorded as finished
 
@@ -145,13 +149,13 @@ class Jobrunner(Driver):
         self.client.submit_many("bench_noop", [{}] * count)
 
     def fan_out(self, members: int) -> None:
-        from benchmarks.steps import FAN_OUT
+        from jobrunner.benchmarks.steps import FAN_OUT
 
         result = self.client.submit(FAN_OUT, {"items": members}).result(JOB_TIMEOUT_S)
         check(len(result), members, "fan-out results")
 
     def chain(self, depth: int) -> None:
-        from benchmarks.steps import chain_pipeline
+        from jobrunner.benchmarks.steps import chain_pipeline
 
         check(self.client.submit(chain_pipeline(depth)).result(JOB_TIMEOUT_S), depth, "chain")
 
@@ -165,7 +169,7 @@ class CeleryBaseline(Driver):
         super().__init__(broker, settings)
         self.tuned = tuned
         self.label = "Celery tuned" if tuned else "Celery defaults"
-        from benchmarks import baseline_celery
+        from jobrunner.benchmarks import baseline_celery
 
         self.tasks = baseline_celery
         self.queue = settings.queue(settings.default_tier)
@@ -175,7 +179,14 @@ class CeleryBaseline(Driver):
         node = f"celery-{tag}@bench"
         self.busy_node = node
         argv = [
-            *(sys.executable, "-m", "celery", "-A", "benchmarks.baseline_celery", "worker"),
+            *(
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "jobrunner.benchmarks.baseline_celery",
+                "worker",
+            ),
             f"--hostname={node}",
             f"--queues={','.join(self.settings.queue(t) for t in tiers)}",
             f"--concurrency={PROCESSES}",
@@ -236,7 +247,7 @@ class HueyPeer(Driver):
 
     def __init__(self, broker: redis.Redis, settings: Settings) -> None:
         super().__init__(broker, settings)
-        from benchmarks import peer_huey
+        from jobrunner.benchmarks import peer_huey
 
         self.module = peer_huey
         self.huey = peer_huey.plain

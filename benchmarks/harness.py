@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from config import get_settings
+from jobrunner.config import get_settings
+from jobrunner.worker.app import create_app
+from jobrunner.worker.broker.connection import resolve
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -81,12 +83,11 @@ class Launch:
 
 
 def jobrunner_worker(pool: str, node: str, env: dict[str, str]) -> Launch:
-    """A worker started exactly as the tests start them (`python -m worker worker`)."""
-    from worker.app import app
-
+    """A worker started exactly as the tests start them (`python -m jobrunner worker`)."""
+    app = jobrunner_app()
     return Launch(
         node,
-        [sys.executable, "-m", "worker", "worker", "--pool", pool, "--node-name", node],
+        [sys.executable, "-m", "jobrunner", "worker", "--pool", pool, "--node-name", node],
         env,
         lambda: bool(app.control.ping(destination=[node], timeout=0.5)),
     )
@@ -198,20 +199,29 @@ def machine() -> dict[str, Any]:
 
 
 def configure_environment(redis_url: str, data_dir: Path) -> None:
-    """Workers inherit this; worker.app reads it at import, so set it before importing that."""
+    """Workers inherit this environment, and `jobrunner_app` reads it."""
     os.environ.update(
         {
             "JOBRUNNER_BROKER_URL": redis_url,
             "JOBRUNNER_DATA_DIR": str(data_dir),
-            "JOBRUNNER_IMPORTS": "benchmarks.steps",
+            "JOBRUNNER_IMPORTS": "jobrunner.benchmarks.steps",
             "PYTHONPATH": str(ROOT),
         }
     )
     get_settings.cache_clear()
-    from worker.app import app, configure
-    from worker.broker import resolve
 
-    configure(app, resolve(get_settings()))
+
+_APPS: dict[str, Celery] = {}
+
+
+def jobrunner_app() -> Celery:
+    """An app on the benchmark's broker (as `configure_environment` set it), for pings and
+    inspections; one per broker URL."""
+    settings = resolve(get_settings())
+    url = settings.broker_url or ""
+    if url not in _APPS:
+        _APPS[url] = create_app(settings, set_as_current=False)
+    return _APPS[url]
 
 
 def wait_busy(app: Celery, node: str, count: int, timeout_s: float = 30.0) -> None:

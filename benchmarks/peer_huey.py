@@ -19,8 +19,8 @@ from huey.api import Huey, TaskWrapper
 from huey.registry import Message
 from huey.serializer import Serializer
 
-from config import get_settings
-from worker.broker import resolve
+from jobrunner.config import get_settings
+from jobrunner.worker.broker.connection import resolve
 
 
 class JsonSerializer(Serializer):  # type: ignore[misc]

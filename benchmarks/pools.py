@@ -33,10 +33,11 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.harness import (
+from jobrunner.benchmarks.harness import (
     adopt,
     configure_environment,
     fleet,
+    jobrunner_app,
     jobrunner_worker,
     kill_leftovers,
     leftovers,
@@ -45,11 +46,11 @@ from benchmarks.harness import (
     progress,
     wait_busy,
 )
-from config import Settings, get_settings
-from worker.embedded_redis import EmbeddedRedis
+from jobrunner.config import Settings, get_settings
+from jobrunner.worker.broker.embedded import EmbeddedRedis
 
 if TYPE_CHECKING:  # imported at run time only, once the environment names our Redis
-    from worker.client import Client, Job
+    from jobrunner.worker.client import Client, Job
 
 JOB_TIMEOUT_S = 120.0
 BACKLOG_PAUSE_MS = 50
@@ -81,7 +82,7 @@ def high_waits(
     client: Client, broker: redis.Redis, settings: Settings, plan: Plan, general: str
 ) -> list[float]:
     """Milliseconds each high probe waited to start while a low backlog keeps `general` busy."""
-    from worker.app import app
+    app = jobrunner_app()
 
     flush_queues(broker, settings)
     for _ in range(plan.backlog):
@@ -241,7 +242,7 @@ def run(plan: Plan) -> tuple[dict[str, list[float]], Rates]:
             assert server.process is not None
             adopt(server.process.pid)
             progress(f"redis on 127.0.0.1:{server.port}")
-            from worker.client import Client
+            from jobrunner.worker.client import Client
 
             settings = get_settings()
             client = Client(settings)

@@ -21,17 +21,17 @@ from types import FrameType
 import redis
 from rich.console import Console
 
-from benchmarks import report
-from benchmarks.drivers import PROCESSES, CeleryBaseline, HueyPeer, Jobrunner
-from benchmarks.harness import (
+from jobrunner.benchmarks import report
+from jobrunner.benchmarks.drivers import PROCESSES, CeleryBaseline, HueyPeer, Jobrunner
+from jobrunner.benchmarks.harness import (
     adopt,
     configure_environment,
     kill_leftovers,
     machine,
     progress,
 )
-from benchmarks.report import Row
-from benchmarks.scenarios import (
+from jobrunner.benchmarks.report import Row
+from jobrunner.benchmarks.scenarios import (
     FULL,
     QUICK,
     Bench,
@@ -42,8 +42,8 @@ from benchmarks.scenarios import (
     priority,
     throughput,
 )
-from config import JobrunnerError, get_settings
-from worker.embedded_redis import EmbeddedRedis
+from jobrunner.config import JobrunnerError, get_settings
+from jobrunner.worker.broker.embedded import EmbeddedRedis
 
 SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     priority.NAME: priority.run,
@@ -89,7 +89,7 @@ def bench_stack(plan: Plan, peers: bool) -> Iterator[Bench]:
             adopt(server.process.pid)
             configure_environment(url, data_dir)
             progress(f"redis on 127.0.0.1:{server.port}")
-            from worker.client import Client
+            from jobrunner.worker.client import Client
 
             settings = get_settings()
             with redis.Redis.from_url(url) as broker:

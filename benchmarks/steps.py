@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tasks.pipeline import Pipeline
-from tasks.registry import register_pipeline
-from tasks.step import StepContext, StepPayload, step
+from jobrunner.tasks.pipeline import Pipeline
+from jobrunner.tasks.registry import register_pipeline
+from jobrunner.tasks.step import StepContext, StepPayload, step
 
 
 class NoPayload(StepPayload):

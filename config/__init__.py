@@ -1,7 +1,7 @@
 """Settings and the Celery configuration built from them. Imports nothing of jobrunner's."""
 
-from config.errors import ConfigError, JobrunnerError
-from config.settings import PIPELINES_DIR, TIERS, Settings, Tier, get_settings
+from jobrunner.config.errors import ConfigError, JobrunnerError
+from jobrunner.config.settings import PIPELINES_DIR, TIERS, Settings, Tier, get_settings
 
 __all__ = [
     "PIPELINES_DIR",

@@ -10,18 +10,14 @@ from typing import Any
 
 from kombu import Queue
 
-from config.settings import Settings
-
-# Step modules every process loads: the built-in canvas tasks and the sample pipeline steps.
-CORE_TASK_MODULES = ("tasks.builtin", "tasks.features")
-TRANSPORT = "worker.transport:Transport"
+from jobrunner.config.settings import Settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Return the Celery settings dict for `settings` (whose broker_url is already resolved)."""
     limits = settings.limits
     # Redis re-delivers an unacked message once its visibility timeout passes. Workers renew the
-    # timeout of every message they hold (worker/leases.py), so it is a lease: short, so that a
+    # timeout of every message they hold (worker/broker/leases.py): a lease, short so that a
     # crashed worker's steps come back promptly, yet a live worker's long step is never started
     # twice. Set for broker and results alike.
     # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
@@ -38,10 +34,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": [Queue(name, routing_key=name) for name in settings.all_queues()],
         "task_default_queue": settings.queue(settings.default_tier),
         "task_create_missing_queues": False,
-        # kombu's Redis transport with a reliable fetch: a message leaves its queue only in the
-        # same atomic step that records it unacknowledged, so a worker killed (or a connection
-        # dropped) mid-fetch cannot lose it (celery/kombu#1733). Same URLs, same options.
-        "broker_transport": TRANSPORT,
         "broker_transport_options": {
             # Poll the worker's queues in the order it was given (high, medium, low) every time,
             # instead of kombu's default round-robin, which lets low take turns with high.
@@ -63,7 +55,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Ack after the step ran, so a message a worker holds is one it is running ...
         "task_acks_late": True,
         # ... and if its process dies (OOM kill, segfault), put the message back rather than
-        # failing it; jobrunner counts deliveries and dead-letters poison (worker/redelivery.py).
+        # failing it; jobrunner counts deliveries, dead-letters poison (worker/store/deliveries.py).
         # https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-reject-on-worker-lost
         "task_reject_on_worker_lost": True,
         # ... and reserve no more than one message per process: a reserved low message cannot
@@ -99,5 +91,4 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_step": 0.5,
             "interval_max": 3.0,
         },
-        "imports": [*CORE_TASK_MODULES, *settings.imports],
     }

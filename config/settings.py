@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from config.errors import ConfigError, first_error
+from jobrunner.config.errors import ConfigError, first_error
 
 ENV_PREFIX = "JOBRUNNER_"
 CONFIG_FILE_VARIABLE = "JOBRUNNER_CONFIG"

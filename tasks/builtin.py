@@ -11,7 +11,7 @@ from celery import Celery, Task, chain, chord, shared_task, signature
 from celery.canvas import Signature, _chain
 from celery.exceptions import Ignore
 
-from tasks.job_task import JobTask
+from jobrunner.tasks.job_task import JobTask
 
 _sending = threading.local()  # .producer: what this thread's Celery sends go through
 

@@ -15,10 +15,18 @@ from typing import Any
 from celery import Celery, chain, chord
 from celery.canvas import Signature, _chain
 
-from tasks.builtin import COLLECT_TASK, FAN_OUT_TASK, START_TASK
-from tasks.errors import PipelineError
-from tasks.pipeline import ChainNode, ChordNode, GroupNode, MapNode, Node, Pipeline, StepNode
-from tasks.step import NO_RESOURCES, Resources, get_step
+from jobrunner.tasks.builtin import COLLECT_TASK, FAN_OUT_TASK, START_TASK
+from jobrunner.tasks.errors import PipelineError
+from jobrunner.tasks.pipeline import (
+    ChainNode,
+    ChordNode,
+    GroupNode,
+    MapNode,
+    Node,
+    Pipeline,
+    StepNode,
+)
+from jobrunner.tasks.step import NO_RESOURCES, Resources, get_step
 
 
 @dataclass(frozen=True)

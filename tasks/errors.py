@@ -1,6 +1,6 @@
 """Errors in pipeline declarations and job payloads, reported to users as one line."""
 
-from config.errors import JobrunnerError
+from jobrunner.config.errors import JobrunnerError
 
 
 class PipelineError(JobrunnerError):

@@ -7,8 +7,8 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, Retry
 
-from tasks.middleware import installed
-from tasks.retry import RetryPolicy
+from jobrunner.tasks.middleware import installed
+from jobrunner.tasks.retry import RetryPolicy
 
 
 class JobTask(Task):  # type: ignore[misc]
@@ -24,7 +24,7 @@ class JobTask(Task):  # type: ignore[misc]
         job = kwargs.get("job")
         if job is None:  # called outside a job (a unit test, a plain .delay()): no hooks
             return super().__call__(*args, **kwargs)
-        hooks = installed()
+        hooks = installed(self.app)
         for hook in hooks:
             hook.before_task(job)
         try:

@@ -1,13 +1,21 @@
 """Hooks around every job task, in the style of Dramatiq middleware.
 
-The runtime (worker/) installs middleware; tasks/ only calls it. Hooks run inside the task call,
-so `after_failure` runs *before* Celery stores the failure and fires chord callbacks: a chord's
-error callback sees every member's failure already recorded.
+The app names its middleware in its configuration (`jobrunner_middleware`, dotted paths set by
+`jobrunner.worker.app.create_app`); tasks/ only calls it, and never imports the runtime that
+implements it. Hooks run inside the task call, so `after_failure` runs *before* Celery stores
+the failure and fires chord callbacks: a chord's error callback sees every member's failure
+already recorded.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
+
+from celery import Celery
+from celery.utils.imports import symbol_by_name
+
+MIDDLEWARE_SETTING = "jobrunner_middleware"
 
 
 class Middleware:
@@ -26,14 +34,13 @@ class Middleware:
         """The task raised `error` and its retry policy sends it round again."""
 
 
-_INSTALLED: list[Middleware] = []
+_LOADED: WeakKeyDictionary[Celery, tuple[Middleware, ...]] = WeakKeyDictionary()
 
 
-def install(middleware: Middleware) -> None:
-    """Add `middleware` once (by type); hooks run in installation order."""
-    if not any(type(m) is type(middleware) for m in _INSTALLED):
-        _INSTALLED.append(middleware)
-
-
-def installed() -> tuple[Middleware, ...]:
-    return tuple(_INSTALLED)
+def installed(app: Celery) -> tuple[Middleware, ...]:
+    """The middleware `app` names, instantiated once per app, in the order named."""
+    loaded = _LOADED.get(app)
+    if loaded is None:
+        names = app.conf.get(MIDDLEWARE_SETTING) or ()
+        loaded = _LOADED[app] = tuple(symbol_by_name(name)() for name in names)
+    return loaded

@@ -30,10 +30,10 @@ from pydantic import (
     create_model,
 )
 
-from config.errors import first_error
-from tasks.errors import PipelineError
-from tasks.retry import RetryPolicy
-from tasks.step import get_step
+from jobrunner.config.errors import first_error
+from jobrunner.tasks.errors import PipelineError
+from jobrunner.tasks.retry import RetryPolicy
+from jobrunner.tasks.step import get_step
 
 PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 NODE_KINDS = ("step", "chain", "group", "chord", "map")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
+from celery.utils.imports import import_from_cwd
 
-from config import PIPELINES_DIR, ConfigError, Settings
-from config.celery_config import CORE_TASK_MODULES
-from tasks.errors import PipelineError
-from tasks.pipeline import Pipeline, load_pipeline_file
-from tasks.step import get_step, registered_steps
+from jobrunner.config import PIPELINES_DIR, ConfigError, Settings
+from jobrunner.tasks.errors import PipelineError
+from jobrunner.tasks.pipeline import Pipeline, load_pipeline_file
+from jobrunner.tasks.step import get_step, registered_steps
 
 PIPELINE_SUFFIXES = (".toml", ".yaml", ".yml")
+# Step modules every process loads: the built-in canvas tasks and the sample pipeline steps.
+BUILTIN_STEP_MODULES = ("jobrunner.tasks.builtin", "jobrunner.tasks.features")
 
 _REGISTERED: dict[str, Pipeline] = {}
 
@@ -25,10 +26,13 @@ def register_pipeline(pipeline: Pipeline) -> Pipeline:
 
 
 def import_step_modules(settings: Settings) -> None:
-    """Import the built-in step modules and JOBRUNNER_IMPORTS, which register their steps."""
-    for module in (*CORE_TASK_MODULES, *settings.imports):
+    """Import the built-in step modules and JOBRUNNER_IMPORTS, which register their steps.
+
+    The working directory is importable while they load, as in a Celery worker, so a user's
+    own `tasks.py` loads with JOBRUNNER_IMPORTS=tasks from a client or a console script too."""
+    for module in (*BUILTIN_STEP_MODULES, *settings.imports):
         try:
-            importlib.import_module(module)
+            import_from_cwd(module)
         except ImportError as error:
             raise ConfigError(f"imports: cannot import step module {module!r}: {error}") from None
 

@@ -23,11 +23,11 @@ from typing import Any, get_type_hints
 from celery import shared_task
 from pydantic import BaseModel, ConfigDict
 
-from config import get_settings
-from config.settings import RESOURCE_CLASS as RESOURCE_CLASS_PATTERN
-from tasks.errors import PipelineError
-from tasks.job_task import JobTask
-from tasks.retry import RetryPolicy
+from jobrunner.config import get_settings
+from jobrunner.config.settings import RESOURCE_CLASS as RESOURCE_CLASS_PATTERN
+from jobrunner.tasks.errors import PipelineError
+from jobrunner.tasks.job_task import JobTask
+from jobrunner.tasks.retry import RetryPolicy
 
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 RESOURCE_CLASS = re.compile(RESOURCE_CLASS_PATTERN)

@@ -21,14 +21,15 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 
-from config import TIERS, get_settings
+from jobrunner.config import TIERS, get_settings
+from jobrunner.worker.app import create_app
+from jobrunner.worker.broker import connection
+from jobrunner.worker.broker.embedded import EmbeddedRedis
+from jobrunner.worker.broker.transport import wake_key
+from jobrunner.worker.client import Client
 from tests.support.steps import STARTS
-from worker import broker
-from worker.app import app, configure
-from worker.client import Client
-from worker.embedded_redis import EmbeddedRedis
-from worker.transport import wake_key
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_START_TIMEOUT_S = 60
@@ -59,7 +60,6 @@ def stack_env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     get_settings.cache_clear()
-    configure(app, broker.resolve(get_settings()))
     yield env
     for key, value in saved.items():
         if value is None:
@@ -86,20 +86,29 @@ def client(stack_env: dict[str, str]) -> Client:
     return Client()
 
 
+@pytest.fixture(scope="session")
+def app(stack_env: dict[str, str]) -> Celery:
+    """An app on the test broker, built by the factory, for pings and inspections."""
+    return create_app(connection.resolve(get_settings()), set_as_current=False)
+
+
 class Workers:
     """Starts `jobrunner worker` processes and stops them all at the end of the scope."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, app: Celery, env: dict[str, str], log_dir: Path) -> None:
+        self.app = app
         self.env = env
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self, pool: str, node: str, **env: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, pool: str, node: str, *, cwd: Path = ROOT, **env: str
+    ) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{node}.log", "wb")  # noqa: SIM115 - the process owns it
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "worker", "--pool", pool, "--node-name", node],
+            [sys.executable, "-m", "jobrunner", "worker", "--pool", pool, "--node-name", node],
             env={**os.environ, **self.env, **env},
-            cwd=ROOT,
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -111,7 +120,7 @@ class Workers:
                 tail = (self.log_dir / f"{node}.log").read_text()[-2000:]
                 raise RuntimeError(f"worker {node} exited with {process.returncode}:\n{tail}")
             try:
-                if app.control.ping(destination=[node], timeout=0.5):
+                if self.app.control.ping(destination=[node], timeout=0.5):
                     return process
             except (redis.ConnectionError, OSError):
                 # A pooled connection from before a broker restart: the next try reconnects.
@@ -133,9 +142,9 @@ class Workers:
 
 @pytest.fixture(scope="module")
 def workers(
-    stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    app: Celery, stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Workers]:
-    started = Workers(stack_env, tmp_path_factory.mktemp("worker-logs"))
+    started = Workers(app, stack_env, tmp_path_factory.mktemp("worker-logs"))
     yield started
     started.stop_all()
 
@@ -150,11 +159,11 @@ class Reply:
 
 
 class Server:
-    """A jobrunner server process (`python -m worker ARGS`: Flower, the metrics exporter) on a
+    """A jobrunner server process (`python -m jobrunner ARGS`: Flower, the metrics exporter) on a
     free 127.0.0.1 port behind generated basic auth; stopped (its whole session) at the end."""
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path, ready_path: str) -> None:
-        from worker.embedded_redis import free_port
+        from jobrunner.worker.broker.embedded import free_port
 
         self.port = free_port()
         self.user, self.password = "tester", secrets.token_urlsafe(12)
@@ -165,7 +174,7 @@ class Server:
             for k, v in env.items()
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker", *args],
+            [sys.executable, "-m", "jobrunner", *args],
             env={**os.environ, **self.env},
             cwd=ROOT,
             stdout=open(log, "wb"),  # noqa: SIM115 - the process owns it

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from config.settings import DEFAULT_TOML, Settings
+from jobrunner.config.settings import DEFAULT_TOML, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -114,3 +114,14 @@ def test_dockerfile_runs_as_a_user_and_installs_the_package() -> None:
     assert re.search(r"^RUN pip install \.", dockerfile, re.MULTILINE)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".jobrunner" in ignored
+
+
+def test_dockerfile_copies_every_folder_the_package_is_built_from() -> None:
+    """`pip install .` in the image needs each folder that pyproject's package-dir maps."""
+    folders = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "package-dir"
+        ].values()
+    )
+    copied = set(re.findall(r"^COPY (\S+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert folders <= copied, f"not copied into the image: {sorted(folders - copied)}"

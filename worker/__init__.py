@@ -1,1 +1,2 @@
-"""The runtime: Celery app, pools, embedded Redis, job tracking, CLI and client API."""
+"""The runtime, by layer, each importing only those before it (CI checks it, see pyproject.toml):
+broker -> store -> app, client -> runtime -> monitoring -> ops -> cli."""

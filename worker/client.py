@@ -1,6 +1,6 @@
 """The client API for applications: submit a pipeline at a tier, get a handle, wait for it.
 
-    from worker.client import Client
+    from jobrunner import Client
     job = Client().submit("features", {"output_name": "today"}, tier="high")
     print(job.id, job.state, job.result(timeout=60))
 
@@ -21,24 +21,22 @@ from functools import cached_property
 from typing import Any, NamedTuple
 
 import redis
+from celery import Celery
 from celery.canvas import Signature
 from kombu import Producer
 from kombu.exceptions import KombuError
 from pydantic import BaseModel, ValidationError
 
-from config import JobrunnerError, Settings, get_settings
-from config.errors import first_error
-from tasks.builtin import sending_through
-from tasks.compile import JobSpec, compile_job
-from tasks.errors import PayloadError, PipelineError
-from tasks.pipeline import Pipeline
-from tasks.registry import load_pipelines
-
-# promotion: its publish hook stamps each message's enqueue time (the starvation guard's and the
-# exporter's oldest-wait clock) in every process that submits jobs.
-from worker import broker, promotion  # noqa: F401
-from worker.app import app, configure
-from worker.jobs import FAILURE, JobRecord, JobStore, open_store
+from jobrunner.config import JobrunnerError, Settings, get_settings
+from jobrunner.config.errors import first_error
+from jobrunner.tasks.builtin import sending_through
+from jobrunner.tasks.compile import JobSpec, compile_job
+from jobrunner.tasks.errors import PayloadError, PipelineError
+from jobrunner.tasks.pipeline import Pipeline
+from jobrunner.tasks.registry import load_pipelines
+from jobrunner.worker.app import create_app
+from jobrunner.worker.broker import connection
+from jobrunner.worker.store.jobs import FAILURE, JobRecord, JobStore, open_store
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 
@@ -189,7 +187,7 @@ class _Template:
     reprs, serialization) costs about a millisecond per job; stamping, a few dozen
     microseconds. The stamped messages go to the channel as kombu's own would."""
 
-    def __init__(self, job: Compiled, producer: Producer) -> None:
+    def __init__(self, app: Celery, job: Compiled, producer: Producer) -> None:
         recorder = _Recorder(producer)
         with sending_through(app, recorder):
             job.canvas.apply_async()
@@ -266,14 +264,21 @@ class _Template:
 
 
 class Client:
-    """Submit jobs and look them up. Settings default to the environment's."""
+    """Submit jobs and look them up. Settings default to the environment's.
 
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = broker.resolve(settings or get_settings())
+    A client sends through a Celery app of its own, built from its settings (pass `app` to share
+    one, e.g. a worker's): it never reconfigures, nor becomes, the process's current app."""
+
+    def __init__(self, settings: Settings | None = None, *, app: Celery | None = None) -> None:
+        self.settings = connection.resolve(settings or get_settings())
         self._reachable = False
         self._models: dict[str, type[BaseModel]] = {}
-        if self.settings.broker_url and self.settings.broker_url != app.conf.broker_url:
-            configure(app, self.settings)
+        self._app = app
+
+    @cached_property
+    def app(self) -> Celery:
+        """The Celery app this client sends through, built on first use."""
+        return self._app or create_app(self.settings, set_as_current=False)
 
     @cached_property
     def pipelines(self) -> dict[str, Pipeline]:
@@ -281,7 +286,7 @@ class Client:
 
     @cached_property
     def store(self) -> JobStore:
-        broker.require_url(self.settings)
+        connection.require_url(self.settings)
         return open_store(self.settings)
 
     def _payload_model(self, pipeline: Pipeline) -> type[BaseModel]:
@@ -317,7 +322,7 @@ class Client:
             payload=payload,
             resource_queues=self._resource_queues(tier),
         )
-        return Compiled(job_id, payload, compile_job(app, spec))
+        return Compiled(job_id, payload, compile_job(self.app, spec))
 
     def _resource_queues(self, tier: str) -> dict[str, str]:
         return {r: self.settings.queue(tier, r) for r in self.settings.resource_classes()}
@@ -331,7 +336,7 @@ class Client:
         """Ping the broker once per client (and again after a failed send): a clear one-line
         error for a broker that is down, without a new connection for every submission."""
         if not self._reachable:
-            broker.check_reachable(self.settings)
+            connection.check_reachable(self.settings)
             self._reachable = True
 
     def submit(
@@ -403,8 +408,9 @@ class Client:
         are removed again."""
         written = False
         try:
-            with app.producer_or_acquire() as producer:
-                template = _Template(self._compile(declared, tier, dict(_SENTINEL)), producer)
+            with self.app.producer_or_acquire() as producer:
+                compiled = self._compile(declared, tier, dict(_SENTINEL))
+                template = _Template(self.app, compiled, producer)
                 written = True
                 self.store.create(jobs, declared.name, tier, deadline)
                 self._send(template, jobs)
@@ -420,7 +426,7 @@ class Client:
     def _send(self, template: _Template, jobs: list[tuple[str, dict[str, Any]]]) -> None:
         """Send, retrying a lost connection as Celery's own publish does (the app's
         `task_publish_retry_policy`), so a broker restart is a pause, not an error."""
-        policy = app.conf.task_publish_retry_policy or {}
+        policy = self.app.conf.task_publish_retry_policy or {}
         delay = float(policy.get("interval_start", 0))
         for attempt in itertools.count():
             try:

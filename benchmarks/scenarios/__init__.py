@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.drivers import CeleryBaseline, Driver, HueyPeer, Jobrunner
+from jobrunner.benchmarks.drivers import CeleryBaseline, Driver, HueyPeer, Jobrunner
 
 
 @dataclass(frozen=True)

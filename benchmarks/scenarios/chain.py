@@ -3,10 +3,10 @@ from submission to the final result in the client."""
 
 from __future__ import annotations
 
-from benchmarks.drivers import Driver
-from benchmarks.harness import fleet, progress
-from benchmarks.report import Row, row
-from benchmarks.scenarios import Bench, timed
+from jobrunner.benchmarks.drivers import Driver
+from jobrunner.benchmarks.harness import fleet, progress
+from jobrunner.benchmarks.report import Row, row
+from jobrunner.benchmarks.scenarios import Bench, timed
 
 NAME = "chain"
 WARM_UP_DEPTH = 5

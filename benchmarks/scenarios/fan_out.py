@@ -4,10 +4,10 @@ size ratio (5 for 1,000 -> 5,000)."""
 
 from __future__ import annotations
 
-from benchmarks.drivers import Driver
-from benchmarks.harness import fleet, progress
-from benchmarks.report import Goal, Row, row
-from benchmarks.scenarios import Bench, timed
+from jobrunner.benchmarks.drivers import Driver
+from jobrunner.benchmarks.harness import fleet, progress
+from jobrunner.benchmarks.report import Goal, Row, row
+from jobrunner.benchmarks.scenarios import Bench, timed
 
 NAME = "fan-out"
 WARM_UP_MEMBERS = 10

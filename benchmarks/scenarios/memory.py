@@ -4,10 +4,10 @@ otherwise have to hide."""
 
 from __future__ import annotations
 
-from benchmarks.drivers import Driver, drain
-from benchmarks.harness import fleet, progress
-from benchmarks.report import Goal, Row, row
-from benchmarks.scenarios import Bench
+from jobrunner.benchmarks.drivers import Driver, drain
+from jobrunner.benchmarks.harness import fleet, progress
+from jobrunner.benchmarks.report import Goal, Row, row
+from jobrunner.benchmarks.scenarios import Bench
 
 NAME = "memory"
 WARM_UP_JOBS = 500

@@ -10,10 +10,10 @@ from __future__ import annotations
 import statistics
 import time
 
-from benchmarks.drivers import Driver
-from benchmarks.harness import fleet, percentile, progress
-from benchmarks.report import Goal, Row, row
-from benchmarks.scenarios import Bench
+from jobrunner.benchmarks.drivers import Driver
+from jobrunner.benchmarks.harness import fleet, percentile, progress
+from jobrunner.benchmarks.report import Goal, Row, row
+from jobrunner.benchmarks.scenarios import Bench
 
 NAME = "priority"
 PAUSE_MS = 50

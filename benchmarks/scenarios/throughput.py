@@ -4,10 +4,10 @@ client alone accepts a bulk submission (no workers running)."""
 
 from __future__ import annotations
 
-from benchmarks.drivers import Driver, drain
-from benchmarks.harness import fleet, progress
-from benchmarks.report import Goal, Row, row
-from benchmarks.scenarios import Bench, timed
+from jobrunner.benchmarks.drivers import Driver, drain
+from jobrunner.benchmarks.harness import fleet, progress
+from jobrunner.benchmarks.report import Goal, Row, row
+from jobrunner.benchmarks.scenarios import Bench, timed
 
 NAME = "throughput"
 WARM_UP_JOBS = 100

@@ -30,7 +30,7 @@ options:
   log_dir: {description: log files, required: true, type: path}
   fingerprint: {description: the host's app, config and environment; changes restart, type: str}
   python: {description: interpreter that has jobrunner installed, required: true, type: str}
-  app: {description: Celery app, default: worker.app, type: str}
+  app: {description: Celery app, default: jobrunner, type: str}
   env: {description: the whole environment of the nodes (nothing else leaks in), type: dict}
   secret_env: {description: more environment, kept out of Ansible's output, type: dict}
   chdir: {description: working directory, type: path}
@@ -175,7 +175,7 @@ def main() -> None:
             "log_dir": {"type": "path", "required": True},
             "fingerprint": {"type": "str", "default": ""},
             "python": {"type": "str", "required": True},
-            "app": {"type": "str", "default": "worker.app"},
+            "app": {"type": "str", "default": "jobrunner"},
             "env": {"type": "dict", "default": {}},
             "secret_env": {"type": "dict", "default": {}, "no_log": True},
             "chdir": {"type": "path"},

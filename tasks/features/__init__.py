@@ -17,10 +17,10 @@ dir must be shared storage, as the feature store itself is. `jobrunner demo` run
 the sample data in tasks/sample_data/.
 """
 
-from tasks.features.aggregate import aggregate
-from tasks.features.ingest import SAMPLE_DATA_DIR, ingest
-from tasks.features.store import store
-from tasks.features.transform import transform
-from tasks.features.validate import validate
+from jobrunner.tasks.features.aggregate import aggregate
+from jobrunner.tasks.features.ingest import SAMPLE_DATA_DIR, ingest
+from jobrunner.tasks.features.store import store
+from jobrunner.tasks.features.transform import transform
+from jobrunner.tasks.features.validate import validate
 
 __all__ = ["SAMPLE_DATA_DIR", "aggregate", "ingest", "store", "transform", "validate"]

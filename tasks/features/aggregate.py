@@ -17,10 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tasks.features.files import read_jsonl, work_dir, write_jsonl
-from tasks.features.lineage import PartitionSummary, StepFact, merge_facts, source_hash
-from tasks.features.partitions import PartitionResult
-from tasks.step import StepContext, StepPayload, step
+from jobrunner.tasks.features.files import read_jsonl, work_dir, write_jsonl
+from jobrunner.tasks.features.lineage import PartitionSummary, StepFact, merge_facts, source_hash
+from jobrunner.tasks.features.partitions import PartitionResult
+from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 

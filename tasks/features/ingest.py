@@ -13,12 +13,18 @@ from typing import Any
 
 from pydantic import Field
 
-from tasks.features.files import work_dir, write_json
-from tasks.features.formats import FORMATS, InputError, Range, Scan, scan
-from tasks.features.lineage import INGEST_FACTS, IngestFacts, InputFile, StepFact, source_hash
-from tasks.features.partitions import Partition
-from tasks.features.schema import RAW_COLUMNS
-from tasks.step import StepContext, StepPayload, step
+from jobrunner.tasks.features.files import work_dir, write_json
+from jobrunner.tasks.features.formats import FORMATS, InputError, Range, Scan, scan
+from jobrunner.tasks.features.lineage import (
+    INGEST_FACTS,
+    IngestFacts,
+    InputFile,
+    StepFact,
+    source_hash,
+)
+from jobrunner.tasks.features.partitions import Partition
+from jobrunner.tasks.features.schema import RAW_COLUMNS
+from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 

@@ -33,10 +33,10 @@ from typing import Any
 import pyarrow
 from pydantic import BaseModel
 
-from config import get_settings
-from tasks.features.files import write_bytes, write_json
-from tasks.registry import load_pipelines
-from tasks.step import StepContext, StepPayload
+from jobrunner.config import get_settings
+from jobrunner.tasks.features.files import write_bytes, write_json
+from jobrunner.tasks.registry import load_pipelines
+from jobrunner.tasks.step import StepContext, StepPayload
 
 CODE_VERSION_CHARS = 16
 JOB_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from tasks.features.files import work_dir
-from tasks.features.lineage import PartitionSummary, StepFact
-from tasks.step import StepContext
+from jobrunner.tasks.features.files import work_dir
+from jobrunner.tasks.features.lineage import PartitionSummary, StepFact
+from jobrunner.tasks.step import StepContext
 
 
 class Partition(BaseModel):

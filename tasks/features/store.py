@@ -24,9 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from tasks.features.aggregate import AggregateResult
-from tasks.features.files import atomic_path, read_jsonl, sha256_file, work_dir, write_json
-from tasks.features.lineage import (
+from jobrunner.tasks.features.aggregate import AggregateResult
+from jobrunner.tasks.features.files import (
+    atomic_path,
+    read_jsonl,
+    sha256_file,
+    work_dir,
+    write_json,
+)
+from jobrunner.tasks.features.lineage import (
     INGEST_FACTS,
     IngestFacts,
     LineageRecord,
@@ -37,8 +43,8 @@ from tasks.features.lineage import (
     source_hash,
     write_record,
 )
-from tasks.features.schema import FEATURE_SCHEMA
-from tasks.step import StepContext, StepPayload, step
+from jobrunner.tasks.features.schema import FEATURE_SCHEMA
+from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 

@@ -16,11 +16,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.features.files import read_jsonl, write_jsonl
-from tasks.features.lineage import StepFact, source_hash
-from tasks.features.partitions import PartitionResult, failures_named, partition_file
-from tasks.retry import RetryPolicy
-from tasks.step import StepContext, StepPayload, step
+from jobrunner.tasks.features.files import read_jsonl, write_jsonl
+from jobrunner.tasks.features.lineage import StepFact, source_hash
+from jobrunner.tasks.features.partitions import PartitionResult, failures_named, partition_file
+from jobrunner.tasks.retry import RetryPolicy
+from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 RETRY = RetryPolicy(max_retries=2, backoff_s=0.5)

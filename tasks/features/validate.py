@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from tasks.features.files import write_jsonl
-from tasks.features.formats import Record, read
-from tasks.features.lineage import StepFact, source_hash
-from tasks.features.partitions import (
+from jobrunner.tasks.features.files import write_jsonl
+from jobrunner.tasks.features.formats import Record, read
+from jobrunner.tasks.features.lineage import StepFact, source_hash
+from jobrunner.tasks.features.partitions import (
     Partition,
     PartitionError,
     PartitionResult,
@@ -26,8 +26,8 @@ from tasks.features.partitions import (
     failures_named,
     partition_file,
 )
-from tasks.features.schema import Reading
-from tasks.step import StepContext, StepPayload, step
+from jobrunner.tasks.features.schema import Reading
+from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.report import Goal, judged, row
-from benchmarks.run import selected
-from config import JobrunnerError
+from jobrunner.benchmarks.report import Goal, judged, row
+from jobrunner.benchmarks.run import selected
+from jobrunner.config import JobrunnerError
 
 
 def test_ratio_says_how_many_times_better_jobrunner_did() -> None:

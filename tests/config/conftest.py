@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from config.settings import get_settings
+from jobrunner.config.settings import get_settings
 
 
 @pytest.fixture(autouse=True)

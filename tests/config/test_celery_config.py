@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from kombu import Queue
 
-from config.celery_config import CORE_TASK_MODULES, celery_config
-from config.settings import TIERS, Settings, get_settings
+from jobrunner.config.celery_config import celery_config
+from jobrunner.config.settings import TIERS, Settings, get_settings
 
 CUSTOM_TOML = """
 default_tier = "low"
@@ -129,12 +129,18 @@ def test_no_missing_queues_are_created(settings: Settings) -> None:
     assert config["task_default_queue"] in [q.name for q in config["task_queues"]]
 
 
-def test_urls_limits_and_imports_come_from_settings(custom_settings: Settings) -> None:
+def test_urls_and_limits_come_from_settings(custom_settings: Settings) -> None:
     config = celery_config(custom_settings)
     assert config["broker_url"] == "redis://broker:6379/0"
     assert config["result_backend"] == "redis://broker:6379/0"  # result_url empty
     assert config["result_expires"] == 120
-    assert config["imports"] == [*CORE_TASK_MODULES, "my.steps", "other.steps"]
+
+
+def test_names_no_runtime_module(settings: Settings) -> None:
+    """config/ is the leaf: the app factory names the transport and the task modules."""
+    config = celery_config(settings)
+    assert "imports" not in config and "broker_transport" not in config
+    assert not [s for s in _strings(config) if "jobrunner.worker" in s]
 
 
 def test_events_and_extended_results_for_tracking(settings: Settings) -> None:

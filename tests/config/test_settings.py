@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from config.errors import ConfigError
-from config.settings import DEFAULT_TOML, TIERS, Settings, get_settings
+from jobrunner.config.errors import ConfigError
+from jobrunner.config.settings import DEFAULT_TOML, TIERS, Settings, get_settings
 
 
 @pytest.fixture
@@ -363,20 +363,19 @@ def test_tls_url_reaches_celery_and_redis_clients(monkeypatch: pytest.MonkeyPatc
     refuse rediss without ssl_cert_reqs) and jobrunner's own redis-py clients."""
     import ssl
 
-    from celery import Celery
-
-    from config.celery_config import celery_config
-    from worker.broker import client
+    from jobrunner.worker.app import create_app
+    from jobrunner.worker.broker.connection import client
 
     url = "rediss://:pw@redis.example:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"
     monkeypatch.setenv("JOBRUNNER_BROKER_URL", url)
     settings = get_settings()
-    app = Celery("tls", set_as_current=False)
-    app.conf.update(celery_config(settings))
+    app = create_app(settings, set_as_current=False)
     assert app.backend.connparams["ssl_cert_reqs"] == ssl.CERT_REQUIRED
     assert app.backend.connparams["ssl_ca_certs"] == "/etc/ca.pem"
     kwargs = client(settings.broker_url).connection_pool.connection_kwargs
     assert kwargs["ssl_cert_reqs"] == "required" and kwargs["ssl_ca_certs"] == "/etc/ca.pem"
     with app.connection_for_write() as connection:  # builds the transport without connecting
-        assert connection.transport_cls == "worker.transport:Transport"  # reliable fetch ...
+        assert (
+            connection.transport_cls == "jobrunner.worker.broker.transport:Transport"
+        )  # reliable fetch ...
         assert connection.ssl["ssl_cert_reqs"] == ssl.CERT_REQUIRED  # ... over TLS

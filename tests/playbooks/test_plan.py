@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from config import get_settings
-from config.settings import DEFAULT_TOML
-from worker.headroom import auto_concurrency
+from jobrunner.config import get_settings
+from jobrunner.config.settings import DEFAULT_TOML
+from jobrunner.worker.runtime.headroom import auto_concurrency
 
 HELPER = Path(__file__).resolve().parents[2] / "playbooks/roles/common/files/jobrunner_plan.py"
 

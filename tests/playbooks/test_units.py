@@ -12,7 +12,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from config import get_settings
+from jobrunner.config import get_settings
 
 ROLES = Path(__file__).resolve().parents[2] / "playbooks" / "roles"
 MONITOR_UNIT = ROLES / "flower/templates/jobrunner-monitor.service.j2"

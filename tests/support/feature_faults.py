@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 # The module, not the step function that tasks.features exports under the same name.
-transform_module = importlib.import_module("tasks.features.transform")
+transform_module = importlib.import_module("jobrunner.tasks.features.transform")
 ATTEMPTS = "test:flaky-attempts"  # Redis hash: source file -> attempts at its first row
 
 _derive = transform_module.derive_features

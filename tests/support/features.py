@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-import tasks.features  # noqa: F401 - registers the steps
-from tasks.features.files import read_jsonl, sha256_file
-from tasks.features.schema import RAW_COLUMNS
-from tasks.step import StepContext, get_step
+import jobrunner.tasks.features  # noqa: F401 - registers the steps
+from jobrunner.tasks.features.files import read_jsonl, sha256_file
+from jobrunner.tasks.features.schema import RAW_COLUMNS
+from jobrunner.tasks.step import StepContext, get_step
 from tests.support.sample_data import bad_rows, sample_files
 
 CSV_HEADER = ",".join(RAW_COLUMNS) + "\n"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tasks.pipeline import Pipeline
-from tasks.registry import register_pipeline
-from tasks.step import StepContext, StepPayload, step
+from jobrunner.tasks.pipeline import Pipeline
+from jobrunner.tasks.registry import register_pipeline
+from jobrunner.tasks.step import StepContext, StepPayload, step
 
 MARK = "TEST_WORKER_MARK"  # each test worker says who it is through this variable
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tasks.features import SAMPLE_DATA_DIR
+from jobrunner.tasks.features import SAMPLE_DATA_DIR
 
 START = datetime(2026, 6, 1)
 HOURS = 7 * 24

@@ -9,10 +9,10 @@ from typing import Any
 
 import redis
 
-from tasks.pipeline import Pipeline
-from tasks.registry import register_pipeline
-from tasks.retry import RetryPolicy
-from tasks.step import StepContext, StepPayload, step
+from jobrunner.tasks.pipeline import Pipeline
+from jobrunner.tasks.registry import register_pipeline
+from jobrunner.tasks.retry import RetryPolicy
+from jobrunner.tasks.step import StepContext, StepPayload, step
 
 STARTS = "test:starts"  # Redis list: the tag of every `sleep` step, in the order they started
 ATTEMPTS = "test:attempts:"  # per job: how many times its flaky/output step ran

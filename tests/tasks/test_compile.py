@@ -13,12 +13,12 @@ from celery import Celery, signature
 from celery.canvas import Signature, _chain, chord
 
 import tests.support.steps  # noqa: F401 - registers the test steps and pipelines
-from config.settings import get_settings
-from tasks.builtin import COLLECT_TASK, FAN_OUT_TASK, START_TASK, with_input
-from tasks.compile import JobSpec, compile_job
-from tasks.pipeline import Pipeline
-from tasks.registry import load_pipelines
-from tasks.step import STEP_TASK_PREFIX
+from jobrunner.config.settings import get_settings
+from jobrunner.tasks.builtin import COLLECT_TASK, FAN_OUT_TASK, START_TASK, with_input
+from jobrunner.tasks.compile import JobSpec, compile_job
+from jobrunner.tasks.pipeline import Pipeline
+from jobrunner.tasks.registry import load_pipelines
+from jobrunner.tasks.step import STEP_TASK_PREFIX
 
 JOB_ID = "job-0001"
 TIER = "low"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.features.formats import InputError, Scan, read, scan
+from jobrunner.tasks.features.formats import InputError, Scan, read, scan
 
 # Fields with the characters CSV must quote: separators, quotes, line breaks.
 FIELD = st.text(alphabet=st.sampled_from('ab ,"\n\r\té'), max_size=6)

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.features import SAMPLE_DATA_DIR
-from tasks.features.files import read_jsonl, sha256_file
-from tasks.features.formats import InputError
-from tasks.features.partitions import PartitionError
-from tasks.features.schema import FEATURE_SCHEMA
-from tasks.features.store import feature_table, write_parquet
-from tasks.features.transform import derive_features
+from jobrunner.tasks.features import SAMPLE_DATA_DIR
+from jobrunner.tasks.features.files import read_jsonl, sha256_file
+from jobrunner.tasks.features.formats import InputError
+from jobrunner.tasks.features.partitions import PartitionError
+from jobrunner.tasks.features.schema import FEATURE_SCHEMA
+from jobrunner.tasks.features.store import feature_table, write_parquet
+from jobrunner.tasks.features.transform import derive_features
 from tests.support.features import (
     CSV_HEADER,
     check_lineage,

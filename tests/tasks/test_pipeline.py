@@ -10,8 +10,8 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 import tests.support.steps  # noqa: F401 - registers the test steps
-from tasks.errors import PipelineError
-from tasks.pipeline import (
+from jobrunner.tasks.errors import PipelineError
+from jobrunner.tasks.pipeline import (
     ChainNode,
     ChordNode,
     GroupNode,
@@ -20,7 +20,7 @@ from tasks.pipeline import (
     StepNode,
     load_pipeline_file,
 )
-from tasks.step import StepContext, StepPayload, step
+from jobrunner.tasks.step import StepContext, StepPayload, step
 
 # Steps declaring the same payload field: B with another type, D with another default, C agreeing
 # with A.
@@ -225,7 +225,7 @@ def test_pipelines_are_frozen() -> None:
 
 
 def test_sample_features_pipeline_parses() -> None:
-    import tasks.features  # noqa: F401 - registers the sample steps
+    import jobrunner.tasks.features  # noqa: F401 - registers the sample steps
 
     path = Path(__file__).resolve().parents[2] / "config" / "pipelines" / "features.toml"
     pipeline = load_pipeline_file(path)

@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tests.support.steps  # noqa: F401 - registers the steps the trees use
-from tasks.compile import JobSpec, compile_job
-from tasks.errors import PayloadError, PipelineError
-from tasks.pipeline import Pipeline, load_pipeline_file
-from worker.client import validate_payload
+from jobrunner.tasks.compile import JobSpec, compile_job
+from jobrunner.tasks.errors import PayloadError, PipelineError
+from jobrunner.tasks.pipeline import Pipeline, load_pipeline_file
+from jobrunner.worker.client import validate_payload
 
 STEPS = ["one", "inc", "total", "numbers", "fail_if", "sleep"]
 APP = Celery("properties", set_as_current=False)

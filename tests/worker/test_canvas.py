@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pyarrow.parquet as pq
 import pytest
 
+from jobrunner.worker.client import Client, JobError
 from tests.conftest import Workers
 from tests.support.sample_data import bad_rows, sample_files
-from worker.client import Client, JobError
 
 pytestmark = pytest.mark.integration
 

@@ -20,16 +20,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from config import get_settings
+from jobrunner.config import get_settings
+from jobrunner.worker.broker.embedded import EmbeddedRedis
+from jobrunner.worker.broker.transport import wake_key
+from jobrunner.worker.client import Client, Job
+from jobrunner.worker.store import heartbeat
+from jobrunner.worker.store.dead_letters import DeadLetterStore
+from jobrunner.worker.store.jobs import JobRecord
 from tests.conftest import Workers
 from tests.support.steps import ATTEMPTS
-from worker import heartbeat
-from worker.app import app
-from worker.client import Client, Job
-from worker.dead_letter import DeadLetterStore
-from worker.embedded_redis import EmbeddedRedis
-from worker.jobs import JobRecord
-from worker.transport import wake_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -60,13 +59,6 @@ def fleet(workers: Workers) -> Iterator[Workers]:
 
 def _start(fleet: Workers, node: str) -> subprocess.Popen[bytes]:
     return fleet.start("general", node, **FAST_RECOVERY)
-
-
-def _answers(node: str) -> bool:
-    try:
-        return bool(app.control.ping(destination=[node], timeout=0.5))
-    except (redis.ConnectionError, OSError):  # our own pooled connection from before a restart
-        return False
 
 
 def _finished(jobs: list[Job]) -> int:

@@ -11,13 +11,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from config import get_settings
-from tasks.features.transform import RETRY
+from jobrunner.config import get_settings
+from jobrunner.tasks.features.transform import RETRY
+from jobrunner.worker.client import Client
+from jobrunner.worker.monitoring.lineage import LineageError, find_by_output, lineage_of
 from tests.conftest import Workers
 from tests.support.features import check_lineage, check_quarantine, csv_readings, write_inputs
 from tests.support.sample_data import ROWS_PER_FILE, bad_rows, sample_files
-from worker.client import Client
-from worker.lineage import LineageError, find_by_output, lineage_of
 
 pytestmark = pytest.mark.integration
 

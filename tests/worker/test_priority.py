@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from jobrunner.worker.client import Client
 from tests.conftest import Workers
 from tests.support.steps import STARTS
-from worker.client import Client
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ Reads a JSON request on stdin (the inventory's config overrides, the deployment'
 host's facts) and prints JSON: the host's config file as TOML, and the plan taken from it: per
 pool the node name, queues and `celery worker` options; the app version; how long a warm stop
 may take. Pool sizes left at "auto" are computed from the facts with the app's own rule
-(worker.headroom.auto_concurrency), and the rendered config is validated the way a worker
-validates it at start, so a bad inventory fails the deploy before anything restarts.
+(jobrunner.worker.runtime.headroom.auto_concurrency), and the rendered config is validated the
+way a worker validates it at start, so a bad inventory fails the deploy before anything restarts.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def pool_sizes(merged: dict[str, Any], request: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per-host override, else the config's number, else `auto` from the facts."""
-    from worker.headroom import auto_concurrency
+    from jobrunner.worker.runtime.headroom import auto_concurrency
 
     admission = merged["admission"]
     overrides = request.get("concurrency") or {}
@@ -88,9 +88,9 @@ def to_toml(data: dict[str, Any], path: tuple[str, ...] = ()) -> list[str]:
 
 
 def plan(host: str) -> dict[str, Any]:
-    from config import get_settings
-    from tasks.registry import load_pipelines
-    from worker.pools import worker_argv
+    from jobrunner.config import get_settings
+    from jobrunner.tasks.registry import load_pipelines
+    from jobrunner.worker.runtime.pools import worker_argv
 
     get_settings.cache_clear()
     settings = get_settings()
@@ -136,7 +136,7 @@ def monitor_settings(request: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def render(request: dict[str, Any]) -> dict[str, Any]:
-    from config.settings import DEFAULT_TOML
+    from jobrunner.config.settings import DEFAULT_TOML
 
     defaults = tomllib.loads(DEFAULT_TOML.read_text(encoding="utf-8"))
     config = request.get("config") or {}

@@ -1,0 +1,182 @@
+"""The reliable fetch on a real redis-server: a message is always in its queue or recorded unacked,
+never only in a consumer's memory; the highest-priority queue is taken first; tokens do not leak."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from kombu import Connection, Consumer, Message, Producer, Queue
+
+from jobrunner.worker.app import TRANSPORT
+from jobrunner.worker.broker.transport import UNREADABLE, wake_key
+
+pytestmark = pytest.mark.integration
+
+OPTIONS = {"queue_order_strategy": "priority", "priority_steps": [0], "sep": ":"}
+
+
+@pytest.fixture
+def queues(redis_url: str) -> Iterator[list[Queue]]:
+    """Three fresh queues, highest priority first, deleted afterwards with their wake lists."""
+    names = [f"test-{tier}-{uuid.uuid4().hex[:8]}" for tier in ("high", "medium", "low")]
+    yield [Queue(name, routing_key=name) for name in names]
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*names, *map(wake_key, names))
+
+
+@pytest.fixture
+def connection(redis_url: str) -> Iterator[Connection]:
+    with Connection(redis_url, transport=TRANSPORT, transport_options=OPTIONS) as conn:
+        yield conn
+
+
+def _publish(connection: Connection, queue: Queue, body: Any) -> None:
+    with Producer(connection) as producer:
+        producer.publish(body, routing_key=queue.name, declare=[queue], serializer="json")
+
+
+def _take_one(connection: Connection, queue: Queue) -> tuple[Any, Message]:
+    """Publish one message and take it without acking: a message a consumer now holds."""
+    _publish(connection, queue, {"n": 1})
+    channel = connection.channel()
+    message = channel.basic_get(queue.name)
+    assert message is not None
+    return channel, message
+
+
+def _consume_all(connection: Connection, queues: list[Queue], count: int) -> list[Any]:
+    """Consume and ack `count` messages; each ack must clear what the fetch recorded."""
+    received: list[Any] = []
+    client = connection.default_channel.client
+
+    def on_message(body: Any, message: Message) -> None:
+        received.append(body)
+        message.ack()
+        assert not client.hexists("unacked", message.delivery_tag)
+
+    with Consumer(connection, queues, callbacks=[on_message], accept=["json"]):
+        while len(received) < count:
+            connection.drain_events(timeout=5)
+    return received
+
+
+def test_publish_puts_a_wake_token_beside_each_message(
+    connection: Connection, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    low = queues[2]
+    for n in range(3):
+        _publish(connection, low, {"n": n})
+    assert redis_client.llen(low.name) == 3
+    assert redis_client.llen(wake_key(low.name)) == 3
+
+
+def test_a_taken_message_is_recorded_unacked_in_the_same_step(
+    connection: Connection, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    """What a consumer killed right after the fetch leaves behind: the message, unacked, which a
+    lapsed lease returns to its queue, flagged redelivered and with a wake token."""
+    low = queues[2]
+    channel, message = _take_one(connection, low)
+    assert message.payload == {"n": 1}
+    tag = message.delivery_tag
+    assert redis_client.llen(low.name) == 0
+    assert redis_client.hexists("unacked", tag)
+    assert redis_client.zscore("unacked_index", tag) is not None
+    # The "dead" consumer never acks; its lease lapses (visibility timeout 0 here).
+    channel.qos.visibility_timeout = 0
+    channel.qos.restore_visible(num=100, interval=1)
+    assert not redis_client.hexists("unacked", tag)
+    restored = json.loads(redis_client.rpop(low.name))
+    assert restored["properties"]["delivery_tag"] == tag
+    assert restored["properties"]["delivery_info"]["redelivered"] is True
+    assert redis_client.llen(wake_key(low.name)) >= 1
+
+
+def test_highest_priority_queue_is_taken_first_and_tokens_balance(
+    connection: Connection, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    high, medium, low = queues
+    for n in range(3):
+        _publish(connection, low, {"tier": "low", "n": n})
+    _publish(connection, medium, {"tier": "medium", "n": 0})
+    _publish(connection, high, {"tier": "high", "n": 0})
+    received = _consume_all(connection, queues, 5)
+    assert [body["tier"] for body in received] == ["high", "medium", "low", "low", "low"]
+    assert [body["n"] for body in received[2:]] == [0, 1, 2]  # FIFO within a queue
+    for queue in queues:  # every token spent with its message: nothing accumulates
+        assert redis_client.llen(wake_key(queue.name)) == 0
+
+
+def test_a_message_pushed_without_a_token_is_still_taken(
+    connection: Connection, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    """Pushed by hand (or moved by the starvation guard): found when the wait times out."""
+    medium = queues[1]
+    _publish(connection, medium, {"n": 7})
+    redis_client.delete(wake_key(medium.name))
+    assert _consume_all(connection, queues, 1) == [{"n": 7}]
+
+
+def test_an_unreadable_entry_is_set_aside_and_the_next_message_taken(
+    connection: Connection, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    low = queues[2]
+    redis_client.delete(UNREADABLE)
+    redis_client.lpush(low.name, "not json", json.dumps({"no": "envelope"}))
+    _publish(connection, low, {"n": 1})  # pushed after: taken after the two bad entries
+    assert _consume_all(connection, queues, 1) == [{"n": 1}]
+    assert redis_client.lrange(UNREADABLE, 0, -1) == [b'{"no": "envelope"}', b"not json"]
+    redis_client.delete(UNREADABLE)
+
+
+def test_a_channel_closed_after_its_transport_was_torn_down_returns_what_it_held(
+    redis_url: str, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    """A broker restart can close the consumer's channel after kombu has already detached its
+    transport (celery/kombu#582); returning held messages then raised inside kombu and stopped
+    the worker. The message goes back to its queue instead."""
+    low = queues[2]
+    connection = Connection(redis_url, transport=TRANSPORT, transport_options=OPTIONS)
+    channel, message = _take_one(connection, low)
+    connection.transport.client = None  # what kombu's Connection._do_close_transport leaves
+    channel.close()  # no exception
+    assert not redis_client.hexists("unacked", message.delivery_tag)
+    returned = json.loads(redis_client.rpop(low.name))
+    assert returned["properties"]["delivery_tag"] == message.delivery_tag
+
+
+def test_a_step_that_outlived_its_connection_still_acks(
+    redis_url: str, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    """The consumer reconnected (its old channel closed and detached) while a step ran; the
+    step's ack goes through the old channel and must still clear the message from Redis."""
+    low = queues[2]
+    connection = Connection(redis_url, transport=TRANSPORT, transport_options=OPTIONS)
+    channel, message = _take_one(connection, low)
+    channel.qos.restore_at_shutdown = False  # returning it failed: the broker was down
+    connection.close()
+    message.ack()  # no exception
+    assert not redis_client.hexists("unacked", message.delivery_tag)
+    assert redis_client.zscore("unacked_index", message.delivery_tag) is None
+    assert redis_client.llen(low.name) == 0  # acked, not returned
+
+
+def test_a_backlog_is_fetched_without_waiting_and_survives_a_script_flush(
+    connection: Connection, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    """While messages keep coming, the next fetch goes out without a wake-token round trip; a
+    Redis that lost its scripts (a restart) answers it NOSCRIPT, and the fetch recovers."""
+    low = queues[2]
+    for n in range(4):
+        _publish(connection, low, {"n": n})
+    received = _consume_all(connection, queues, 1)
+    assert connection.default_channel._backlog
+    redis_client.script_flush()
+    received += _consume_all(connection, queues, 3)
+    assert received == [{"n": n} for n in range(4)]
+    assert redis_client.llen(wake_key(low.name)) == 0

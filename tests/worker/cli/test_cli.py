@@ -1,0 +1,141 @@
+"""The `jobrunner` command as a user runs it: help everywhere, one-line errors with a non-zero
+exit and nothing enqueued on bad input, then submit/status/pipelines against a real worker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from jobrunner.config import TIERS, get_settings
+from jobrunner.worker.store.jobs import INDEX
+from tests.conftest import Workers
+from tests.support.cli import run
+
+pytestmark = pytest.mark.integration
+
+COMMANDS = [
+    "up",
+    "demo",
+    "submit",
+    "status",
+    "pipelines",
+    "worker",
+    "flower",
+    "metrics",
+    "deploy",
+    "bench",
+]
+
+
+@pytest.mark.parametrize("command", [[], *([c] for c in COMMANDS)])
+def test_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage: jobrunner" in result.stdout
+
+
+def _queued(client: redis.Redis) -> int:
+    return sum(client.llen(get_settings().queue(tier)) for tier in TIERS)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["nope"], {}, "unknown pipeline 'nope' (known: "),
+        (["chain3", "-p", "urgent"], {}, "unknown tier 'urgent': choose one of high, medium, low"),
+        (["chain3", "--payload", "{start: 1"], {}, "--payload is not valid JSON"),
+        (["chain3", "--payload", '{"start": "x"}'], {}, "payload for chain3: start: Input should"),
+        (["chain3", "--payload", '{"strat": 1}'], {}, "payload for chain3: strat: Extra inputs"),
+        (["chain3", "--payload", "[1, 2]"], {}, "payload for chain3 must be a JSON object"),
+        (["chain3", "--payload-file", "/no/such.json"], {}, "payload file /no/such.json does not"),
+        (
+            ["chain3", "--payload", '{"start": 123456789}'],
+            {"JOBRUNNER_LIMITS__PAYLOAD_MAX_BYTES": "10"},
+            "over the 10 limit",
+        ),
+        (
+            ["chain3"],
+            {"JOBRUNNER_BROKER_URL": "redis://127.0.0.1:1/0"},
+            "cannot reach broker redis://127.0.0.1:1/0",
+        ),
+        (["chain3"], {"JOBRUNNER_POOLS__GENERAL__CONCURRENCY": "-1"}, "pools.general.concurrency"),
+    ],
+)
+def test_bad_submission_is_one_line_and_enqueues_nothing(
+    redis_client: redis.Redis, args: list[str], env: dict[str, str], message: str
+) -> None:
+    jobs_before = redis_client.zcard(INDEX)
+    result = run("submit", *args, **env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert _queued(redis_client) == 0
+    assert redis_client.zcard(INDEX) == jobs_before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["worker", "--pool", "gpu"], "unknown pool 'gpu': configured pools are express, general"),
+        (["flower"], "Flower needs credentials: set JOBRUNNER_FLOWER__BASIC_AUTH=user:password"),
+    ],
+)
+def test_runtime_commands_refuse_bad_setup(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"jobrunner: error: {message}")
+
+
+def test_wrong_broker_password_is_one_line(redis_client: redis.Redis, redis_url: str) -> None:
+    wrong = redis_url.replace("redis://:", "redis://:wrong", 1)
+    result = run("submit", "chain3", JOBRUNNER_BROKER_URL=wrong)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("refused our password")
+    assert "wrong" not in result.stderr  # the password is never printed
+
+
+def test_pipelines_lists_schema() -> None:
+    result = run("pipelines", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert listed["features"]["steps"] == ["ingest", "validate", "transform", "aggregate", "store"]
+    assert listed["chain3"]["payload_schema"]["properties"]["start"]["type"] == "integer"
+
+
+def test_submit_wait_status_with_a_worker(workers: Workers) -> None:
+    workers.start("general", "general-cli@test", JOBRUNNER_POOLS__GENERAL__CONCURRENCY="1")
+    result = run("submit", "chain3", "-p", "high", "--payload", '{"start": 40}', "--wait", "--json")
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["state"] == "SUCCESS" and outcome["result"] == 42
+
+    job = json.loads(run("status", outcome["job_id"], "--json").stdout)
+    assert (job["pipeline"], job["tier"], job["state"], job["result"]) == (
+        "chain3",
+        "high",
+        "SUCCESS",
+        42,
+    )
+
+    overview = json.loads(run("status", "--json").stdout)
+    assert [t["tier"] for t in overview["tiers"]] == list(TIERS)
+    (worker,) = [w for w in overview["workers"] if w["node"] == "general-cli@test"]
+    assert (worker["pool"], worker["processes"], worker["state"]) == ("general", 1, "admitting")
+    assert worker["memory_available_mb"] > 0
+    assert outcome["job_id"] in [j["id"] for j in overview["recent_jobs"]]
+
+
+def test_failed_job_exits_non_zero_naming_the_step(workers: Workers) -> None:
+    result = run("submit", "fails", "--wait")
+    assert result.returncode == 1
+    assert "step explode failed: RuntimeError: boom" in result.stderr
+
+
+def test_unknown_job_status() -> None:
+    result = run("status", "0" * 32)
+    assert result.returncode == 1
+    assert "unknown job 000" in result.stderr

@@ -1,0 +1,98 @@
+"""Alerts, evaluated by a real exporter process against real Redis and a real worker: a burst of
+failing jobs fires the failure-rate rule (logged, exported, in `status`, POSTed to the webhook)
+and it clears once the window holds no failures."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+
+from jobrunner.worker.broker.embedded import free_port
+from jobrunner.worker.client import Client
+from tests.conftest import Server, Workers
+from tests.support.cli import run
+from tests.support.metrics import scrape, value
+
+pytestmark = pytest.mark.integration
+
+WINDOW_S = 4
+HOOK_PORT = free_port()
+RECEIVED: list[dict[str, Any]] = []
+METRICS_ENV = {
+    "JOBRUNNER_ALERTS__INTERVAL_S": "0.3",
+    "JOBRUNNER_ALERTS__WEBHOOK_URL": f"http://127.0.0.1:{HOOK_PORT}/hook",
+    "JOBRUNNER_ALERTS__RULES": json.dumps(
+        [
+            {
+                "name": "burst",
+                "kind": "failure_rate",
+                "threshold": 0.5,
+                "window_s": WINDOW_S,
+                "min_jobs": 3,
+                "pipeline": "fails",
+            }
+        ]
+    ),
+}
+
+
+class Hook(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        RECEIVED.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def webhook() -> Iterator[None]:
+    server = HTTPServer(("127.0.0.1", HOOK_PORT), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield
+    server.shutdown()
+    server.server_close()
+
+
+def _wait_for(check: Any, what: str, timeout_s: float = 30) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not seen within {timeout_s} s")
+
+
+def _firing(server: Server) -> float:
+    return value(scrape(server), "jobrunner_alert_firing", rule="burst")
+
+
+def test_failure_burst_fires_then_clears(
+    metrics_server: Server, workers: Workers, client: Client
+) -> None:
+    workers.start("general", "general-alerts@test", JOBRUNNER_POOLS__GENERAL__CONCURRENCY="2")
+    assert _firing(metrics_server) == 0
+    for job in [client.submit("fails", tier="high") for _ in range(4)]:
+        assert job.wait(60).state == "FAILURE"
+
+    _wait_for(lambda: _firing(metrics_server) == 1, "the alert firing")
+    overview = json.loads(run("status", "--json").stdout)
+    (alert,) = [a for a in overview["alerts"] if a["rule"] == "burst"]
+    assert alert["value"] == 1.0 and "failed in the last 4 s" in alert["message"]
+    assert "burst" in run("status").stdout
+    fired = _wait_for(lambda: [r for r in RECEIVED if r["status"] == "firing"], "the webhook")
+    assert fired[0]["rule"] == "burst"
+
+    _wait_for(lambda: _firing(metrics_server) == 0, "the alert clearing", timeout_s=WINDOW_S + 20)
+    assert not [a for a in json.loads(run("status", "--json").stdout)["alerts"]]
+    _wait_for(lambda: [r for r in RECEIVED if r["status"] == "resolved"], "the resolved webhook")
+    assert "alert burst firing" in metrics_server.log.read_text()

@@ -1,0 +1,155 @@
+"""`Client.submit_many`: many jobs in two Redis round trips, on a real Redis and a real worker.
+Bad input anywhere in the batch enqueues nothing; good batches all run, each its own job."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from jobrunner.config import TIERS, ConfigError, get_settings
+from jobrunner.tasks.errors import PayloadError, PipelineError
+from jobrunner.worker.client import Client, JobError
+from jobrunner.worker.store.jobs import INDEX, OPEN
+from tests.conftest import Workers
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module", autouse=True)
+def general(workers: Workers) -> Iterator[None]:
+    workers.start("general", "general-bulk@test", JOBRUNNER_POOLS__GENERAL__CONCURRENCY="2")
+    yield
+
+
+def queued(redis_client: redis.Redis) -> int:
+    settings = get_settings()
+    return sum(redis_client.llen(settings.queue(tier)) for tier in TIERS)
+
+
+def test_every_job_runs_with_its_own_payload(client: Client) -> None:
+    jobs = client.submit_many("chain3", [{"start": n} for n in range(20)], tier="low")
+    assert len({job.id for job in jobs}) == 20
+    assert [job.result(timeout=TIMEOUT_S) for job in jobs] == [n + 2 for n in range(20)]
+    record = jobs[0].record()
+    assert record.tier == "low" and record.pipeline == "chain3"
+    assert record.payload == {"start": 0}
+
+
+def test_fan_out_pipelines_run_too(client: Client) -> None:
+    jobs = client.submit_many("map_sum", [{"count": 3}, {"count": 4}], tier="high")
+    assert [job.result(timeout=TIMEOUT_S) for job in jobs] == [6, 10]
+
+
+def test_one_bad_payload_enqueues_nothing(client: Client, redis_client: redis.Redis) -> None:
+    jobs_before = redis_client.zcard(INDEX)
+    with pytest.raises(PayloadError, match="payload for chain3"):
+        client.submit_many("chain3", [{"start": 1}, {"start": "not a number"}], tier="low")
+    assert queued(redis_client) == 0
+    assert redis_client.zcard(INDEX) == jobs_before
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "tier", "error"),
+    [("no_such_pipeline", "low", PipelineError), ("chain3", "urgent", ConfigError)],
+)
+def test_unknown_pipeline_or_tier_enqueues_nothing(
+    client: Client, redis_client: redis.Redis, pipeline: str, tier: str, error: type
+) -> None:
+    jobs_before = redis_client.zcard(INDEX)
+    with pytest.raises(error):
+        client.submit_many(pipeline, [{"start": 1}], tier=tier)
+    assert queued(redis_client) == 0
+    assert redis_client.zcard(INDEX) == jobs_before
+
+
+def test_failed_send_removes_the_records(
+    client: Client, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobrunner.worker import client as client_module
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("broker went away")
+
+    monkeypatch.setattr(client_module._Template, "send", refuse)
+    monkeypatch.setattr(client_module.time, "sleep", lambda s: None)  # no retry pauses
+    open_before, jobs_before = redis_client.zcard(OPEN), redis_client.zcard(INDEX)
+    with pytest.raises(JobError, match="could not enqueue 3 jobs for chain3: broker went away"):
+        client.submit_many("chain3", [{"start": n} for n in range(3)], tier="low")
+    assert queued(redis_client) == 0
+    assert (redis_client.zcard(OPEN), redis_client.zcard(INDEX)) == (open_before, jobs_before)
+
+
+def test_a_lost_connection_is_retried(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As Celery's own publish does (task_publish_retry_policy): a broker restart is a pause."""
+    from jobrunner.worker import client as client_module
+
+    send, calls = client_module._Template.send, []
+
+    def flaky(template: object, jobs: list) -> None:
+        calls.append(len(jobs))
+        if len(calls) == 1:
+            raise ConnectionError("connection reset")
+        send(template, jobs)
+
+    monkeypatch.setattr(client_module._Template, "send", flaky)
+    jobs = client.submit_many("chain3", [{"start": 1}, {"start": 2}], tier="low")
+    assert [job.result(timeout=TIMEOUT_S) for job in jobs] == [3, 4]
+    assert calls == [2, 2]
+
+
+def test_broker_refusing_a_producer_enqueues_nothing(
+    client: Client, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("broker went away")
+
+    monkeypatch.setattr(client.app, "producer_or_acquire", refuse)
+    jobs_before = redis_client.zcard(INDEX)
+    with pytest.raises(JobError, match="could not enqueue 2 jobs"):
+        client.submit_many("chain3", [{"start": 1}, {"start": 2}], tier="low")
+    assert queued(redis_client) == 0
+    assert redis_client.zcard(INDEX) == jobs_before
+
+
+def anonymous(text: str, job_id: str) -> str:
+    """A message with its ids (task uuids, the job id) and an event's clock and time replaced
+    by placeholders."""
+    text = re.sub(r"[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}", "<id>", text)
+    text = re.sub(r'"(clock|timestamp)": [0-9.]+', r'"\1": <n>', text)
+    return text.replace(job_id, "<job>")
+
+
+@pytest.mark.parametrize("pipeline", ["chain3", "map_sum"])
+def test_stamped_messages_are_celerys_own(client: Client, pipeline: str) -> None:
+    """A bulk job's messages equal those Celery builds for the same job, ids aside."""
+    from jobrunner.tasks.builtin import sending_through
+    from jobrunner.worker import client as internals
+
+    app = client.app
+    declared = client.pipeline(pipeline)
+    payload = client._validate(declared, {"start": 7} if pipeline == "chain3" else {"count": 2})
+    with app.producer_or_acquire() as producer:
+        template = internals._Template(
+            app, client._compile(declared, "low", dict(internals._SENTINEL)), producer
+        )
+        stamped = template.stamp("b" * 32, payload)
+        job = client._compile(declared, "low", payload)
+        recorder = internals._Recorder(producer)
+        with sending_through(app, recorder):
+            job.canvas.apply_async()
+    assert len(stamped) == len(recorder.published) == 2  # the task, and its task-sent event
+    for ours, celerys in zip(stamped, recorder.published, strict=True):
+        assert anonymous(ours["body"], "b" * 32) == anonymous(celerys.body, job.id)
+        assert ours["headers"].keys() == celerys.headers.keys()
+        assert anonymous(repr(ours["headers"].get("kwargsrepr")), "b" * 32) == anonymous(
+            repr(celerys.headers.get("kwargsrepr")), job.id
+        )
+
+
+def test_empty_batch_is_nothing(client: Client) -> None:
+    assert client.submit_many("chain3", [], tier="low") == []

@@ -1,0 +1,91 @@
+"""What is waiting in the broker: per tier queue, its depth and the age of its oldest message.
+
+Kombu's Redis transport LPUSHes and workers BRPOP, so a queue's oldest message (the next one
+taken) is at index -1; publishers stamp the time it was queued in a header (`stamp_queued_at`,
+connected by the app factory).
+One pipelined round trip reads every queue. Shared by the exporter, the alerts and `status`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from jobrunner.config import TIERS, Settings
+
+QUEUED_AT_HEADER = "jobrunner_queued_at"
+
+
+def stamp_queued_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """`before_task_publish` hook: stamp every task message (client and worker alike) with its
+    enqueue time, the starvation guard's and the exporter's oldest-wait clock.
+
+    Celery passes the very dict it then publishes as the message headers (celery/app/amqp.py,
+    `send_task_message`), so setting a key here lands in the Redis message's `headers`.
+    """
+    if headers is not None:
+        headers[QUEUED_AT_HEADER] = time.time()
+
+
+@dataclass(frozen=True)
+class QueueStat:
+    tier: str
+    queue: str
+    depth: int
+    oldest_age_s: float  # 0 when empty, or when the oldest message carries no stamp
+
+
+def tier_queues(settings: Settings) -> list[tuple[str, str]]:
+    """(tier, queue) for every queue, highest tier first; resource queues before plain ones."""
+    return [
+        (tier, queue)
+        for tier in TIERS
+        for queue in [
+            *(settings.queue(tier, r) for r in settings.resource_classes()),
+            settings.queue(tier),
+        ]
+    ]
+
+
+def queued_at(raw: bytes | None) -> float | None:
+    """The enqueue stamp of one raw kombu message, if it has one."""
+    if raw is None:
+        return None
+    try:
+        stamp = json.loads(raw).get("headers", {}).get(QUEUED_AT_HEADER)
+        return float(stamp) if stamp is not None else None
+    except (ValueError, TypeError, AttributeError):
+        return None  # not a JSON message (kombu refuses those anyway): no age to report
+
+
+def queue_stats(
+    client: redis.Redis, settings: Settings, now: float | None = None
+) -> list[QueueStat]:
+    """Depth and oldest age of every tier queue, read in one round trip."""
+    now = time.time() if now is None else now
+    queues = tier_queues(settings)
+    with client.pipeline(transaction=False) as pipe:
+        for _, queue in queues:
+            pipe.llen(queue)
+            pipe.lindex(queue, -1)
+        replies = pipe.execute()
+    stats = []
+    for i, (tier, queue) in enumerate(queues):
+        depth, oldest = replies[2 * i], replies[2 * i + 1]
+        stamp = queued_at(oldest) if depth else None
+        age = max(0.0, now - stamp) if stamp is not None else 0.0
+        stats.append(QueueStat(tier, queue, int(depth), round(age, 3)))
+    return stats
+
+
+def by_tier(stats: list[QueueStat]) -> dict[str, tuple[int, float]]:
+    """tier -> (total depth, oldest age) over its queues."""
+    totals: dict[str, tuple[int, float]] = {tier: (0, 0.0) for tier in TIERS}
+    for stat in stats:
+        depth, age = totals[stat.tier]
+        totals[stat.tier] = (depth + stat.depth, max(age, stat.oldest_age_s))
+    return totals

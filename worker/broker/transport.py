@@ -1,0 +1,268 @@
+"""Reliable fetch for kombu's Redis transport: a message is never only in a worker's memory.
+
+kombu takes a message with BRPOP and only then records it as unacknowledged (HSET + ZADD). A
+worker killed between the two, or a connection dropped after Redis popped but before the reply
+arrived (a broker restart), loses the message for good (celery/kombu#1733, #305).
+
+Here a message leaves its queue only inside one Lua script that also records it unacked, so it is
+always in exactly one of the two places; from the unacked index, a lapsed lease brings it back
+(worker/broker/leases.py). BRPOP cannot take that role, since a blocking pop is destructive and a
+script cannot block. So publishers push a wake token per message on a list beside the queue; an idle
+worker blocks on the wake lists of its queues (losing a token loses nothing), then runs the
+script, which takes the highest-priority message among all its queues. A message pushed without
+a token (by hand, by another client) is found by the same script when the BRPOP times out (the
+transport's `brpop_timeout`, 1 s), so it is late at worst, never stranded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.transport.virtual import Empty
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+from redis.exceptions import NoScriptError
+
+WAKE_PREFIX = "jobrunner:wake:"
+TOKEN = "1"
+# Raw queue entries that are no kombu message (not JSON, no delivery tag): kept for a person.
+UNREADABLE = "jobrunner:unreadable"
+
+log = logging.getLogger("jobrunner.transport")
+
+# KEYS: unacked hash, unacked index, unreadable list, then n queue keys highest priority first,
+# then their n wake lists. ARGV: now, the 1-based index of the queue whose wake token the caller
+# took (0: none), the token. Takes the first message found and records it unacked as kombu would
+# ([payload, exchange, routing key] under its delivery tag, scored by now). The token count stays
+# equal to the message count per queue: taking from another queue than the token's returns that
+# token and spends one of the queue actually taken from. A message that is not a kombu envelope
+# goes to the unreadable list (a script error would not undo its pop). Returns {index, payload,
+# unreadable count}, index 0 when nothing was found.
+_FETCH = """
+local n = (#KEYS - 3) / 2
+local woke = tonumber(ARGV[2])
+local unreadable = 0
+for i = 1, n do
+  while true do
+    local payload = redis.call('RPOP', KEYS[3 + i])
+    if not payload then break end
+    local ok, message = pcall(cjson.decode, payload)
+    local props = ok and type(message) == 'table' and message['properties']
+    local info = type(props) == 'table' and props['delivery_info']
+    if type(info) == 'table' and type(props['delivery_tag']) == 'string' then
+      local tag = props['delivery_tag']
+      local entry = '[' .. payload .. ',' .. cjson.encode(info['exchange'] or '') .. ','
+        .. cjson.encode(info['routing_key'] or '') .. ']'
+      redis.call('ZADD', KEYS[2], ARGV[1], tag)
+      redis.call('HSET', KEYS[1], tag, entry)
+      if woke ~= i then
+        if woke > 0 then redis.call('RPUSH', KEYS[3 + n + woke], ARGV[3]) end
+        redis.call('LPOP', KEYS[3 + n + i])
+      end
+      return {i, payload, unreadable}
+    end
+    redis.call('LPUSH', KEYS[3], payload)
+    unreadable = unreadable + 1
+  end
+end
+return {0, '', unreadable}
+"""
+
+
+def wake_key(queue_key: str) -> str:
+    """The list of wake tokens beside a queue's Redis list."""
+    return WAKE_PREFIX + queue_key
+
+
+class QoS(kombu_redis.QoS):
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """Skip kombu's HSET + ZADD for a message the fetch script already recorded."""
+        if delivery_tag in self.channel.recorded:
+            self.channel.recorded.discard(delivery_tag)
+            super(kombu_redis.QoS, self).append(message, delivery_tag)
+        else:
+            super().append(message, delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        """For an ack or a drop, kombu removes a message from the unacked hash and index in a
+        MULTI of its own; a plain pipeline does it in one round trip with half the replies (a
+        quarter of a worker's main-process time went to acks). The hash entry goes first: were
+        the index entry left alone, restoring it finds nothing and only drops it. Inside a
+        restore, the caller's transaction is used as before."""
+        if pipe is None:
+            with self.channel.conn_or_acquire() as client:
+                pipe = client.pipeline(transaction=False)
+        return pipe.hdel(self.unacked_key, delivery_tag).zrem(self.unacked_index_key, delivery_tag)
+
+    def restore_unacked(self, client: Any = None) -> Any:
+        """On close, kombu returns what the worker holds to its queues; with the broker down
+        that fails, and the error would cut the channel's close short. The messages are still
+        leased in Redis and come back when their leases lapse, so say so and go on."""
+        try:
+            return super().restore_unacked(client)
+        except kombu_redis.get_redis_error_classes()[0] as exc:
+            log.warning(
+                "could not return %d held message(s) to their queues now (%r); they come back "
+                "when their leases lapse",
+                len(self._delivered),
+                exc,
+            )
+            self._delivered.clear()
+            return None
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.global_keyprefix:
+            raise ValueError("jobrunner's Redis transport does not support global_keyprefix")
+        self.recorded: set[str] = set()  # delivery tags the fetch script recorded unacked
+        # Kept for `_get_pool` once kombu has detached this channel from its transport.
+        self._detached_params = self._connparams()
+        self._fetch_keys: list[tuple[str, str]] = []  # (queue name, Redis key), by priority
+        self._backlog = False  # the last fetch found a message: fetch again without waiting
+        self._fetch = self.client.register_script(_FETCH)
+
+    def _get_pool(self, asynchronous: bool = False) -> Any:
+        """A channel closed on a lost connection is detached from its transport, yet a step that
+        was running goes on and acks through it once it ends (and kombu returns held messages
+        through it on close). Without a pool those raise AttributeError, which Celery treats as
+        unrecoverable and the worker exits; with this one the ack reaches Redis, so the step is
+        not run twice."""
+        transport = self.connection
+        if transport is None or transport.client is None:
+            return kombu_redis.redis.ConnectionPool(**self._detached_params)
+        return super()._get_pool(asynchronous)
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        """After a fetch that found a message, fetch straight away (a backlog: the wake token
+        would only cost a round trip); otherwise block on the wake lists of the worker's queues
+        (where kombu blocks on the queues themselves)."""
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        self._fetch_keys = [
+            (queue, self._q_for_pri(queue, pri)) for pri in self.priority_steps for queue in queues
+        ]
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = kombu_redis.monotonic()
+        if self._backlog:
+            keys, args = self._fetch_call(self._fetch_keys, None)
+            self.client.connection.send_command("EVALSHA", self._fetch.sha, len(keys), *keys, *args)
+            return
+        wait_s = self.brpop_timeout if timeout is None else timeout
+        wake_keys = [wake_key(key) for _, key in self._fetch_keys]
+        self.client.connection.send_command("BRPOP", *wake_keys, wait_s or 0)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        fetched, self._backlog = self._backlog, False
+        try:
+            try:
+                reply = self.client.parse_response(
+                    self.client.connection, "EVALSHA" if fetched else "BRPOP", **options
+                )
+            except NoScriptError:  # Redis restarted meanwhile: the next fetch loads it again
+                raise Empty() from None
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if fetched:
+                found = self._found(self._fetch_keys, reply)
+            elif self._closing:  # the token is spent, but a message taken now has no consumer
+                found = None
+            else:
+                found = self._take(self._fetch_keys, bytes_to_str(reply[0]) if reply else None)
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+        if found is None:
+            raise Empty()
+        queue, payload = found
+        if self._closing:  # taken as the channel closes: straight back to its queue
+            self.qos.restore_by_tag(payload["properties"]["delivery_tag"], leftmost=True)
+            raise Empty()
+        self._backlog = True
+        self._queue_cycle.rotate(queue)
+        self.connection._deliver(payload, queue)
+        return True
+
+    def _fetch_call(
+        self, fetch_keys: list[tuple[str, str]], woke_key: str | None
+    ) -> tuple[list[str], list[Any]]:
+        """The fetch script's keys and arguments for `fetch_keys` ((queue, Redis key) by
+        priority), after a wake token from `woke_key` (or none)."""
+        keys = [key for _, key in fetch_keys]
+        woke = next((i for i, key in enumerate(keys, 1) if wake_key(key) == woke_key), 0)
+        return (
+            [self.unacked_key, self.unacked_index_key, UNREADABLE, *keys, *map(wake_key, keys)],
+            [kombu_redis.time(), woke, TOKEN],
+        )
+
+    def _take(
+        self, fetch_keys: list[tuple[str, str]], woke_key: str | None, client: Any = None
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Run the fetch script, on the BRPOP's own connection (idle once its reply is read)
+        unless given another `client`."""
+        keys, args = self._fetch_call(fetch_keys, woke_key)
+        return self._found(fetch_keys, self._fetch(keys=keys, args=args, client=client))
+
+    def _found(
+        self, fetch_keys: list[tuple[str, str]], reply: list[Any]
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The (queue, message) a fetch took, if any."""
+        index, raw, unreadable = reply
+        if unreadable:
+            log.error(
+                "%d unreadable message(s) moved from the queues to %s", unreadable, UNREADABLE
+            )
+        if not index:
+            return None
+        payload = loads(bytes_to_str(raw))
+        self.recorded.add(payload["properties"]["delivery_tag"])
+        return fetch_keys[int(index) - 1][0], payload
+
+    def _get(self, queue: str) -> dict[str, Any]:
+        """A synchronous get (basic_get) takes through the same script."""
+        fetch_keys = [(queue, self._q_for_pri(queue, pri)) for pri in self.priority_steps]
+        with self.conn_or_acquire() as client:  # not the BRPOP's connection: it may be waiting
+            found = self._take(fetch_keys, None, client)
+        if found is None:
+            raise Empty()
+        return found[1]
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        """Publish with a wake token beside it, in the same round trip."""
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        batch = kwargs.get("_publish_batch")
+        if batch is not None:  # kombu's batched publish: both pushes join the batch
+            super()._put(queue, message, **kwargs)
+            batch.add("lpush", wake_key(key), TOKEN)
+            return
+        with self.conn_or_acquire() as client, client.pipeline() as pipe:
+            pipe.lpush(key, kombu_redis.dumps(message))
+            pipe.lpush(wake_key(key), TOKEN)
+            for pri in self.priority_steps if queue in (self._expires or {}) else ():
+                pipe.pexpire(self._q_for_pri(queue, pri), self._expires[queue])
+            pipe.execute()
+
+    def _do_restore_message(
+        self, payload: dict[str, Any], exchange: str, routing_key: str, pipe: Any, leftmost=False
+    ) -> None:
+        """A message returned to its queue (lapsed lease, requeue) wakes a worker too."""
+        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+        for queue in self._lookup(exchange, routing_key):
+            pri = self._get_message_priority(payload, reverse=False)
+            pipe.lpush(wake_key(self._q_for_pri(queue, pri)), TOKEN)
+
+    def _purge(self, queue: str) -> int:
+        with self.conn_or_acquire() as client:
+            client.delete(*(wake_key(self._q_for_pri(queue, pri)) for pri in self.priority_steps))
+        return super()._purge(queue)
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel

@@ -1,0 +1,37 @@
+"""What every `jobrunner` command shares: the Typer app, the console, one-line errors, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+cli = typer.Typer(
+    help="Priority job runner for data and ML pipelines on Celery and Redis.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+console = Console()
+
+TIER_HELP = "high, medium or low (default: the configured default_tier)"
+
+
+def fail(message: str) -> NoReturn:
+    print(f"jobrunner: error: {message}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def exec_celery(argv: list[str], env: dict[str, str]) -> NoReturn:
+    """Replace this process by Celery, so signals (systemd, compose, Ctrl-C) reach it directly."""
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "celery", *argv], {**os.environ, **env})

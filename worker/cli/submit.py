@@ -1,0 +1,72 @@
+"""`jobrunner submit`: one job from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from jobrunner.worker.cli.base import TIER_HELP, cli, console, fail, print_json
+
+
+def _read_payload(payload: str | None, payload_file: Path | None) -> Any:
+    if payload is not None and payload_file is not None:
+        fail("give --payload or --payload-file, not both")
+    if payload_file is not None:
+        if not payload_file.is_file():
+            fail(f"payload file {payload_file} does not exist")
+        payload = payload_file.read_text(encoding="utf-8")
+        source = f"payload file {payload_file}"
+    else:
+        source = "--payload"
+    if payload is None:
+        return {}
+    try:
+        return json.loads(payload)
+    except json.JSONDecodeError as error:
+        fail(f"{source} is not valid JSON: {error}")
+
+
+@cli.command()
+def submit(
+    pipeline: Annotated[str, typer.Argument(help="pipeline name (see `jobrunner pipelines`)")],
+    priority: Annotated[str | None, typer.Option("--priority", "-p", help=TIER_HELP)] = None,
+    payload: Annotated[str | None, typer.Option(help="payload as a JSON object")] = None,
+    payload_file: Annotated[Path | None, typer.Option(help="file holding the JSON payload")] = None,
+    wait: Annotated[bool, typer.Option(help="wait for the job and print its result")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 300.0,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="submitting the same key again returns the first job")
+    ] = None,
+    deadline: Annotated[
+        float | None, typer.Option(help="seconds before an unfinished job fails (default: config)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Submit a job; prints its id, or with --wait its result."""
+    from jobrunner.worker.client import Client
+
+    data = _read_payload(payload, payload_file)
+    job = Client().submit(
+        pipeline, data, tier=priority, idempotency_key=idempotency_key, deadline_s=deadline
+    )
+    if not wait:
+        print_json({"job_id": job.id}) if as_json else print(job.id)
+        return
+    with console.status(f"job {job.id} running ..."):
+        record = job.wait(timeout)
+    if as_json:
+        print_json(
+            {
+                "job_id": job.id,
+                "state": record.state,
+                "result": record.result,
+                "error": record.error,
+            }
+        )
+    elif record.state == "SUCCESS":
+        print(json.dumps(record.result, indent=2))
+    if record.state != "SUCCESS":
+        fail(f"job {job.id} failed: {record.error}")

@@ -1,0 +1,1 @@
+"""Watching the fleet: `jobrunner status`, the Prometheus exporter, alerts, Flower and lineage."""

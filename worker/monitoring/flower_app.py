@@ -1,0 +1,38 @@
+"""The Celery app as `jobrunner flower` runs it: `jobrunner.celery`'s, reached through a plain
+`redis://` broker URI.
+
+Flower's Broker tab picks its Redis client by the scheme of the app's broker URI and knows only
+`redis://` (and `rediss://`); with `broker_transport` naming our reliable-fetch transport
+(worker/broker/transport.py) the URI becomes `jobrunner.worker.broker.transport:Transport://...`
+and the tab answers 404.
+Here, in the Flower process only, the `redis` scheme itself resolves to that transport, so Flower
+publishes exactly as clients do (with wake tokens) and its Broker tab reads the tier queues.
+
+Workers send task events only while watched (config/celery_config.py): Flower turns them on
+every few seconds, first a few seconds after it starts; it is asked once at start too, so the
+running workers' steps show from Flower's first moment.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kombu.transport import TRANSPORT_ALIASES
+
+from jobrunner.config import get_settings
+from jobrunner.worker.app import create_app
+from jobrunner.worker.broker.connection import resolve
+
+app = create_app(resolve(get_settings()))
+
+TRANSPORT = app.conf.broker_transport
+if TRANSPORT:
+    TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = TRANSPORT
+    app.conf.broker_transport = None
+
+try:
+    app.control.enable_events()
+except Exception as error:  # Flower itself reports an unreachable broker, more clearly
+    logging.getLogger("jobrunner.flower").warning("could not turn on task events: %s", error)
+
+__all__ = ["app"]

@@ -1,0 +1,1 @@
+"""Running the fleet: the local stack and its supervisor, the demo, and deployment with Ansible."""

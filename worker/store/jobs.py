@@ -1,0 +1,367 @@
+"""Job records in Redis: what was submitted, when it started and ended, its result or failures.
+
+A job is finished exactly once (first writer wins, atomically in Redis); finishing pushes to a
+per-job list that waiters block on, so waiting costs no polling and no N-parents walk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import redis
+
+from jobrunner.config import Settings
+from jobrunner.worker.broker import connection
+
+PREFIX = "jobrunner:job:"
+INDEX = "jobrunner:jobs"  # sorted set of job ids by submission time
+OPEN = "jobrunner:jobs:open"  # sorted set of unfinished job ids by deadline
+IDEMPOTENCY = "jobrunner:idempotency:"  # idempotency key -> job id
+
+PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
+
+# Metrics ride in the same scripts and pipelines as the records they describe (no extra round
+# trip): one hash of counters, read by the exporter (worker/monitoring/metrics.py). Fields are
+# "jobs|<outcome>|<pipeline>|<tier>", "rows_<in|out|quarantined>|<pipeline>|<step>" and, per
+# histogram "<wait|run>|<tier>", one field per bucket bound ("|<bound>" or "|+Inf", not
+# cumulative) plus "|sum" and "|count".
+METRICS = "jobrunner:metrics"
+SEP = "|"
+
+# Lua helper: observe `value` in histogram `name` of hash `key`; ARGV[first..first+n-1] are the
+# bucket bounds as strings (the field names).
+_OBSERVE = """
+local function observe(key, name, value, first, n)
+  local slot = '+Inf'
+  for i = first, first + n - 1 do
+    if value <= tonumber(ARGV[i]) then slot = ARGV[i] break end
+  end
+  redis.call('HINCRBY', key, name .. '|' .. slot, 1)
+  redis.call('HINCRBYFLOAT', key, name .. '|sum', value)
+  redis.call('HINCRBY', key, name .. '|count', 1)
+end
+"""
+
+# KEYS: record, metrics. ARGV: now, then the wait bucket bounds. The first start only: it stamps
+# started_at and observes the job's wait in its tier's histogram.
+_START = (
+    _OBSERVE
+    + """
+if redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1]) == 0 then return 0 end
+local job = redis.call('HMGET', KEYS[1], 'submitted_at', 'tier')
+if job[1] and job[2] then
+  observe(KEYS[2], 'wait|' .. job[2], tonumber(ARGV[1]) - tonumber(job[1]), 2, #ARGV - 1)
+end
+return 1
+"""
+)
+
+# KEYS: the open-jobs index, the metrics hash, then every JobKeys (record first, done list
+# second). ARGV: now, state, field, value, ttl, job id, outcome ("succeeded" or "failed"), n, the
+# n run bucket bounds, then (step, rows in, rows out, quarantined) per step of a data pipeline.
+_FINISH = (
+    _OBSERVE
+    + """
+if ARGV[8] ~= '' then redis.call('RPUSH', KEYS[7], ARGV[8]) end
+if redis.call('HSETNX', KEYS[3], 'finished_at', ARGV[1]) == 0 then
+  redis.call('EXPIRE', KEYS[7], ARGV[5])
+  return 0
+end
+redis.call('HSET', KEYS[3], 'state', ARGV[2], ARGV[3], ARGV[4])
+redis.call('RPUSH', KEYS[4], ARGV[2])
+redis.call('ZREM', KEYS[1], ARGV[6])
+for i = 3, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+local job = redis.call('HMGET', KEYS[3], 'pipeline', 'tier', 'started_at')
+if not (job[1] and job[2]) then return 1 end
+redis.call('HINCRBY', KEYS[2], 'jobs|' .. ARGV[7] .. '|' .. job[1] .. '|' .. job[2], 1)
+local n = tonumber(ARGV[9])
+if job[3] then observe(KEYS[2], 'run|' .. job[2], tonumber(ARGV[1]) - tonumber(job[3]), 10, n) end
+for i = 10 + n, #ARGV, 4 do
+  local step = '|' .. job[1] .. '|' .. ARGV[i]
+  redis.call('HINCRBY', KEYS[2], 'rows_in' .. step, ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[2], 'rows_out' .. step, ARGV[i + 2])
+  redis.call('HINCRBY', KEYS[2], 'rows_quarantined' .. step, ARGV[i + 3])
+end
+return 1
+"""
+)
+
+DEFAULT_WAIT_BUCKETS_S = (0.05, 0.25, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
+DEFAULT_RUN_BUCKETS_S = (0.1, 0.5, 2.0, 10.0, 60.0, 300.0, 1800.0, 7200.0)
+
+
+def bound_field(bound: float) -> str:
+    """A histogram bound as written in metric field names (the exporter parses it back)."""
+    return format(bound, "g")
+
+
+def data_flow(result: Any) -> list[tuple[str, int, int, int]]:
+    """(step, rows in, rows out, quarantined) per step, from a data pipeline's final result
+    (its `steps` list, as the feature pipeline's `store` step returns); [] for other results."""
+    steps = result.get("steps") if isinstance(result, dict) else None
+    if not isinstance(steps, list):
+        return []
+    flows = []
+    for fact in steps:
+        try:
+            flows.append(
+                (
+                    str(fact["step"]),
+                    int(fact["rows_in"]),
+                    int(fact["rows_out"]),
+                    int(fact.get("quarantined", 0)),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue  # not a data-flow fact: nothing to count
+    return flows
+
+
+# KEYS: record, promotions list. ARGV: entry. Only for a job that exists; a job that already
+# finished (its record expiring) gets the same expiry on the list, so nothing outlives it.
+_ADD_PROMOTION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    pipeline: str
+    tier: str
+    payload: dict[str, Any]
+    state: str
+    submitted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: Any = None
+    error: str | None = None
+    failures: list[dict[str, str]] = field(default_factory=list)
+    retries: int = 0  # steps retried under their retry policy
+    deadline_at: float | None = None
+    promotions: list[dict[str, Any]] = field(default_factory=list)  # starvation guard moves
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (SUCCESS, FAILURE)
+
+    @property
+    def wait_s(self) -> float | None:
+        """Seconds from submission to the first task starting."""
+        return None if self.started_at is None else self.started_at - self.submitted_at
+
+    @property
+    def total_s(self) -> float | None:
+        """Seconds from submission to the job finishing."""
+        return None if self.finished_at is None else self.finished_at - self.submitted_at
+
+    @property
+    def run_s(self) -> float | None:
+        """Seconds from the first task starting to the job finishing."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+class JobKeys(NamedTuple):
+    """The Redis keys of one job; all expire together once it finished."""
+
+    record: str
+    done: str
+    failures: str
+    promotions: str
+    steps: str  # one entry per task run: the job's step tree (worker/monitoring/status.py)
+
+
+def _keys(job_id: str) -> JobKeys:
+    base = PREFIX + job_id
+    return JobKeys(base, base + ":done", base + ":failures", base + ":promotions", base + ":steps")
+
+
+class JobStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        ttl_s: int,
+        wait_buckets_s: tuple[float, ...] | list[float] = DEFAULT_WAIT_BUCKETS_S,
+        run_buckets_s: tuple[float, ...] | list[float] = DEFAULT_RUN_BUCKETS_S,
+    ) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+        self.wait_bounds = [bound_field(b) for b in wait_buckets_s]
+        self.run_bounds = [bound_field(b) for b in run_buckets_s]
+        self._start = client.register_script(_START)
+        self._finish = client.register_script(_FINISH)
+        self._add_promotion = client.register_script(_ADD_PROMOTION)
+
+    def create(
+        self, jobs: list[tuple[str, dict[str, Any]]], pipeline: str, tier: str, deadline_s: float
+    ) -> None:
+        """Record submitted jobs ((id, payload) each), however many, in one round trip. Not a
+        MULTI: a failure part way is undone by `delete`, as is a failure to send."""
+        now = time.time()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, payload in jobs:
+                pipe.hset(
+                    _keys(job_id).record,
+                    mapping={
+                        "pipeline": pipeline,
+                        "tier": tier,
+                        "payload": json.dumps(payload),
+                        "submitted_at": repr(now),
+                        "deadline_at": repr(now + deadline_s),
+                    },
+                )
+            pipe.zadd(INDEX, {job_id: now for job_id, _ in jobs})
+            pipe.zadd(OPEN, {job_id: now + deadline_s for job_id, _ in jobs})
+            pipe.hincrby(METRICS, SEP.join(("jobs", "submitted", pipeline, tier)), len(jobs))
+            pipe.execute()
+
+    def delete(self, job_ids: list[str]) -> None:
+        """Forget jobs whose messages never reached the broker."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(*(key for job_id in job_ids for key in _keys(job_id)))
+            pipe.zrem(INDEX, *job_ids)
+            pipe.zrem(OPEN, *job_ids)
+            pipe.execute()
+
+    def claim_idempotency_key(self, key: str, job_id: str) -> str | None:
+        """Bind `key` to `job_id`; if it is bound already, the job id it is bound to."""
+        if self.redis.set(IDEMPOTENCY + key, job_id, nx=True, ex=self.ttl_s):
+            return None
+        existing = self.redis.get(IDEMPOTENCY + key)
+        return existing.decode() if existing else None
+
+    def release_idempotency_key(self, key: str) -> None:
+        self.redis.delete(IDEMPOTENCY + key)
+
+    def overdue(self, now: float, limit: int = 100) -> list[str]:
+        """Unfinished jobs whose deadline passed."""
+        return [raw.decode() for raw in self.redis.zrangebyscore(OPEN, "-inf", now, 0, limit)]
+
+    def add_retry(self, job_id: str) -> None:
+        self.redis.hincrby(_keys(job_id).record, "retries", 1)
+
+    def mark_started(self, job_id: str) -> None:
+        """Stamp the job's start (the first time only) and observe its wait, in one call."""
+        self._start(
+            keys=[_keys(job_id).record, METRICS], args=[repr(time.time()), *self.wait_bounds]
+        )
+
+    def add_step(self, job_id: str, entry: dict[str, Any]) -> None:
+        """Record one run of one of the job's tasks (id, step, outcome, worker, times), for the
+        step tree. Kept while the job may still run; finishing the job sets its usual expiry."""
+        key = _keys(job_id).steps
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, json.dumps(entry))
+            pipe.expire(key, 2 * self.ttl_s)
+            pipe.execute()
+
+    def steps(self, job_id: str) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in self.redis.lrange(_keys(job_id).steps, 0, -1)]
+
+    def add_failure(self, job_id: str, step: str, error: BaseException) -> None:
+        entry = {"step": step, "error": f"{type(error).__name__}: {error}"}
+        self.redis.rpush(_keys(job_id).failures, json.dumps(entry))
+
+    def failures(self, job_id: str) -> list[dict[str, str]]:
+        return [json.loads(raw) for raw in self.redis.lrange(_keys(job_id).failures, 0, -1)]
+
+    def add_promotion(self, job_id: str, entry: dict[str, Any]) -> bool:
+        """Record that one of the job's messages moved up a tier; False for an unknown job."""
+        keys = _keys(job_id)
+        added = self._add_promotion(keys=[keys.record, keys.promotions], args=[json.dumps(entry)])
+        return bool(added)
+
+    def promotions(self, job_id: str) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in self.redis.lrange(_keys(job_id).promotions, 0, -1)]
+
+    def finish(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        result: Any = None,
+        error: str = "",
+        step: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record the outcome once; False if the job had already finished. `step`: the final
+        task's run for the step tree (see add_step), recorded in the same round trip."""
+        value_field, value = (
+            ("result", json.dumps(result)) if state == SUCCESS else ("error", error)
+        )
+        now = repr(time.time())
+        outcome = "succeeded" if state == SUCCESS else "failed"
+        flows = [str(part) for flow in data_flow(result) for part in flow]
+        won = self._finish(
+            keys=[OPEN, METRICS, *_keys(job_id)],
+            args=[
+                now,
+                *(state, value_field, value, self.ttl_s, job_id, outcome),
+                json.dumps(step) if step else "",
+                len(self.run_bounds),
+                *self.run_bounds,
+                *flows,
+            ],
+        )
+        return bool(won)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job's record, failures and promotions, read in one round trip (waiters and
+        status poll this)."""
+        keys = _keys(job_id)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.record)
+            pipe.lrange(keys.failures, 0, -1)
+            pipe.lrange(keys.promotions, 0, -1)
+            record, failures, promotions = pipe.execute()
+        raw = {k.decode(): v.decode() for k, v in record.items()}
+        if "pipeline" not in raw:
+            return None
+        state = raw.get("state") or (STARTED if "started_at" in raw else PENDING)
+        return JobRecord(
+            id=job_id,
+            pipeline=raw["pipeline"],
+            tier=raw["tier"],
+            payload=json.loads(raw["payload"]),
+            state=state,
+            submitted_at=float(raw["submitted_at"]),
+            started_at=float(raw["started_at"]) if "started_at" in raw else None,
+            finished_at=float(raw["finished_at"]) if "finished_at" in raw else None,
+            result=json.loads(raw["result"]) if "result" in raw else None,
+            error=raw.get("error"),
+            failures=[json.loads(entry) for entry in failures] if state == FAILURE else [],
+            promotions=[json.loads(entry) for entry in promotions],
+            retries=int(raw.get("retries", 0)),
+            deadline_at=float(raw["deadline_at"]) if "deadline_at" in raw else None,
+        )
+
+    def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
+        """Block until the job finished or `timeout_s` passed; returns the latest record."""
+        done = _keys(job_id).done
+        deadline = time.monotonic() + timeout_s
+        while True:
+            record = self.get(job_id)
+            left = deadline - time.monotonic()
+            if record is None or record.finished or left <= 0:
+                return record
+            # Pop-and-push-back on the same list: wakes every waiter, consumes nothing. The block
+            # is capped so a lost wake-up (e.g. a broker restart) costs seconds, not forever.
+            self.redis.blmove(done, done, min(left, 5.0), "LEFT", "RIGHT")
+
+
+def open_store(settings: Settings) -> JobStore:
+    """The job store on the result Redis, keeping finished jobs for `result_expires`."""
+    return JobStore(
+        connection.client(settings.effective_result_url),
+        settings.limits.result_expires,
+        settings.metrics.wait_buckets_s,
+        settings.metrics.run_buckets_s,
+    )
