@@ -1,7 +1,7 @@
 """The Celery app factory: `create_app(settings)` builds and configures one Celery app.
 
 Everything jobrunner hooks into Celery is installed here, on the app it returns, rather than as
-a side effect of importing a module: the consumer bootstep, the autoscaler, the result backend,
+a side effect of importing a module: the consumer bootsteps, the autoscaler, the result backend,
 the job middleware and the publish hook. Runtime pieces are named by their dotted path, as
 Celery's own configuration does, so this module imports nothing above the store layer; Celery
 loads them in the worker only.
@@ -28,7 +28,17 @@ CELERY_APP = "jobrunner"
 TRANSPORT = "jobrunner.worker.broker.transport:Transport"
 BACKEND_CLASS = "jobrunner.worker.runtime.result_backend:JobResultBackend"
 AUTOSCALER_CLASS = "jobrunner.worker.runtime.autoscaler:HeadroomAutoscaler"
-CONSUMER_STEP = "jobrunner.worker.runtime.bootstep:JobrunnerStep"
+# The consumer bootsteps, one concern each (worker/runtime/consumer/).
+CONSUMER_STEPS = tuple(
+    f"jobrunner.worker.runtime.consumer.{name}"
+    for name in (
+        "admission:AdmissionStep",
+        "heartbeat:HeartbeatStep",
+        "leases:LeaseStep",
+        "deadlines:DeadlineStep",
+        "starvation:StarvationStep",
+    )
+)
 # Hooks around every job task, in order (see tasks/middleware.py).
 MIDDLEWARE = ("jobrunner.worker.runtime.tracking:JobTracking",)
 # Task modules every worker loads: the built-in steps, and the submission task through which
@@ -55,8 +65,7 @@ def create_app(settings: Settings, *, set_as_current: bool = True) -> Celery:
     else:  # leave Celery's own default alone; entry points check for a broker first
         del config["broker_url"], config["result_backend"]
     app.conf.update(config)
-    # Admission control, heartbeat, leases and starvation guard in every worker.
-    app.steps["consumer"].add(CONSUMER_STEP)
+    app.steps["consumer"].update(CONSUMER_STEPS)
     app.user_options["worker"].add(
         click.Option(["--jobrunner-pool"], default=None, help="the jobrunner pool this worker runs")
     )

@@ -17,6 +17,7 @@ transport's `brpop_timeout`, 1 s), so it is late at worst, never stranded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -76,7 +77,18 @@ def wake_key(queue_key: str) -> str:
     return WAKE_PREFIX + queue_key
 
 
+def gate_fetching(channel: Any, admitting: Callable[[], bool]) -> None:
+    """Fetch for `channel` only while `admitting()` says so (a worker's admission gate)."""
+    channel.qos.admitting = admitting
+
+
 class QoS(kombu_redis.QoS):
+    admitting: Callable[[], bool] | None = None
+
+    def can_consume(self) -> bool:
+        """kombu asks before each fetch; a worker's admission gate may say no first."""
+        return (self.admitting is None or self.admitting()) and super().can_consume()
+
     def append(self, message: Any, delivery_tag: str) -> None:
         """Skip kombu's HSET + ZADD for a message the fetch script already recorded."""
         if delivery_tag in self.channel.recorded:

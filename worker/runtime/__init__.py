@@ -1,2 +1,3 @@
-"""The worker runtime: the consumer bootstep, admission, headroom, autoscaler, pools, starvation
-guard, job tracking, result backend and remote submission. Loaded by Celery in workers."""
+"""The worker runtime: the consumer bootsteps (consumer/), admission, headroom, autoscaler,
+pools, starvation guard, job tracking, result backend and remote submission. Celery loads it in
+workers."""

@@ -1,0 +1,37 @@
+"""Job deadlines: a job unfinished past its deadline fails into the dead-letter store."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery.worker.consumer import Consumer
+
+from jobrunner.worker.broker import connection
+from jobrunner.worker.runtime.consumer.base import PeriodicStep
+from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
+from jobrunner.worker.store.jobs import open_store
+
+log = logging.getLogger("jobrunner.worker")
+
+
+class DeadlineStep(PeriodicStep):
+    def __init__(self, c: Consumer, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
+        self.jobs = open_store(self.settings)
+        self.dead_letters = DeadLetterStore(connection.client(self.settings.effective_result_url))
+
+    def start(self, c: Consumer) -> None:
+        self.every(c, self.settings.reliability.reaper_interval_s, self.fail_overdue_jobs)
+
+    def fail_overdue_jobs(self) -> None:
+        for job_id in self.jobs.overdue(time.time()):
+            record = self.jobs.get(job_id)
+            state_now = record.state if record else "unknown"
+            summary = (
+                f"deadline passed: not finished within {self.settings.reliability.job_deadline_s:g}"
+                f" s of submission (it was {state_now})"
+            )
+            if fail_job(self.jobs, self.dead_letters, job_id, step="", summary=summary):
+                log.error("job %s: %s", job_id, summary)
