@@ -8,7 +8,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from celery import Celery, Task, chain, chord, shared_task, signature
-from celery.canvas import Signature, _chain
+from celery.canvas import Signature
 from celery.exceptions import Ignore
 
 from jobrunner.tasks.job_task import JobTask
@@ -58,12 +58,19 @@ def collect(results: list[Any], *, job: dict[str, Any]) -> list[Any]:
     return results
 
 
+def is_chain(sig: Any) -> bool:
+    """Whether `sig` is a chain, however it was built. A chain rebuilt from a message
+    (`signature`, `maybe_signature`) is of Celery's private class `_chain`, not of the public
+    `chain`; both carry the public `subtask_type`."""
+    return isinstance(sig, Signature) and sig.subtask_type == "chain"
+
+
 def with_input(sig: Signature, item: Any) -> Signature:
     """A copy of `sig` whose first task receives `item` as its upstream result.
 
     Not `sig.clone(args=...)`: Celery drops the args of a cloned chain (`_chain.from_dict`).
     """
-    if isinstance(sig, _chain):
+    if is_chain(sig):
         first, *rest = sig.tasks
         return chain(with_input(first, item), *(task.clone() for task in rest), app=sig.app)
     return sig.clone(args=(item,))

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery, chain, chord
-from celery.canvas import Signature, _chain
+from celery.canvas import Signature
 
-from jobrunner.tasks.builtin import COLLECT_TASK, FAN_OUT_TASK, START_TASK
+from jobrunner.tasks.builtin import COLLECT_TASK, FAN_OUT_TASK, START_TASK, is_chain
 from jobrunner.tasks.errors import PipelineError
 from jobrunner.tasks.pipeline import (
     ChainNode,
@@ -146,7 +146,7 @@ def compile_job(app: Celery, job: JobSpec) -> Signature:
     compiler = _Compiler(app, job)
     canvas = compiler.node(job.pipeline.flow, final=True, in_header=False)
     first = canvas
-    while isinstance(first, _chain):
+    while is_chain(first):
         first = first.tasks[0]
     if isinstance(first, chord):
         first = compiler.task(START_TASK, "start", final=False, in_header=False)

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from celery import Celery, signature
-from celery.canvas import Signature, _chain, chord
+from celery import Celery, chain, group, signature
+from celery.canvas import Signature, _chain, chord, maybe_signature
 
 import tests.support.steps  # noqa: F401 - registers the test steps and pipelines
 from jobrunner.config.settings import get_settings
-from jobrunner.tasks.builtin import COLLECT_TASK, FAN_OUT_TASK, START_TASK, with_input
+from jobrunner.tasks.builtin import COLLECT_TASK, FAN_OUT_TASK, START_TASK, is_chain, with_input
 from jobrunner.tasks.compile import JobSpec, compile_job
 from jobrunner.tasks.pipeline import Pipeline
 from jobrunner.tasks.registry import load_pipelines
@@ -308,6 +308,18 @@ def test_compiling_twice_gives_independent_canvases(
     third = all_tasks(compile_job(app, job))
     assert {t["kwargs"]["job"]["id"] for t in third} == {"other"}
     assert {t["kwargs"]["job"]["id"] for t, _ in tasks_in(first)} == {JOB_ID}
+
+
+def test_is_chain_holds_for_a_chain_however_it_was_built(app: Celery) -> None:
+    """Built with the public `chain`, joined with `|`, or rebuilt from a message (then of
+    Celery's private class `_chain`, which is no public `chain`)."""
+    one, two = app.signature("step.one"), app.signature("step.inc")
+    built = chain(one, two, app=app)
+    message = wire(built)
+    for sig in (built, one | two, signature(message, app=app), maybe_signature(message, app=app)):
+        assert is_chain(sig)
+    for other in (one, chord([one], two), group([one, two]), message, None):
+        assert not is_chain(other)
 
 
 # with_input: how fan_out hands each item to its member

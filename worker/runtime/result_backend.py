@@ -11,14 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from celery.backends.redis import RedisBackend
-from celery.canvas import _chain, maybe_signature
+from celery.canvas import maybe_signature
 
+from jobrunner.tasks.builtin import is_chain
 from jobrunner.worker.runtime.tracking import fail_fan_out
 
 
 def _job_context(callback: Any, app: Any) -> dict[str, Any] | None:
     sig = maybe_signature(callback, app=app)
-    while isinstance(sig, _chain) and sig.tasks:
+    while is_chain(sig) and sig.tasks:
         sig = maybe_signature(sig.tasks[0], app=app)
     kwargs = sig.get("kwargs") if isinstance(sig, dict) else None
     return kwargs.get("job") if isinstance(kwargs, dict) else None
