@@ -14,6 +14,7 @@ acks_late that catch-22 kept Celery's autoscaler from ever growing. `worker_disa
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import psutil
@@ -24,6 +25,8 @@ from jobrunner.config import get_settings
 from jobrunner.tasks.step import Resources
 from jobrunner.worker.runtime.admission import AdmissionGate
 from jobrunner.worker.runtime.headroom import MB
+
+log = logging.getLogger("jobrunner.autoscaler")
 
 
 class HeadroomAutoscaler(Autoscaler):  # type: ignore[misc]
@@ -37,13 +40,21 @@ class HeadroomAutoscaler(Autoscaler):  # type: ignore[misc]
     def gate(self) -> AdmissionGate | None:
         return getattr(getattr(self.worker, "consumer", None), "jobrunner_gate", None)
 
-    def _maybe_scale(self, req: Any = None) -> bool:
+    def maybe_scale(self, req: Any = None) -> None:
+        """Celery's entry point (each tick, and each task message with `req`), deciding by
+        `rescale`; what follows a decision is Celery's own."""
+        if req is not None:
+            self.on_task_received(req)
+        if self.rescale():
+            self.pool.maintain_pool()
+
+    def rescale(self) -> bool:
+        """Grow or shrink the pool once; whether it changed."""
         gate = self.gate
         procs = self.processes
         if gate is not None and gate.settings.enabled and gate.shortfall(Resources(cpu=0.0)):
             if procs > self.min_concurrency:  # under pressure: shed one idle process per tick
-                self._shrink(1)
-                return True
+                return self._shed_one()
             return False
         held = len(gate.held) if gate is not None else 0
         demand = len(state.reserved_requests) - held
@@ -60,6 +71,20 @@ class HeadroomAutoscaler(Autoscaler):  # type: ignore[misc]
             self.scale_down(procs - max(demand, self.min_concurrency))
             return True
         return False
+
+    def _shed_one(self) -> bool:
+        """Stop one idle process now, without waiting for the keepalive as `scale_down` does;
+        the pool raises ValueError when every process is busy. Any error is logged, not raised:
+        one raised here would exit the whole worker (Celery's autoscaler thread does that)."""
+        try:
+            self.pool.shrink(1)
+        except ValueError:
+            return False
+        except Exception:
+            log.exception("autoscaler: could not stop an idle process")
+            return False
+        log.info("under memory pressure: stopped one idle process")
+        return True
 
     def _memory_allows(self, gate: AdmissionGate) -> int:
         """How many processes the pool's memory budget allows right now."""
