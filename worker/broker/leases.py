@@ -9,15 +9,13 @@ several times per lease, so only a dead worker's messages lapse and come back.
 from __future__ import annotations
 
 import time
-from typing import Any
+
+from jobrunner.worker.broker.transport import Channel
 
 
-def renew(channel: Any) -> int:
+def renew(channel: Channel) -> int:
     """Re-score every message `channel` holds unacknowledged; returns how many."""
-    qos = channel.qos
-    # kombu's map of this channel's unacked messages, less those acked or rejected but not yet
-    # flushed from it: a lease renewed for those would hold a message back forever.
-    tags = [tag for tag in qos._delivered if tag not in qos._dirty]
+    tags = channel.qos.held()
     if not tags:
         return 0
     now = time.time()

@@ -12,19 +12,42 @@ worker blocks on the wake lists of its queues (losing a token loses nothing), th
 script, which takes the highest-priority message among all its queues. A message pushed without
 a token (by hand, by another client) is found by the same script when the BRPOP times out (the
 transport's `brpop_timeout`, 1 s), so it is late at worst, never stranded.
+
+This is the one module that uses kombu's private names; read from kombu 5.7.0
+(`KOMBU_READ_FROM`). pyproject.toml pins kombu to that minor version, and
+tests/worker/broker/test_kombu_contract.py checks each name below against the installed kombu.
+Before moving the pin, re-read kombu/transport/redis.py and kombu/transport/virtual/base.py for
+each:
+- `QoS`: overrides `_remove_from_indices(delivery_tag, pipe)`; reads `_delivered` (held
+  messages by tag) and `_dirty` (acked, not yet flushed from `_delivered`), and clears
+  `_delivered`; `append` skips kombu's Redis `QoS.append` (its HSET + ZADD) for the virtual
+  `QoS.append`, its only base.
+- `Channel`: overrides `_get_pool(asynchronous)`, `_brpop_start(timeout)`, `_brpop_read(**options)`,
+  `_get(queue)`, `_put(queue, message, **kwargs)` (and reads its `_publish_batch` keyword),
+  `_do_restore_message(payload, exchange, routing_key, pipe, leftmost)` and `_purge(queue)`;
+  calls `_connparams()`, `_q_for_pri(queue, pri)`, `_get_message_priority(message, reverse)`,
+  `_lookup(exchange, routing_key)` and `_flush_brpop_reauth()`; uses `_queue_cycle` (`consume`,
+  `rotate`), `_in_poll`, `_brpop_sent_at`, `_closing` and `_expires` as kombu's own methods do.
+- `Transport`: calls `_deliver(message, queue)`.
+- `kombu.transport.TRANSPORT_ALIASES`, a public dict, is written by `serve_redis_schemes`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError
+
+KOMBU_READ_FROM = "5.7.0"  # the kombu release whose source the private names were read from
 
 WAKE_PREFIX = "jobrunner:wake:"
 TOKEN = "1"
@@ -82,12 +105,24 @@ def gate_fetching(channel: Any, admitting: Callable[[], bool]) -> None:
     channel.qos.admitting = admitting
 
 
+def serve_redis_schemes(transport: str) -> None:
+    """Resolve `redis://` and `rediss://` broker URIs to `transport` in this process. For Flower,
+    whose Broker tab knows only those schemes (worker/monitoring/flower_app.py)."""
+    TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = transport
+
+
 class QoS(kombu_redis.QoS):
     admitting: Callable[[], bool] | None = None
 
     def can_consume(self) -> bool:
         """kombu asks before each fetch; a worker's admission gate may say no first."""
         return (self.admitting is None or self.admitting()) and super().can_consume()
+
+    def held(self) -> list[str]:
+        """The delivery tags of the messages this channel holds unacknowledged, less those acked
+        or rejected but not yet flushed from kombu's map (a lease renewed for one of those would
+        hold its message back forever)."""
+        return [tag for tag in self._delivered if tag not in self._dirty]
 
     def append(self, message: Any, delivery_tag: str) -> None:
         """Skip kombu's HSET + ZADD for a message the fetch script already recorded."""
@@ -147,7 +182,7 @@ class Channel(kombu_redis.Channel):
         not run twice."""
         transport = self.connection
         if transport is None or transport.client is None:
-            return kombu_redis.redis.ConnectionPool(**self._detached_params)
+            return redis.ConnectionPool(**self._detached_params)
         return super()._get_pool(asynchronous)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -161,7 +196,7 @@ class Channel(kombu_redis.Channel):
             (queue, self._q_for_pri(queue, pri)) for pri in self.priority_steps for queue in queues
         ]
         self._in_poll = self.client.connection
-        self._brpop_sent_at = kombu_redis.monotonic()
+        self._brpop_sent_at = time.monotonic()
         if self._backlog:
             keys, args = self._fetch_call(self._fetch_keys, None)
             self.client.connection.send_command("EVALSHA", self._fetch.sha, len(keys), *keys, *args)
@@ -211,7 +246,7 @@ class Channel(kombu_redis.Channel):
         woke = next((i for i, key in enumerate(keys, 1) if wake_key(key) == woke_key), 0)
         return (
             [self.unacked_key, self.unacked_index_key, UNREADABLE, *keys, *map(wake_key, keys)],
-            [kombu_redis.time(), woke, TOKEN],
+            [time.time(), woke, TOKEN],
         )
 
     def _take(
@@ -255,7 +290,7 @@ class Channel(kombu_redis.Channel):
             batch.add("lpush", wake_key(key), TOKEN)
             return
         with self.conn_or_acquire() as client, client.pipeline() as pipe:
-            pipe.lpush(key, kombu_redis.dumps(message))
+            pipe.lpush(key, dumps(message))
             pipe.lpush(wake_key(key), TOKEN)
             for pri in self.priority_steps if queue in (self._expires or {}) else ():
                 pipe.pexpire(self._q_for_pri(queue, pri), self._expires[queue])

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import logging
 
-from kombu.transport import TRANSPORT_ALIASES
-
 from jobrunner.config import get_settings
 from jobrunner.worker.app import create_app
 from jobrunner.worker.broker.connection import resolve
+from jobrunner.worker.broker.transport import serve_redis_schemes
 
 app = create_app(resolve(get_settings()))
 
 TRANSPORT = app.conf.broker_transport
 if TRANSPORT:
-    TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = TRANSPORT
+    serve_redis_schemes(TRANSPORT)
     app.conf.broker_transport = None
 
 try:
