@@ -45,3 +45,6 @@ def test_data_files_are_installed(installed: Path) -> None:
     assert (installed / "jobrunner/config/default.toml").is_file()
     assert (installed / "jobrunner/config/pipelines/features.toml").is_file()
     assert list((installed / "jobrunner/tasks/sample_data").glob("*.csv"))
+    lua = {path.name for path in (ROOT / "worker/broker/lua").glob("*.lua")}
+    assert lua, "no Lua scripts in worker/broker/lua"
+    assert {path.name for path in (installed / "jobrunner/worker/broker/lua").glob("*.lua")} == lua

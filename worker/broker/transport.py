@@ -4,14 +4,14 @@ kombu takes a message with BRPOP and only then records it as unacknowledged (HSE
 worker killed between the two, or a connection dropped after Redis popped but before the reply
 arrived (a broker restart), loses the message for good (celery/kombu#1733, #305).
 
-Here a message leaves its queue only inside one Lua script that also records it unacked, so it is
-always in exactly one of the two places; from the unacked index, a lapsed lease brings it back
-(worker/broker/leases.py). BRPOP cannot take that role, since a blocking pop is destructive and a
-script cannot block. So publishers push a wake token per message on a list beside the queue; an idle
-worker blocks on the wake lists of its queues (losing a token loses nothing), then runs the
-script, which takes the highest-priority message among all its queues. A message pushed without
-a token (by hand, by another client) is found by the same script when the BRPOP times out (the
-transport's `brpop_timeout`, 1 s), so it is late at worst, never stranded.
+Here a message leaves its queue only inside one Lua script (lua/fetch.lua) that also records it
+unacked, so it is always in exactly one of the two places; from the unacked index, a lapsed lease
+brings it back (worker/broker/leases.py). BRPOP cannot take that role, since a blocking pop is
+destructive and a script cannot block. So publishers push a wake token per message on a list
+beside the queue; an idle worker blocks on the wake lists of its queues (losing a token loses
+nothing), then runs the script, which takes the highest-priority message among all its queues. A
+message pushed without a token (by hand, by another client) is found by the same script when the
+BRPOP times out (the transport's `brpop_timeout`, 1 s), so it is late at worst, never stranded.
 
 This is the one module that uses kombu's private names; read from kombu 5.7.0
 (`KOMBU_READ_FROM`). pyproject.toml pins kombu to that minor version, and
@@ -47,6 +47,8 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError
 
+from jobrunner.worker.broker import scripts
+
 KOMBU_READ_FROM = "5.7.0"  # the kombu release whose source the private names were read from
 
 WAKE_PREFIX = "jobrunner:wake:"
@@ -55,44 +57,6 @@ TOKEN = "1"
 UNREADABLE = "jobrunner:unreadable"
 
 log = logging.getLogger("jobrunner.transport")
-
-# KEYS: unacked hash, unacked index, unreadable list, then n queue keys highest priority first,
-# then their n wake lists. ARGV: now, the 1-based index of the queue whose wake token the caller
-# took (0: none), the token. Takes the first message found and records it unacked as kombu would
-# ([payload, exchange, routing key] under its delivery tag, scored by now). The token count stays
-# equal to the message count per queue: taking from another queue than the token's returns that
-# token and spends one of the queue actually taken from. A message that is not a kombu envelope
-# goes to the unreadable list (a script error would not undo its pop). Returns {index, payload,
-# unreadable count}, index 0 when nothing was found.
-_FETCH = """
-local n = (#KEYS - 3) / 2
-local woke = tonumber(ARGV[2])
-local unreadable = 0
-for i = 1, n do
-  while true do
-    local payload = redis.call('RPOP', KEYS[3 + i])
-    if not payload then break end
-    local ok, message = pcall(cjson.decode, payload)
-    local props = ok and type(message) == 'table' and message['properties']
-    local info = type(props) == 'table' and props['delivery_info']
-    if type(info) == 'table' and type(props['delivery_tag']) == 'string' then
-      local tag = props['delivery_tag']
-      local entry = '[' .. payload .. ',' .. cjson.encode(info['exchange'] or '') .. ','
-        .. cjson.encode(info['routing_key'] or '') .. ']'
-      redis.call('ZADD', KEYS[2], ARGV[1], tag)
-      redis.call('HSET', KEYS[1], tag, entry)
-      if woke ~= i then
-        if woke > 0 then redis.call('RPUSH', KEYS[3 + n + woke], ARGV[3]) end
-        redis.call('LPOP', KEYS[3 + n + i])
-      end
-      return {i, payload, unreadable}
-    end
-    redis.call('LPUSH', KEYS[3], payload)
-    unreadable = unreadable + 1
-  end
-end
-return {0, '', unreadable}
-"""
 
 
 def wake_key(queue_key: str) -> str:
@@ -172,7 +136,7 @@ class Channel(kombu_redis.Channel):
         self._detached_params = self._connparams()
         self._fetch_keys: list[tuple[str, str]] = []  # (queue name, Redis key), by priority
         self._backlog = False  # the last fetch found a message: fetch again without waiting
-        self._fetch = self.client.register_script(_FETCH)
+        self._fetch = self.client.register_script(scripts.load("fetch"))
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
         """A channel closed on a lost connection is detached from its transport, yet a step that

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from jobrunner.config import TIERS, Settings
+from jobrunner.worker.broker import scripts
 from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
 from jobrunner.worker.broker.transport import TOKEN, wake_key
 from jobrunner.worker.store.jobs import JobStore, open_store
@@ -30,33 +31,6 @@ BATCH = 100  # messages inspected and moved per script call
 MAX_LOST_RACES = 10  # re-inspections per queue and run after a worker took what we inspected
 
 log = logging.getLogger("jobrunner.promotion")
-
-
-# KEYS: source, target, their wake-token lists. ARGV: the token, then the k elements at the
-# source's right end as inspected (in list order), then their k rewrites. Moves them only if the
-# right end is still exactly what was inspected (a worker may have taken some meanwhile), keeping
-# their order, onto the target's right end (the next-taken end), oldest rightmost; their wake
-# tokens move with them (worker/broker/transport.py), so an idle worker of the target wakes at once.
-_MOVE = """
-local k = (#ARGV - 1) / 2
-local current = redis.call('LRANGE', KEYS[1], -k, -1)
-if #current ~= k then return 0 end
-for i = 1, k do
-  if current[i] ~= ARGV[i + 1] then return 0 end
-end
-redis.call('LTRIM', KEYS[1], 0, -k - 1)
-redis.call('RPUSH', KEYS[2], unpack(ARGV, k + 2, 2 * k + 1))
-redis.call('LPOP', KEYS[3], k)
-for i = 1, k do redis.call('LPUSH', KEYS[4], ARGV[1]) end
-return k
-"""
-
-# KEYS: queue. ARGV: the element inspected at its right end, its stamped rewrite.
-_STAMP = """
-if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then return 0 end
-redis.call('LSET', KEYS[1], -1, ARGV[2])
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -86,8 +60,8 @@ class Promoter:
             for upper, lower in pairwise(TIERS)
             for resource in (None, *settings.resource_classes())
         ]
-        self._move = client.register_script(_MOVE)
-        self._stamp = client.register_script(_STAMP)
+        self._move = client.register_script(scripts.load("move"))
+        self._stamp = client.register_script(scripts.load("stamp"))
 
     def run_once(self, now: float | None = None) -> list[Promotion]:
         """Promote every message that waited longer than promote_after_s, up to

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import redis
 
 from jobrunner.config import Settings
-from jobrunner.worker.broker import connection
+from jobrunner.worker.broker import connection, scripts
 
 PREFIX = "jobrunner:job:"
 INDEX = "jobrunner:jobs"  # sorted set of job ids by submission time
@@ -30,64 +30,6 @@ PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
 # cumulative) plus "|sum" and "|count".
 METRICS = "jobrunner:metrics"
 SEP = "|"
-
-# Lua helper: observe `value` in histogram `name` of hash `key`; ARGV[first..first+n-1] are the
-# bucket bounds as strings (the field names).
-_OBSERVE = """
-local function observe(key, name, value, first, n)
-  local slot = '+Inf'
-  for i = first, first + n - 1 do
-    if value <= tonumber(ARGV[i]) then slot = ARGV[i] break end
-  end
-  redis.call('HINCRBY', key, name .. '|' .. slot, 1)
-  redis.call('HINCRBYFLOAT', key, name .. '|sum', value)
-  redis.call('HINCRBY', key, name .. '|count', 1)
-end
-"""
-
-# KEYS: record, metrics. ARGV: now, then the wait bucket bounds. The first start only: it stamps
-# started_at and observes the job's wait in its tier's histogram.
-_START = (
-    _OBSERVE
-    + """
-if redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1]) == 0 then return 0 end
-local job = redis.call('HMGET', KEYS[1], 'submitted_at', 'tier')
-if job[1] and job[2] then
-  observe(KEYS[2], 'wait|' .. job[2], tonumber(ARGV[1]) - tonumber(job[1]), 2, #ARGV - 1)
-end
-return 1
-"""
-)
-
-# KEYS: the open-jobs index, the metrics hash, then every JobKeys (record first, done list
-# second). ARGV: now, state, field, value, ttl, job id, outcome ("succeeded" or "failed"), n, the
-# n run bucket bounds, then (step, rows in, rows out, quarantined) per step of a data pipeline.
-_FINISH = (
-    _OBSERVE
-    + """
-if ARGV[8] ~= '' then redis.call('RPUSH', KEYS[7], ARGV[8]) end
-if redis.call('HSETNX', KEYS[3], 'finished_at', ARGV[1]) == 0 then
-  redis.call('EXPIRE', KEYS[7], ARGV[5])
-  return 0
-end
-redis.call('HSET', KEYS[3], 'state', ARGV[2], ARGV[3], ARGV[4])
-redis.call('RPUSH', KEYS[4], ARGV[2])
-redis.call('ZREM', KEYS[1], ARGV[6])
-for i = 3, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
-local job = redis.call('HMGET', KEYS[3], 'pipeline', 'tier', 'started_at')
-if not (job[1] and job[2]) then return 1 end
-redis.call('HINCRBY', KEYS[2], 'jobs|' .. ARGV[7] .. '|' .. job[1] .. '|' .. job[2], 1)
-local n = tonumber(ARGV[9])
-if job[3] then observe(KEYS[2], 'run|' .. job[2], tonumber(ARGV[1]) - tonumber(job[3]), 10, n) end
-for i = 10 + n, #ARGV, 4 do
-  local step = '|' .. job[1] .. '|' .. ARGV[i]
-  redis.call('HINCRBY', KEYS[2], 'rows_in' .. step, ARGV[i + 1])
-  redis.call('HINCRBY', KEYS[2], 'rows_out' .. step, ARGV[i + 2])
-  redis.call('HINCRBY', KEYS[2], 'rows_quarantined' .. step, ARGV[i + 3])
-end
-return 1
-"""
-)
 
 DEFAULT_WAIT_BUCKETS_S = (0.05, 0.25, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
 DEFAULT_RUN_BUCKETS_S = (0.1, 0.5, 2.0, 10.0, 60.0, 300.0, 1800.0, 7200.0)
@@ -118,17 +60,6 @@ def data_flow(result: Any) -> list[tuple[str, int, int, int]]:
         except (KeyError, TypeError, ValueError):
             continue  # not a data-flow fact: nothing to count
     return flows
-
-
-# KEYS: record, promotions list. ARGV: entry. Only for a job that exists; a job that already
-# finished (its record expiring) gets the same expiry on the list, so nothing outlives it.
-_ADD_PROMOTION = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-local ttl = redis.call('TTL', KEYS[1])
-if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -197,9 +128,11 @@ class JobStore:
         self.ttl_s = ttl_s
         self.wait_bounds = [bound_field(b) for b in wait_buckets_s]
         self.run_bounds = [bound_field(b) for b in run_buckets_s]
-        self._start = client.register_script(_START)
-        self._finish = client.register_script(_FINISH)
-        self._add_promotion = client.register_script(_ADD_PROMOTION)
+        # start.lua and finish.lua call observe.lua's histogram helper, so it goes first.
+        observe = scripts.load("observe")
+        self._start = client.register_script(observe + scripts.load("start"))
+        self._finish = client.register_script(observe + scripts.load("finish"))
+        self._add_promotion = client.register_script(scripts.load("add_promotion"))
 
     def create(
         self, jobs: list[tuple[str, dict[str, Any]]], pipeline: str, tier: str, deadline_s: float
