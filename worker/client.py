@@ -11,20 +11,25 @@ Many jobs of one pipeline go much faster with `submit_many` (two Redis round tri
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import re
 import time
 import uuid
-from collections.abc import Iterable
-from functools import cached_property
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property, partial
 from typing import Any, NamedTuple
 
 import redis
 from celery import Celery
 from celery.canvas import Signature
+from celery.utils.saferepr import saferepr
 from kombu import Producer
 from kombu.exceptions import KombuError
+from kombu.serialization import dumps, loads, registry
 from pydantic import BaseModel, ValidationError
 
 from jobrunner.config import JobrunnerError, Settings, get_settings
@@ -115,129 +120,237 @@ class Compiled(NamedTuple):
     canvas: Signature
 
 
-# The payload a batch's template job is compiled with; every copy of it is swapped for a job's.
+# The payload a batch's template job is compiled with; wherever it appears, a job's payload goes.
 _SENTINEL = {"__jobrunner_bulk__": uuid.uuid4().hex}
-_TASK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# The keys under which Celery files ids in what it sends: a task message's headers and properties,
+# the options of the signatures it embeds (chain, chord, callbacks), the task-sent event. The job
+# context's `id` is the job id.
+_ID_KEYS = frozenset(
+    {"id", "root_id", "parent_id", "group", "correlation_id", "task_id", "group_id", "uuid"}
+)
 
 
 class _Recorded(NamedTuple):
-    """One message as kombu is about to hand it to the channel: body already serialized."""
+    """One message as kombu hands it to the channel: prepared, its body serialized."""
 
-    body: str
-    priority: int
-    content_type: str
-    content_encoding: str
-    headers: dict[str, Any]
-    properties: dict[str, Any]
+    message: dict[str, Any]
     exchange: str
     routing_key: str
 
 
-class _Recorder(Producer):  # type: ignore[misc]
-    """A kombu producer that does everything but send: Celery and kombu build, route and
-    serialize each message (the task and its task-sent event), and it is recorded."""
+class _RecordingChannel:
+    """Stands in for a kombu channel under a kombu `Producer`: Celery and kombu build, route,
+    serialize and prepare each message (the task and its task-sent event) as for a real send,
+    declarations included (everything but the publish is the real channel's), and the channel's
+    publish, `basic_publish`, records the message instead of sending it."""
 
-    def __init__(self, producer: Producer) -> None:
-        super().__init__(
-            producer.channel,
-            exchange=producer.exchange,
-            routing_key=producer.routing_key,
-            serializer=producer.serializer,
-            compression=producer.compression,
-            auto_declare=False,
-        )
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
         self.published: list[_Recorded] = []
-        self.declare: list[Any] = []
 
-    def _publish(
-        self,
-        body: Any,
-        priority: int,
-        content_type: str,
-        content_encoding: str,
-        headers: dict[str, Any],
-        properties: dict[str, Any],
-        routing_key: str,
-        mandatory: bool,
-        immediate: bool,
-        exchange: str,
-        declare: list[Any],
-        *args: Any,
-        **kwargs: Any,
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.channel, name)
+
+    def basic_publish(
+        self, message: dict[str, Any], exchange: str, routing_key: str, **_: Any
     ) -> None:
-        body = body.decode() if isinstance(body, bytes) else body
-        self.published.append(
-            _Recorded(
-                body,
-                priority,
-                content_type,
-                content_encoding,
-                headers,
-                properties,
-                exchange,
-                routing_key,
-            )
-        )
-        self.declare += [entity for entity in declare if entity not in self.declare]
+        """A copy as it is now: Celery's publish hooks may change what they passed afterwards."""
+        self.published.append(_Recorded(copy.deepcopy(message), exchange, routing_key))
+
+
+def _record(app: Celery, canvas: Signature, producer: Producer) -> list[_Recorded]:
+    """The messages `canvas.apply_async()` sends with `app`, built by a producer set up as
+    `producer` (Celery's pooled one) but on a recording channel: none is sent."""
+    channel = _RecordingChannel(producer.channel)
+    recorder = app.amqp.Producer(
+        channel,
+        exchange=producer.exchange,
+        routing_key=producer.routing_key,
+        serializer=producer.serializer,
+        compression=producer.compression,
+        auto_declare=producer.auto_declare,
+    )
+    with sending_through(app, recorder):
+        canvas.apply_async()
+    return channel.published
+
+
+class _Stamp(NamedTuple):
+    """One job's values for a template's slots."""
+
+    ids: list[str]  # the job id, then its task ids
+    payload: dict[str, Any]
+    reprs: dict[_Repr, str]  # filled on first use: one repr can appear in two messages
+
+
+class _Slot:
+    """A job-dependent value in a template message."""
+
+    def fill(self, job: _Stamp) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Id(_Slot):
+    index: int  # into _Stamp.ids
+
+    def fill(self, job: _Stamp) -> Any:
+        return job.ids[self.index]
+
+
+class _Payload(_Slot):
+    def fill(self, job: _Stamp) -> Any:
+        return job.payload
+
+
+_PAYLOAD = _Payload()
+
+
+@dataclass(frozen=True, eq=False)
+class _Repr(_Slot):
+    """A task's `argsrepr` or `kwargsrepr` (also the `args`/`kwargs` of its task-sent event),
+    made as Celery makes it (celery/app/amqp.py, `as_task_v2`): `saferepr`, which truncates."""
+
+    source: _Slot  # the args or kwargs
+    maxlen: int
+    maxlevels: int
+
+    def fill(self, job: _Stamp) -> Any:
+        if self not in job.reprs:
+            value = self.source.fill(job)
+            job.reprs[self] = saferepr(value, self.maxlen, maxlevels=self.maxlevels)
+        return job.reprs[self]
+
+
+@dataclass(frozen=True, eq=False)
+class _Tree(_Slot):
+    """A dict or list with slots in it: a shallow copy of the decoded one, the slots filled."""
+
+    raw: dict[str, Any] | list[Any]
+    slots: tuple[tuple[Any, _Slot], ...]  # (key or index, what goes there)
+
+    def fill(self, job: _Stamp) -> Any:
+        tree = self.raw.copy()
+        for key, slot in self.slots:
+            tree[key] = slot.fill(job)
+        return tree
+
+
+def _number_ids(node: Any, ids: dict[str, int]) -> None:
+    """Number the ids filed under `_ID_KEYS` in `node`, in order of first appearance."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_KEYS and isinstance(value, str):
+                ids.setdefault(value, len(ids))
+            _number_ids(value, ids)
+    elif isinstance(node, list):
+        for value in node:
+            _number_ids(value, ids)
+
+
+class _Message(NamedTuple):
+    """A recorded message, decoded, as a pattern: its body, headers and properties."""
+
+    body: Any  # a _Slot, or what every job sends
+    headers: _Tree
+    properties: _Tree
+    serializer: str
+    exchange: str
+    routing_key: str
 
 
 class _Template:
-    """One job's messages exactly as Celery and kombu would send them, stamped per job with
-    fresh task ids and the job's id and payload. Celery's send path (routing, signatures,
-    reprs, serialization) costs about a millisecond per job; stamping, a few dozen
-    microseconds. The stamped messages go to the channel as kombu's own would."""
+    """One job's messages as Celery and kombu build them (routing, headers, reprs, the task-sent
+    event), decoded, with the values that differ from job to job made slots: the job id and
+    task ids (by the keys Celery files them under), the payload, and the reprs of the task's
+    args and kwargs. Stamping a job fills them in and serializes the result as kombu did.
+    Celery's send path costs over half a millisecond per job; stamping, a fifth of that (half
+    of it Celery's `saferepr`, which Celery's own send runs as well).
+
+    The template checks itself once: stamped with its own values, it must give back exactly the
+    messages Celery built (it would not were the first task's arguments something JSON does not
+    carry unchanged, a tuple say: the reprs made from their decoded copy would differ)."""
 
     def __init__(self, app: Celery, job: Compiled, producer: Producer) -> None:
-        recorder = _Recorder(producer)
-        with sending_through(app, recorder):
-            job.canvas.apply_async()
-        if not recorder.published:
+        recorded = _record(app, job.canvas, producer)
+        if not recorded:
             raise JobError("could not build the batch's messages: Celery sent none")
-        for entity in recorder.declare:  # once per batch (kombu caches it per channel)
-            producer.maybe_declare(entity)
-        self.messages = recorder.published
         self.channel = producer.channel
-        reply_to = {m.properties.get("reply_to") for m in self.messages}
-        task_ids = set(_TASK_ID.findall(repr(self.messages))) - reply_to
-        # The payload appears as JSON in task bodies, and as a repr in headers and, inside a
-        # JSON string, in task-sent event bodies.
-        self._sentinel_json, self._sentinel_repr = json.dumps(_SENTINEL), repr(_SENTINEL)
-        self._fixed = [job.id, *sorted(task_ids)]
-        names = [*self._fixed, self._sentinel_json, self._sentinel_repr]
-        self._pattern = re.compile("|".join(re.escape(name) for name in names))
+        decoded = [
+            (r, loads(r.message["body"], r.message["content-type"], r.message["content-encoding"]))
+            for r in recorded
+        ]
+        self._ids = {job.id: 0}
+        for r, body in decoded:
+            _number_ids([body, r.message["headers"], r.message["properties"]], self._ids)
+        self._reprs: dict[str, _Repr] = {}
+        maxlevels = app.conf.task_repr_maxlevels
+        for r, body in decoded:
+            headers = r.message["headers"]
+            if "kwargsrepr" not in headers:  # not a task message (protocol 2): an event
+                continue
+            for part, key, maxlen in (
+                (body[0], "argsrepr", app.amqp.argsrepr_maxsize),
+                (body[1], "kwargsrepr", app.amqp.kwargsrepr_maxsize),
+            ):
+                source = self._pattern(part)
+                if isinstance(source, _Slot):  # job-dependent
+                    self._reprs[headers[key]] = _Repr(source, maxlen, maxlevels)
+        self.messages = [
+            _Message(
+                self._pattern(body),
+                self._pattern(r.message["headers"], fresh=True),
+                self._pattern(r.message["properties"], fresh=True),
+                registry.type_to_name[r.message["content-type"]],
+                r.exchange,
+                r.routing_key,
+            )
+            for r, body in decoded
+        ]
+        own = _Stamp(list(self._ids), job.payload, {})
+        if [self._prepare(m, own) for m in self.messages] != [r.message for r in recorded]:
+            raise JobError(
+                "could not build the batch's messages: stamped with its own values, the "
+                "template is not what Celery built"
+            )
+
+    def _pattern(self, node: Any, *, fresh: bool = False) -> Any:
+        """`node` with its job-dependent values made slots. What holds none is shared by all
+        jobs' copies, unless `fresh` (headers, properties): kombu writes into the properties of
+        the message it sends, so each message gets its own."""
+        if isinstance(node, str):
+            return _Id(self._ids[node]) if node in self._ids else self._reprs.get(node, node)
+        if isinstance(node, dict) and node == _SENTINEL:
+            return _PAYLOAD
+        if isinstance(node, dict | list):
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            slots = tuple(
+                (key, pattern)
+                for key, value in items
+                if isinstance(pattern := self._pattern(value, fresh=fresh), _Slot)
+            )
+            return _Tree(node, slots) if slots or fresh else node
+        return node
+
+    def _prepare(self, message: _Message, job: _Stamp) -> dict[str, Any]:
+        """The message for `job`, as kombu's producer hands it to the channel."""
+        body = message.body.fill(job) if isinstance(message.body, _Slot) else message.body
+        content_type, content_encoding, serialized = dumps(body, serializer=message.serializer)
+        properties = message.properties.fill(job)
+        return self.channel.prepare_message(
+            serialized,
+            properties.get("priority"),
+            content_type,
+            content_encoding,
+            message.headers.fill(job),
+            properties,
+        )
 
     def stamp(self, job_id: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
-        """The job's messages, ready for the channel."""
-        ids = {old: str(uuid.uuid4()) for old in self._fixed[1:]}
-        ids[self._fixed[0]] = job_id
-        as_repr = repr(payload)
-        in_json = {**ids, self._sentinel_json: json.dumps(payload)}
-        in_json[self._sentinel_repr] = json.dumps(as_repr)[1:-1]
-        plain = {**ids, self._sentinel_repr: as_repr}
-
-        def text(value: str, names: dict[str, str]) -> str:
-            return self._pattern.sub(lambda m: names.get(m.group(0), m.group(0)), value)
-
-        def copy(value: Any) -> Any:
-            if isinstance(value, str):
-                return text(value, plain)
-            if isinstance(value, dict):
-                return {key: copy(item) for key, item in value.items()}
-            if isinstance(value, list | tuple):
-                return [copy(item) for item in value]
-            return value
-
-        return [
-            self.channel.prepare_message(
-                text(m.body, in_json),
-                m.priority,
-                m.content_type,
-                m.content_encoding,
-                copy(m.headers),
-                copy(m.properties),
-            )
-            for m in self.messages
-        ]
+        """The job's messages, with fresh task ids, ready for the channel."""
+        task_ids = (str(uuid.uuid4()) for _ in range(len(self._ids) - 1))
+        job = _Stamp([job_id, *task_ids], payload, {})
+        return [self._prepare(message, job) for message in self.messages]
 
     def send(self, jobs: list[tuple[str, dict[str, Any]]]) -> None:
         """Every job's messages in one Redis pipeline where kombu can batch (its Redis channel
@@ -248,10 +361,10 @@ class _Template:
         batch = create_batch(max_size=4 * size + 1) if create_batch else None
         try:
             for job_id, payload in jobs:
-                for message, recorded in zip(
+                for message, pattern in zip(
                     self.stamp(job_id, payload), self.messages, strict=True
                 ):
-                    route = {"exchange": recorded.exchange, "routing_key": recorded.routing_key}
+                    route = {"exchange": pattern.exchange, "routing_key": pattern.routing_key}
                     if batch is not None:
                         batch.publish(message, **route)
                     else:
@@ -311,9 +424,10 @@ class Client:
             known = ", ".join(self.pipelines) or "none"
             raise PipelineError(f"unknown pipeline {name!r} (known: {known})") from None
 
-    def _compile(self, declared: Pipeline, tier: str, payload: dict[str, Any]) -> Compiled:
-        """A new job's id and canvas; sends nothing."""
-        job_id = uuid.uuid4().hex
+    def _compile(
+        self, declared: Pipeline, tier: str, job_id: str, payload: dict[str, Any]
+    ) -> Compiled:
+        """The job's canvas; sends nothing."""
         spec = JobSpec(
             id=job_id,
             pipeline=declared,
@@ -385,7 +499,8 @@ class Client:
 
         Every payload is validated before anything is written, so bad input (any payload)
         enqueues nothing; if sending fails, the records are removed again. The messages are
-        exactly those `submit` sends, but Celery builds them once per batch (see `_Template`).
+        exactly those `submit` sends, but Celery builds them once per batch (see `_Template`);
+        a batch of one is sent as `submit` sends it.
         """
         tier = tier or self.settings.default_tier
         self.settings.queue(tier)
@@ -402,18 +517,16 @@ class Client:
     def _enqueue(
         self, declared: Pipeline, tier: str, deadline: float, jobs: list[tuple[str, dict[str, Any]]]
     ) -> None:
-        """Write the jobs' records, then send their messages: each in one round trip. Celery
-        builds the messages first, so a job is recorded as submitted only once it is ready to
-        go (its wait measures queueing, not message building); if sending fails, the records
-        are removed again."""
+        """Write the jobs' records, then send their messages. What can be built beforehand is
+        (a job's canvas, a batch's messages), so a job is recorded as submitted only once it is
+        about ready to go (its wait measures queueing, not building); if sending fails, the
+        records are removed again."""
         written = False
         try:
-            with self.app.producer_or_acquire() as producer:
-                compiled = self._compile(declared, tier, dict(_SENTINEL))
-                template = _Template(self.app, compiled, producer)
+            with self._sending(declared, tier, jobs) as send:
                 written = True
                 self.store.create(jobs, declared.name, tier, deadline)
-                self._send(template, jobs)
+                send()
         except Exception as error:
             self._reachable = False
             if written:
@@ -422,6 +535,20 @@ class Client:
                 raise
             what = f"{len(jobs)} jobs" if len(jobs) > 1 else "job"
             raise JobError(f"could not enqueue {what} for {declared.name}: {error}") from None
+
+    @contextmanager
+    def _sending(
+        self, declared: Pipeline, tier: str, jobs: list[tuple[str, dict[str, Any]]]
+    ) -> Iterator[Callable[[], object]]:
+        """How to send `jobs`, all but the send done. One job is Celery's own send,
+        `apply_async` (which retries a lost connection by the app's task_publish_retry_policy);
+        several are stamped from one template Celery builds (`_Template`), in one round trip."""
+        if len(jobs) == 1:
+            yield self._compile(declared, tier, *jobs[0]).canvas.apply_async
+            return
+        with self.app.producer_or_acquire() as producer:
+            compiled = self._compile(declared, tier, uuid.uuid4().hex, dict(_SENTINEL))
+            yield partial(self._send, _Template(self.app, compiled, producer), jobs)
 
     def _send(self, template: _Template, jobs: list[tuple[str, dict[str, Any]]]) -> None:
         """Send, retrying a lost connection as Celery's own publish does (the app's

@@ -127,27 +127,25 @@ def anonymous(text: str, job_id: str) -> str:
 @pytest.mark.parametrize("pipeline", ["chain3", "map_sum"])
 def test_stamped_messages_are_celerys_own(client: Client, pipeline: str) -> None:
     """A bulk job's messages equal those Celery builds for the same job, ids aside."""
-    from jobrunner.tasks.builtin import sending_through
     from jobrunner.worker import client as internals
 
     app = client.app
     declared = client.pipeline(pipeline)
     payload = client._validate(declared, {"start": 7} if pipeline == "chain3" else {"count": 2})
     with app.producer_or_acquire() as producer:
+        sentinel = dict(internals._SENTINEL)
         template = internals._Template(
-            app, client._compile(declared, "low", dict(internals._SENTINEL)), producer
+            app, client._compile(declared, "low", "a" * 32, sentinel), producer
         )
         stamped = template.stamp("b" * 32, payload)
-        job = client._compile(declared, "low", payload)
-        recorder = internals._Recorder(producer)
-        with sending_through(app, recorder):
-            job.canvas.apply_async()
-    assert len(stamped) == len(recorder.published) == 2  # the task, and its task-sent event
-    for ours, celerys in zip(stamped, recorder.published, strict=True):
-        assert anonymous(ours["body"], "b" * 32) == anonymous(celerys.body, job.id)
-        assert ours["headers"].keys() == celerys.headers.keys()
+        job = client._compile(declared, "low", "c" * 32, payload)
+        recorded = [r.message for r in internals._record(app, job.canvas, producer)]
+    assert len(stamped) == len(recorded) == 2  # the task, and its task-sent event
+    for ours, celerys in zip(stamped, recorded, strict=True):
+        assert anonymous(ours["body"], "b" * 32) == anonymous(celerys["body"], job.id)
+        assert ours["headers"].keys() == celerys["headers"].keys()
         assert anonymous(repr(ours["headers"].get("kwargsrepr")), "b" * 32) == anonymous(
-            repr(celerys.headers.get("kwargsrepr")), job.id
+            repr(celerys["headers"].get("kwargsrepr")), job.id
         )
 
 
