@@ -141,9 +141,9 @@ class Jobrunner(Driver):
         return handle.result(JOB_TIMEOUT_S)
 
     def drained(self) -> bool:
-        from jobrunner.worker.store.jobs import OPEN
+        from jobrunner.worker.broker.keys import OPEN_JOBS
 
-        return self.broker.zcard(OPEN) == 0  # every job recorded as finished
+        return self.broker.zcard(OPEN_JOBS) == 0  # every job recorded as finished
 
     def bulk(self, count: int) -> None:
         self.client.submit_many("bench_noop", [{}] * count)

@@ -27,7 +27,7 @@ from jobrunner.config import TIERS, get_settings
 from jobrunner.worker.app import create_app
 from jobrunner.worker.broker import connection
 from jobrunner.worker.broker.embedded import EmbeddedRedis
-from jobrunner.worker.broker.transport import wake_key
+from jobrunner.worker.broker.keys import wake_key
 from jobrunner.worker.client import Client
 from tests.support.steps import STARTS
 

@@ -22,7 +22,7 @@ import redis
 
 from jobrunner.config import get_settings
 from jobrunner.worker.broker.embedded import EmbeddedRedis
-from jobrunner.worker.broker.transport import wake_key
+from jobrunner.worker.broker.keys import wake_key
 from jobrunner.worker.client import Client, Job
 from jobrunner.worker.store import heartbeat
 from jobrunner.worker.store.dead_letters import DeadLetterStore

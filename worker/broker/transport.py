@@ -48,20 +48,13 @@ from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError
 
 from jobrunner.worker.broker import scripts
+from jobrunner.worker.broker.keys import UNREADABLE, wake_key
 
 KOMBU_READ_FROM = "5.7.0"  # the kombu release whose source the private names were read from
 
-WAKE_PREFIX = "jobrunner:wake:"
 TOKEN = "1"
-# Raw queue entries that are no kombu message (not JSON, no delivery tag): kept for a person.
-UNREADABLE = "jobrunner:unreadable"
 
 log = logging.getLogger("jobrunner.transport")
-
-
-def wake_key(queue_key: str) -> str:
-    """The list of wake tokens beside a queue's Redis list."""
-    return WAKE_PREFIX + queue_key
 
 
 def gate_fetching(channel: Any, admitting: Callable[[], bool]) -> None:

@@ -21,11 +21,11 @@ import redis
 
 from jobrunner.config import Settings
 from jobrunner.config.settings import AlertRule
+from jobrunner.worker.broker.keys import ALERTS, METRICS
 from jobrunner.worker.broker.queues import queue_stats
 from jobrunner.worker.store import heartbeat
-from jobrunner.worker.store.jobs import METRICS, SEP
+from jobrunner.worker.store.jobs import SEP
 
-KEY = "jobrunner:alerts"  # hash: rule name -> the firing alert (JSON)
 KEEP_INTERVALS = 4  # the store outlives this many missed evaluations
 
 log = logging.getLogger("jobrunner.alerts")
@@ -43,7 +43,7 @@ class Alert:
 
 def firing(client: redis.Redis) -> list[dict[str, Any]]:
     """The alerts firing now, by rule name."""
-    return [json.loads(raw) for _, raw in sorted(client.hgetall(KEY).items())]
+    return [json.loads(raw) for _, raw in sorted(client.hgetall(ALERTS).items())]
 
 
 def _outcomes(fields: dict[bytes, bytes], rule: AlertRule) -> tuple[int, int]:
@@ -140,10 +140,10 @@ class Evaluator:
         changes += [("resolved", a) for name, a in self.active.items() if name not in holding]
         keep_s = max(60, int(KEEP_INTERVALS * self.config.interval_s))
         with self.results.pipeline() as pipe:
-            pipe.delete(KEY)
+            pipe.delete(ALERTS)
             if holding:
-                pipe.hset(KEY, mapping={n: json.dumps(asdict(a)) for n, a in holding.items()})
-                pipe.expire(KEY, keep_s)
+                pipe.hset(ALERTS, mapping={n: json.dumps(asdict(a)) for n, a in holding.items()})
+                pipe.expire(ALERTS, keep_s)
             pipe.execute()
         self.active = holding
         for status, alert in changes:

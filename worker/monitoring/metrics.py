@@ -30,12 +30,12 @@ from prometheus_client.registry import Collector
 
 from jobrunner.config import TIERS, Settings
 from jobrunner.worker.broker import connection
+from jobrunner.worker.broker.keys import DEAD_LETTERS, METRICS
 from jobrunner.worker.broker.queues import queue_stats
 from jobrunner.worker.monitoring import alerts
 from jobrunner.worker.monitoring.flower import Credentials, generated, parse_basic_auth
 from jobrunner.worker.store import heartbeat
-from jobrunner.worker.store.dead_letters import INDEX as DEAD_LETTERS
-from jobrunner.worker.store.jobs import METRICS, SEP, bound_field
+from jobrunner.worker.store.jobs import SEP, bound_field
 
 AUTH_FILE = "metrics.auth"
 MB = 1024 * 1024

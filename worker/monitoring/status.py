@@ -15,13 +15,12 @@ from typing import Any
 from jobrunner.tasks.builtin import COLLECT_TASK, FAN_OUT_TASK, START_TASK
 from jobrunner.tasks.pipeline import ChainNode, ChordNode, GroupNode, MapNode, Node, StepNode
 from jobrunner.worker.broker import connection
+from jobrunner.worker.broker.keys import DEAD_LETTERS, JOBS
 from jobrunner.worker.broker.queues import by_tier, queue_stats
 from jobrunner.worker.client import Client
 from jobrunner.worker.monitoring import alerts
 from jobrunner.worker.store import heartbeat
-from jobrunner.worker.store.dead_letters import INDEX as DEAD_LETTERS
 from jobrunner.worker.store.dead_letters import DeadLetterStore
-from jobrunner.worker.store.jobs import INDEX
 
 RECENT_JOBS = 10
 RECENT_FAILURES = 5
@@ -45,7 +44,7 @@ def overview() -> dict[str, Any]:
         for tier, (depth, age) in by_tier(stats).items()
     ]
     workers = [_worker_row(beat) for beat in heartbeat.read_all(results)]
-    recent_ids = [i.decode() for i in results.zrevrange(INDEX, 0, RECENT_JOBS - 1)]
+    recent_ids = [i.decode() for i in results.zrevrange(JOBS, 0, RECENT_JOBS - 1)]
     recent = [client.store.get(job_id) for job_id in recent_ids]
     letters = DeadLetterStore(results)
     failed_ids = [i.decode() for i in results.zrevrange(DEAD_LETTERS, 0, RECENT_FAILURES - 1)]

@@ -22,8 +22,9 @@ import redis
 
 from jobrunner.config import TIERS, Settings
 from jobrunner.worker.broker import scripts
+from jobrunner.worker.broker.keys import wake_key
 from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
-from jobrunner.worker.broker.transport import TOKEN, wake_key
+from jobrunner.worker.broker.transport import TOKEN
 from jobrunner.worker.store.jobs import JobStore, open_store
 
 MAX_MOVES_PER_RUN = 1000  # bounds one run's work, whatever the backlog

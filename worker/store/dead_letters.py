@@ -14,10 +14,9 @@ from typing import Any
 
 import redis
 
+from jobrunner.worker.broker.keys import DEAD_LETTER, DEAD_LETTERS
 from jobrunner.worker.store.jobs import FAILURE, SUCCESS, JobStore
 
-INDEX = "jobrunner:dlq"  # sorted set of job ids by time of death
-ENTRY = "jobrunner:dlq:"
 TRACEBACK_LIMIT = 8000  # characters kept of a traceback
 
 
@@ -35,12 +34,12 @@ class DeadLetterStore:
         now = time.time()
         fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in entry.items()}
         with self.redis.pipeline() as pipe:
-            pipe.hset(ENTRY + entry["job_id"], mapping={**fields, "time": repr(now)})
-            pipe.zadd(INDEX, {entry["job_id"]: now})
+            pipe.hset(DEAD_LETTER + entry["job_id"], mapping={**fields, "time": repr(now)})
+            pipe.zadd(DEAD_LETTERS, {entry["job_id"]: now})
             pipe.execute()
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        raw = self.redis.hgetall(ENTRY + job_id)
+        raw = self.redis.hgetall(DEAD_LETTER + job_id)
         if not raw:
             return None
         entry: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
@@ -51,22 +50,22 @@ class DeadLetterStore:
         return entry
 
     def ids(self) -> list[str]:
-        return [raw.decode() for raw in self.redis.zrange(INDEX, 0, -1)]
+        return [raw.decode() for raw in self.redis.zrange(DEAD_LETTERS, 0, -1)]
 
     def entries(self) -> list[dict[str, Any]]:
         return [entry for job_id in self.ids() if (entry := self.get(job_id)) is not None]
 
     def remove(self, job_id: str) -> bool:
         with self.redis.pipeline() as pipe:
-            pipe.delete(ENTRY + job_id)
-            pipe.zrem(INDEX, job_id)
+            pipe.delete(DEAD_LETTER + job_id)
+            pipe.zrem(DEAD_LETTERS, job_id)
             deleted, _ = pipe.execute()
         return bool(deleted)
 
     def purge(self, older_than_s: float) -> int:
         """Remove entries older than `older_than_s`; how many went."""
         cutoff = time.time() - older_than_s
-        old = [raw.decode() for raw in self.redis.zrangebyscore(INDEX, "-inf", cutoff)]
+        old = [raw.decode() for raw in self.redis.zrangebyscore(DEAD_LETTERS, "-inf", cutoff)]
         return sum(self.remove(job_id) for job_id in old)
 
 

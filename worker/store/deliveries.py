@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import redis
 
-PREFIX = "jobrunner:deliveries:"
+from jobrunner.worker.broker.keys import DELIVERIES
 
 
 class DeliveryCounter:
@@ -23,8 +23,8 @@ class DeliveryCounter:
         if not redelivered:
             return 1
         with self.redis.pipeline() as pipe:
-            pipe.incr(PREFIX + task_id)
-            pipe.expire(PREFIX + task_id, self.ttl_s)
+            pipe.incr(DELIVERIES + task_id)
+            pipe.expire(DELIVERIES + task_id, self.ttl_s)
             redeliveries, _ = pipe.execute()
         return 1 + int(redeliveries)
 

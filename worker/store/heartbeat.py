@@ -9,8 +9,7 @@ from typing import Any
 import psutil
 import redis
 
-PREFIX = "jobrunner:worker:"
-OVERRIDE_KEY = "jobrunner:admission"  # hash; field memory_reserve_mb overrides the config live
+from jobrunner.worker.broker.keys import ADMISSION, WORKER
 
 
 def publish(client: redis.Redis, node: str, fields: dict[str, Any], ttl_s: float) -> None:
@@ -19,14 +18,14 @@ def publish(client: redis.Redis, node: str, fields: dict[str, Any], ttl_s: float
     cpu = psutil.cpu_percent(interval=None)
     mapping = {**fields, "node": node, "cpu_percent": cpu, "updated_at": time.time()}
     with client.pipeline() as pipe:
-        pipe.hset(PREFIX + node, mapping=mapping)
-        pipe.pexpire(PREFIX + node, int(ttl_s * 1000))
+        pipe.hset(WORKER + node, mapping=mapping)
+        pipe.pexpire(WORKER + node, int(ttl_s * 1000))
         pipe.execute()
 
 
 def read_all(client: redis.Redis) -> list[dict[str, str]]:
     """Every live worker's last heartbeat, by node name."""
-    keys = sorted(client.scan_iter(match=PREFIX + "*", count=100))
+    keys = sorted(client.scan_iter(match=WORKER + "*", count=100))
     with client.pipeline() as pipe:
         for key in keys:
             pipe.hgetall(key)
@@ -36,13 +35,13 @@ def read_all(client: redis.Redis) -> list[dict[str, str]]:
 
 def reserve_override(client: redis.Redis) -> int | None:
     """The operator's live memory reserve (MB), if one is set."""
-    raw = client.hget(OVERRIDE_KEY, "memory_reserve_mb")
+    raw = client.hget(ADMISSION, "memory_reserve_mb")
     return None if raw is None else int(raw)
 
 
 def set_reserve_override(client: redis.Redis, reserve_mb: int | None) -> None:
     """Set (or with None, clear) the fleet-wide live memory reserve."""
     if reserve_mb is None:
-        client.hdel(OVERRIDE_KEY, "memory_reserve_mb")
+        client.hdel(ADMISSION, "memory_reserve_mb")
     else:
-        client.hset(OVERRIDE_KEY, "memory_reserve_mb", reserve_mb)
+        client.hset(ADMISSION, "memory_reserve_mb", reserve_mb)

@@ -9,26 +9,23 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis
 
 from jobrunner.config import Settings
 from jobrunner.worker.broker import connection, scripts
-
-PREFIX = "jobrunner:job:"
-INDEX = "jobrunner:jobs"  # sorted set of job ids by submission time
-OPEN = "jobrunner:jobs:open"  # sorted set of unfinished job ids by deadline
-IDEMPOTENCY = "jobrunner:idempotency:"  # idempotency key -> job id
+from jobrunner.worker.broker.keys import IDEMPOTENCY, METRICS, job_keys
+from jobrunner.worker.broker.keys import JOBS as INDEX
+from jobrunner.worker.broker.keys import OPEN_JOBS as OPEN
 
 PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
 
 # Metrics ride in the same scripts and pipelines as the records they describe (no extra round
-# trip): one hash of counters, read by the exporter (worker/monitoring/metrics.py). Fields are
-# "jobs|<outcome>|<pipeline>|<tier>", "rows_<in|out|quarantined>|<pipeline>|<step>" and, per
-# histogram "<wait|run>|<tier>", one field per bucket bound ("|<bound>" or "|+Inf", not
+# trip): one hash of counters (METRICS), read by the exporter (worker/monitoring/metrics.py).
+# Fields are "jobs|<outcome>|<pipeline>|<tier>", "rows_<in|out|quarantined>|<pipeline>|<step>"
+# and, per histogram "<wait|run>|<tier>", one field per bucket bound ("|<bound>" or "|+Inf", not
 # cumulative) plus "|sum" and "|count".
-METRICS = "jobrunner:metrics"
 SEP = "|"
 
 DEFAULT_WAIT_BUCKETS_S = (0.05, 0.25, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
@@ -101,21 +98,6 @@ class JobRecord:
         return self.finished_at - self.started_at
 
 
-class JobKeys(NamedTuple):
-    """The Redis keys of one job; all expire together once it finished."""
-
-    record: str
-    done: str
-    failures: str
-    promotions: str
-    steps: str  # one entry per task run: the job's step tree (worker/monitoring/status.py)
-
-
-def _keys(job_id: str) -> JobKeys:
-    base = PREFIX + job_id
-    return JobKeys(base, base + ":done", base + ":failures", base + ":promotions", base + ":steps")
-
-
 class JobStore:
     def __init__(
         self,
@@ -143,7 +125,7 @@ class JobStore:
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id, payload in jobs:
                 pipe.hset(
-                    _keys(job_id).record,
+                    job_keys(job_id).record,
                     mapping={
                         "pipeline": pipeline,
                         "tier": tier,
@@ -160,7 +142,7 @@ class JobStore:
     def delete(self, job_ids: list[str]) -> None:
         """Forget jobs whose messages never reached the broker."""
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(*(key for job_id in job_ids for key in _keys(job_id)))
+            pipe.delete(*(key for job_id in job_ids for key in job_keys(job_id)))
             pipe.zrem(INDEX, *job_ids)
             pipe.zrem(OPEN, *job_ids)
             pipe.execute()
@@ -180,41 +162,41 @@ class JobStore:
         return [raw.decode() for raw in self.redis.zrangebyscore(OPEN, "-inf", now, 0, limit)]
 
     def add_retry(self, job_id: str) -> None:
-        self.redis.hincrby(_keys(job_id).record, "retries", 1)
+        self.redis.hincrby(job_keys(job_id).record, "retries", 1)
 
     def mark_started(self, job_id: str) -> None:
         """Stamp the job's start (the first time only) and observe its wait, in one call."""
         self._start(
-            keys=[_keys(job_id).record, METRICS], args=[repr(time.time()), *self.wait_bounds]
+            keys=[job_keys(job_id).record, METRICS], args=[repr(time.time()), *self.wait_bounds]
         )
 
     def add_step(self, job_id: str, entry: dict[str, Any]) -> None:
         """Record one run of one of the job's tasks (id, step, outcome, worker, times), for the
         step tree. Kept while the job may still run; finishing the job sets its usual expiry."""
-        key = _keys(job_id).steps
+        key = job_keys(job_id).steps
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.rpush(key, json.dumps(entry))
             pipe.expire(key, 2 * self.ttl_s)
             pipe.execute()
 
     def steps(self, job_id: str) -> list[dict[str, Any]]:
-        return [json.loads(raw) for raw in self.redis.lrange(_keys(job_id).steps, 0, -1)]
+        return [json.loads(raw) for raw in self.redis.lrange(job_keys(job_id).steps, 0, -1)]
 
     def add_failure(self, job_id: str, step: str, error: BaseException) -> None:
         entry = {"step": step, "error": f"{type(error).__name__}: {error}"}
-        self.redis.rpush(_keys(job_id).failures, json.dumps(entry))
+        self.redis.rpush(job_keys(job_id).failures, json.dumps(entry))
 
     def failures(self, job_id: str) -> list[dict[str, str]]:
-        return [json.loads(raw) for raw in self.redis.lrange(_keys(job_id).failures, 0, -1)]
+        return [json.loads(raw) for raw in self.redis.lrange(job_keys(job_id).failures, 0, -1)]
 
     def add_promotion(self, job_id: str, entry: dict[str, Any]) -> bool:
         """Record that one of the job's messages moved up a tier; False for an unknown job."""
-        keys = _keys(job_id)
+        keys = job_keys(job_id)
         added = self._add_promotion(keys=[keys.record, keys.promotions], args=[json.dumps(entry)])
         return bool(added)
 
     def promotions(self, job_id: str) -> list[dict[str, Any]]:
-        return [json.loads(raw) for raw in self.redis.lrange(_keys(job_id).promotions, 0, -1)]
+        return [json.loads(raw) for raw in self.redis.lrange(job_keys(job_id).promotions, 0, -1)]
 
     def finish(
         self,
@@ -234,7 +216,7 @@ class JobStore:
         outcome = "succeeded" if state == SUCCESS else "failed"
         flows = [str(part) for flow in data_flow(result) for part in flow]
         won = self._finish(
-            keys=[OPEN, METRICS, *_keys(job_id)],
+            keys=[OPEN, METRICS, *job_keys(job_id)],
             args=[
                 now,
                 *(state, value_field, value, self.ttl_s, job_id, outcome),
@@ -249,7 +231,7 @@ class JobStore:
     def get(self, job_id: str) -> JobRecord | None:
         """The job's record, failures and promotions, read in one round trip (waiters and
         status poll this)."""
-        keys = _keys(job_id)
+        keys = job_keys(job_id)
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.record)
             pipe.lrange(keys.failures, 0, -1)
@@ -278,7 +260,7 @@ class JobStore:
 
     def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         """Block until the job finished or `timeout_s` passed; returns the latest record."""
-        done = _keys(job_id).done
+        done = job_keys(job_id).done
         deadline = time.monotonic() + timeout_s
         while True:
             record = self.get(job_id)

@@ -18,7 +18,7 @@ from kombu.transport import redis as kombu_redis
 
 from jobrunner.worker.app import TRANSPORT
 from jobrunner.worker.broker import transport
-from jobrunner.worker.broker.transport import wake_key
+from jobrunner.worker.broker.keys import wake_key
 
 # (kombu class, private method, the parameter names our override or call expects)
 METHODS: list[tuple[type, str, tuple[str, ...]]] = [

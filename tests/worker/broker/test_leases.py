@@ -12,7 +12,7 @@ from kombu import Connection, Consumer, Message, Producer, Queue
 
 from jobrunner.worker.app import TRANSPORT
 from jobrunner.worker.broker import leases
-from jobrunner.worker.broker.transport import wake_key
+from jobrunner.worker.broker.keys import wake_key
 
 pytestmark = pytest.mark.integration
 

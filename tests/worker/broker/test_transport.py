@@ -13,7 +13,7 @@ import redis
 from kombu import Connection, Consumer, Message, Producer, Queue
 
 from jobrunner.worker.app import TRANSPORT
-from jobrunner.worker.broker.transport import UNREADABLE, wake_key
+from jobrunner.worker.broker.keys import UNREADABLE, wake_key
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from jobrunner.config import TIERS, get_settings
-from jobrunner.worker.broker.transport import wake_key
+from jobrunner.worker.broker.keys import wake_key
 from jobrunner.worker.client import Client
 from jobrunner.worker.monitoring.metrics import counter_families
 from tests.conftest import Server, Workers

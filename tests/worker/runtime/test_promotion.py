@@ -14,11 +14,11 @@ import redis
 
 from jobrunner.config import TIERS, Settings, get_settings
 from jobrunner.config.settings import PoolSettings, StarvationSettings
+from jobrunner.worker.broker.keys import job_keys, wake_key
 from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
-from jobrunner.worker.broker.transport import wake_key
 from jobrunner.worker.client import Client, Job
 from jobrunner.worker.runtime.promotion import Promoter
-from jobrunner.worker.store.jobs import PREFIX, SUCCESS, JobStore
+from jobrunner.worker.store.jobs import SUCCESS, JobStore
 from tests.conftest import Workers
 from tests.support.steps import STARTS
 
@@ -243,7 +243,7 @@ def test_resource_class_queues_move_within_their_class(
 def test_promotions_expire_with_the_job(client: Client, redis_client: redis.Redis) -> None:
     store = JobStore(redis_client, ttl_s=600)
     job = client.submit("sleepy", {"tag": "expiring"}, tier="low")
-    promotions_key = f"{PREFIX}{job.id}:promotions"
+    promotions_key = job_keys(job.id).promotions
     assert store.add_promotion(job.id, {"from": "a", "to": "b", "waited_s": 1.0})
     assert redis_client.ttl(promotions_key) == -1  # kept while the job is not finished
 
@@ -253,7 +253,7 @@ def test_promotions_expire_with_the_job(client: Client, redis_client: redis.Redi
     assert 0 < redis_client.ttl(promotions_key) <= 600
     assert [e["to"] for e in job.record().promotions] == ["b", "c"]
     assert not store.add_promotion("no-such-job", {"from": "a", "to": "b", "waited_s": 1.0})
-    assert not redis_client.exists(f"{PREFIX}no-such-job:promotions")
+    assert not redis_client.exists(job_keys("no-such-job").promotions)
 
 
 def _wait_for_starts(client: redis.Redis, count: int, timeout_s: float = 30) -> list[str]:

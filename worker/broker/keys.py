@@ -1,0 +1,53 @@
+"""Every Redis key jobrunner itself writes or reads, in one place. The strings are what deployed
+Redis data holds: a change here orphans it.
+
+Not here: the tier queues (named by the settings, `[tiers.*]`), kombu's keys (`unacked`,
+`unacked_index`, `_kombu.binding.*`) and Celery's (`celery-task-meta-*`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# Beside the queues (worker/broker/transport.py).
+WAKE = "jobrunner:wake:"  # + a queue's Redis key: list of wake tokens, one per message
+UNREADABLE = "jobrunner:unreadable"  # list: queue entries that were no kombu message, for a person
+
+# Jobs (worker/store/jobs.py).
+JOB = "jobrunner:job:"  # + job id: hash, the job's record (its lists: JobKeys)
+JOBS = "jobrunner:jobs"  # sorted set: job ids by submission time
+OPEN_JOBS = "jobrunner:jobs:open"  # sorted set: unfinished job ids by deadline
+IDEMPOTENCY = "jobrunner:idempotency:"  # + idempotency key: string, the job id it is bound to
+METRICS = "jobrunner:metrics"  # hash: the counters and histograms the exporter and alerts read
+
+# Dead letters (worker/store/dead_letters.py).
+DEAD_LETTERS = "jobrunner:dlq"  # sorted set: failed job ids by time of death
+DEAD_LETTER = "jobrunner:dlq:"  # + job id: hash, the failed job's entry
+
+# Workers (worker/store/deliveries.py, worker/store/heartbeat.py).
+DELIVERIES = "jobrunner:deliveries:"  # + task id: counter of a message's re-deliveries
+WORKER = "jobrunner:worker:"  # + node name: hash, the worker's last heartbeat
+ADMISSION = "jobrunner:admission"  # hash: memory_reserve_mb overrides the config, fleet-wide
+
+# Monitoring (worker/monitoring/alerts.py).
+ALERTS = "jobrunner:alerts"  # hash: rule name -> the firing alert (JSON)
+
+
+class JobKeys(NamedTuple):
+    """The Redis keys of one job; all expire together once it finished."""
+
+    record: str  # JOB + job id
+    done: str  # list: the outcome, pushed once it finished; waiters block on it
+    failures: str  # list: one entry per failed step
+    promotions: str  # list: the starvation guard's moves of the job's messages
+    steps: str  # list: one entry per task run, the job's step tree (worker/monitoring/status.py)
+
+
+def job_keys(job_id: str) -> JobKeys:
+    base = JOB + job_id
+    return JobKeys(base, base + ":done", base + ":failures", base + ":promotions", base + ":steps")
+
+
+def wake_key(queue_key: str) -> str:
+    """The list of wake tokens beside a queue's Redis list."""
+    return WAKE + queue_key
