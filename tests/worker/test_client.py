@@ -11,8 +11,8 @@ import redis
 
 from jobrunner.config import TIERS, ConfigError, get_settings
 from jobrunner.tasks.errors import PayloadError, PipelineError
+from jobrunner.worker.broker.keys import JOBS, OPEN_JOBS
 from jobrunner.worker.client import Client, JobError
-from jobrunner.worker.store.jobs import INDEX, OPEN
 from tests.conftest import Workers
 
 pytestmark = pytest.mark.integration
@@ -46,11 +46,11 @@ def test_fan_out_pipelines_run_too(client: Client) -> None:
 
 
 def test_one_bad_payload_enqueues_nothing(client: Client, redis_client: redis.Redis) -> None:
-    jobs_before = redis_client.zcard(INDEX)
+    jobs_before = redis_client.zcard(JOBS)
     with pytest.raises(PayloadError, match="payload for chain3"):
         client.submit_many("chain3", [{"start": 1}, {"start": "not a number"}], tier="low")
     assert queued(redis_client) == 0
-    assert redis_client.zcard(INDEX) == jobs_before
+    assert redis_client.zcard(JOBS) == jobs_before
 
 
 @pytest.mark.parametrize(
@@ -60,11 +60,11 @@ def test_one_bad_payload_enqueues_nothing(client: Client, redis_client: redis.Re
 def test_unknown_pipeline_or_tier_enqueues_nothing(
     client: Client, redis_client: redis.Redis, pipeline: str, tier: str, error: type
 ) -> None:
-    jobs_before = redis_client.zcard(INDEX)
+    jobs_before = redis_client.zcard(JOBS)
     with pytest.raises(error):
         client.submit_many(pipeline, [{"start": 1}], tier=tier)
     assert queued(redis_client) == 0
-    assert redis_client.zcard(INDEX) == jobs_before
+    assert redis_client.zcard(JOBS) == jobs_before
 
 
 def test_failed_send_removes_the_records(
@@ -77,11 +77,11 @@ def test_failed_send_removes_the_records(
 
     monkeypatch.setattr(client_module._Template, "send", refuse)
     monkeypatch.setattr(client_module.time, "sleep", lambda s: None)  # no retry pauses
-    open_before, jobs_before = redis_client.zcard(OPEN), redis_client.zcard(INDEX)
+    open_before, jobs_before = redis_client.zcard(OPEN_JOBS), redis_client.zcard(JOBS)
     with pytest.raises(JobError, match="could not enqueue 3 jobs for chain3: broker went away"):
         client.submit_many("chain3", [{"start": n} for n in range(3)], tier="low")
     assert queued(redis_client) == 0
-    assert (redis_client.zcard(OPEN), redis_client.zcard(INDEX)) == (open_before, jobs_before)
+    assert (redis_client.zcard(OPEN_JOBS), redis_client.zcard(JOBS)) == (open_before, jobs_before)
 
 
 def test_a_lost_connection_is_retried(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,11 +109,11 @@ def test_broker_refusing_a_producer_enqueues_nothing(
         raise ConnectionError("broker went away")
 
     monkeypatch.setattr(client.app, "producer_or_acquire", refuse)
-    jobs_before = redis_client.zcard(INDEX)
+    jobs_before = redis_client.zcard(JOBS)
     with pytest.raises(JobError, match="could not enqueue 2 jobs"):
         client.submit_many("chain3", [{"start": 1}, {"start": 2}], tier="low")
     assert queued(redis_client) == 0
-    assert redis_client.zcard(INDEX) == jobs_before
+    assert redis_client.zcard(JOBS) == jobs_before
 
 
 def anonymous(text: str, job_id: str) -> str:

@@ -15,9 +15,7 @@ import redis
 
 from jobrunner.config import Settings
 from jobrunner.worker.broker import connection, scripts
-from jobrunner.worker.broker.keys import IDEMPOTENCY, METRICS, job_keys
-from jobrunner.worker.broker.keys import JOBS as INDEX
-from jobrunner.worker.broker.keys import OPEN_JOBS as OPEN
+from jobrunner.worker.broker.keys import IDEMPOTENCY, JOBS, METRICS, OPEN_JOBS, job_keys
 
 PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
 
@@ -134,8 +132,8 @@ class JobStore:
                         "deadline_at": repr(now + deadline_s),
                     },
                 )
-            pipe.zadd(INDEX, {job_id: now for job_id, _ in jobs})
-            pipe.zadd(OPEN, {job_id: now + deadline_s for job_id, _ in jobs})
+            pipe.zadd(JOBS, {job_id: now for job_id, _ in jobs})
+            pipe.zadd(OPEN_JOBS, {job_id: now + deadline_s for job_id, _ in jobs})
             pipe.hincrby(METRICS, SEP.join(("jobs", "submitted", pipeline, tier)), len(jobs))
             pipe.execute()
 
@@ -143,8 +141,8 @@ class JobStore:
         """Forget jobs whose messages never reached the broker."""
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(*(key for job_id in job_ids for key in job_keys(job_id)))
-            pipe.zrem(INDEX, *job_ids)
-            pipe.zrem(OPEN, *job_ids)
+            pipe.zrem(JOBS, *job_ids)
+            pipe.zrem(OPEN_JOBS, *job_ids)
             pipe.execute()
 
     def claim_idempotency_key(self, key: str, job_id: str) -> str | None:
@@ -159,7 +157,7 @@ class JobStore:
 
     def overdue(self, now: float, limit: int = 100) -> list[str]:
         """Unfinished jobs whose deadline passed."""
-        return [raw.decode() for raw in self.redis.zrangebyscore(OPEN, "-inf", now, 0, limit)]
+        return [raw.decode() for raw in self.redis.zrangebyscore(OPEN_JOBS, "-inf", now, 0, limit)]
 
     def add_retry(self, job_id: str) -> None:
         self.redis.hincrby(job_keys(job_id).record, "retries", 1)
@@ -216,7 +214,7 @@ class JobStore:
         outcome = "succeeded" if state == SUCCESS else "failed"
         flows = [str(part) for flow in data_flow(result) for part in flow]
         won = self._finish(
-            keys=[OPEN, METRICS, *job_keys(job_id)],
+            keys=[OPEN_JOBS, METRICS, *job_keys(job_id)],
             args=[
                 now,
                 *(state, value_field, value, self.ttl_s, job_id, outcome),

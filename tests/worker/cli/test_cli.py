@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from jobrunner.config import TIERS, get_settings
-from jobrunner.worker.store.jobs import INDEX
+from jobrunner.worker.broker.keys import JOBS
 from tests.conftest import Workers
 from tests.support.cli import run
 
@@ -66,14 +66,14 @@ def _queued(client: redis.Redis) -> int:
 def test_bad_submission_is_one_line_and_enqueues_nothing(
     redis_client: redis.Redis, args: list[str], env: dict[str, str], message: str
 ) -> None:
-    jobs_before = redis_client.zcard(INDEX)
+    jobs_before = redis_client.zcard(JOBS)
     result = run("submit", *args, **env)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert message in lines[0]
     assert _queued(redis_client) == 0
-    assert redis_client.zcard(INDEX) == jobs_before
+    assert redis_client.zcard(JOBS) == jobs_before
 
 
 @pytest.mark.parametrize(
