@@ -12,14 +12,12 @@ from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 
 from jobrunner.tasks.step import needs_by_task
-from jobrunner.worker.broker import connection
 from jobrunner.worker.broker.transport import gate_fetching
 from jobrunner.worker.runtime.admission import AdmissionGate, DoesNotFit
-from jobrunner.worker.runtime.consumer.base import PeriodicStep
+from jobrunner.worker.runtime.consumer.base import PeriodicStep, job_store
 from jobrunner.worker.store import heartbeat
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
 from jobrunner.worker.store.deliveries import DeliveryCounter
-from jobrunner.worker.store.jobs import open_store
 
 log = logging.getLogger("jobrunner.worker")
 
@@ -36,8 +34,8 @@ class Poison(Exception):
 class AdmissionStep(PeriodicStep):
     def __init__(self, c: Consumer, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
-        self.redis = connection.client(self.settings.effective_result_url)
-        self.jobs = open_store(self.settings)
+        self.jobs = job_store(c, self.settings)
+        self.redis = self.jobs.redis
         self.dead_letters = DeadLetterStore(self.redis)
         self.deliveries = DeliveryCounter(
             self.redis,

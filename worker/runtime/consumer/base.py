@@ -10,12 +10,28 @@ from typing import Any
 from celery import bootsteps
 from celery.worker.consumer import Consumer
 
-from jobrunner.config import get_settings
+from jobrunner.config import Settings, get_settings
 from jobrunner.worker.broker import connection
+from jobrunner.worker.store.jobs import JobStore, open_store
 
 log = logging.getLogger("jobrunner.worker")
 # Each step starts after Celery's Tasks step, which owns the task consumer and its channel.
 AFTER_TASKS = "celery.worker.consumer.tasks:Tasks"
+
+
+def worker_pool(c: Consumer, jobrunner_pool: str | None) -> str:
+    """The jobrunner pool this worker runs: its --jobrunner-pool, else its node name's prefix."""
+    return jobrunner_pool or c.hostname.split("@", 1)[0]
+
+
+def job_store(c: Consumer, settings: Settings) -> JobStore:
+    """The worker's job store on the result Redis, made once per worker and shared by its
+    bootsteps, so they share one connection pool (the heartbeat and dead letters use its
+    client too)."""
+    store: JobStore | None = getattr(c, "jobrunner_store", None)
+    if store is None:
+        store = c.jobrunner_store = open_store(settings)
+    return store
 
 
 class PeriodicStep(bootsteps.StartStopStep):

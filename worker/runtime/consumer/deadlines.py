@@ -8,10 +8,8 @@ from typing import Any
 
 from celery.worker.consumer import Consumer
 
-from jobrunner.worker.broker import connection
-from jobrunner.worker.runtime.consumer.base import PeriodicStep
+from jobrunner.worker.runtime.consumer.base import PeriodicStep, job_store
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
-from jobrunner.worker.store.jobs import open_store
 
 log = logging.getLogger("jobrunner.worker")
 
@@ -19,8 +17,8 @@ log = logging.getLogger("jobrunner.worker")
 class DeadlineStep(PeriodicStep):
     def __init__(self, c: Consumer, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
-        self.jobs = open_store(self.settings)
-        self.dead_letters = DeadLetterStore(connection.client(self.settings.effective_result_url))
+        self.jobs = job_store(c, self.settings)
+        self.dead_letters = DeadLetterStore(self.jobs.redis)
 
     def start(self, c: Consumer) -> None:
         self.every(c, self.settings.reliability.reaper_interval_s, self.fail_overdue_jobs)

@@ -9,21 +9,19 @@ from typing import Any
 from celery.worker import state
 from celery.worker.consumer import Consumer
 
-from jobrunner.worker.broker import connection
 from jobrunner.worker.runtime.admission import AdmissionGate
-from jobrunner.worker.runtime.consumer.base import PeriodicStep
+from jobrunner.worker.runtime.consumer.admission import AdmissionStep
+from jobrunner.worker.runtime.consumer.base import PeriodicStep, job_store, worker_pool
 from jobrunner.worker.store import heartbeat
-
-ADMISSION_STEP = "jobrunner.worker.runtime.consumer.admission:AdmissionStep"
 
 
 class HeartbeatStep(PeriodicStep):
-    requires = (ADMISSION_STEP,)  # publishes the admission gate's state
+    requires = (AdmissionStep,)  # publishes the admission gate's state
 
     def __init__(self, c: Consumer, jobrunner_pool: str | None = None, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
-        self.pool = jobrunner_pool or c.hostname.split("@", 1)[0]
-        self.redis = connection.client(self.settings.effective_result_url)
+        self.pool = worker_pool(c, jobrunner_pool)
+        self.redis = job_store(c, self.settings).redis
 
     def start(self, c: Consumer) -> None:
         self.publish(c)

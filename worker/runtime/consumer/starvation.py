@@ -9,14 +9,14 @@ from celery.worker.consumer import Consumer
 
 from jobrunner.config import TIERS
 from jobrunner.worker.broker import connection
-from jobrunner.worker.runtime.consumer.base import PeriodicStep
+from jobrunner.worker.runtime.consumer.base import PeriodicStep, worker_pool
 from jobrunner.worker.runtime.promotion import Promoter
 
 
 class StarvationStep(PeriodicStep):
     def __init__(self, c: Consumer, jobrunner_pool: str | None = None, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
-        pool = jobrunner_pool or c.hostname.split("@", 1)[0]
+        pool = worker_pool(c, jobrunner_pool)
         tiers = self.settings.pool(pool).tiers if pool in self.settings.pools else []
         self.guarding = any(tier in tiers for tier in TIERS[1:])
 
