@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobrunner.config import Settings
@@ -43,6 +44,10 @@ from jobrunner.worker.store.tokens import (
 EVENT_BLOCK_S = 1.0  # an event stream re-reads the step list at least this often
 KEEPALIVE_S = 15.0  # an idle event stream sends a comment this often (proxies close silent ones)
 NOT_YET = "{what} is not available yet (it lands with the control-plane issue)"
+# Declares the scheme in the OpenAPI document; missing or malformed headers come through as None.
+BEARER = HTTPBearer(
+    auto_error=False, bearerFormat="jr_<id>.<secret>", description="`jobrunner tokens create`"
+)
 
 
 class JobRequest(BaseModel):
@@ -80,13 +85,16 @@ class Api:
             settings.effective_result_url, socket_timeout=None, socket_connect_timeout=5
         )
 
-    def caller(self, request: Request) -> Token:
+    def caller(
+        self,
+        request: Request,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> Token:
         """The request's live token, or 401 (audited and counted as denied)."""
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
         try:
-            if scheme.lower() != "bearer" or not value.strip():
+            if bearer is None:
                 raise AuthError("no bearer token (Authorization: Bearer jr_<id>.<secret>)")
-            return self.tokens.authenticate(value.strip())
+            return self.tokens.authenticate(bearer.credentials)
         except AuthError as error:
             self.audit.record(
                 "anonymous", "authenticate", request.url.path, DENIED, where(request), str(error)
