@@ -219,6 +219,21 @@ def create_api(settings: Settings) -> FastAPI:
         exception_handlers=problems.HANDLERS,
     )
     Caller = Annotated[Token, Depends(api.caller)]
+    slack = 16384  # the envelope around the payloads
+    body_caps = {
+        "/jobs": settings.limits.payload_max_bytes + slack,
+        "/jobs:batch": settings.limits.payload_max_bytes * settings.api.max_batch + slack,
+    }
+
+    @app.middleware("http")
+    async def refuse_large_bodies(request: Request, call_next: Any) -> Any:
+        """413 before reading a body that cannot hold valid payloads (by its Content-Length)."""
+        cap = body_caps.get(request.url.path)
+        length = request.headers.get("content-length", "")
+        if cap is not None and length.isdigit() and int(length) > cap:
+            detail = f"request body is {length} bytes, over the {cap} limit of {request.url.path}"
+            return problems.response(413, detail)
+        return await call_next(request)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(token: Caller, request: Request) -> dict[str, Any]:

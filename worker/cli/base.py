@@ -44,9 +44,12 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def audit(action: str, target: str, detail: str = "", outcome: str = "ok") -> None:
+def audit(
+    action: str, target: str, detail: str = "", outcome: str = "ok", *, quiet: bool = False
+) -> None:
     """Record a state-changing command in the audit trail, as the local user on this host.
-    Where no broker is reachable (a deploy from a laptop), say so on stderr and go on."""
+    Where no broker is reachable (a deploy from a laptop), say so on stderr (unless `quiet`:
+    before an error, which stays one line) and go on."""
     from jobrunner.config import JobrunnerError
     from jobrunner.worker.broker import connection
     from jobrunner.worker.client import Client
@@ -56,7 +59,8 @@ def audit(action: str, target: str, detail: str = "", outcome: str = "ok") -> No
     try:
         connection.check_reachable(client.settings)
     except JobrunnerError as error:
-        print(f"jobrunner: audit entry not recorded: {error}", file=sys.stderr)
+        if not quiet:
+            print(f"jobrunner: audit entry not recorded: {error}", file=sys.stderr)
         return
     who, where = local_caller()
     audit_log(client.store.redis, client.settings).record(

@@ -25,6 +25,6 @@ def deploy(
     try:
         run_deploy(inventory, limit=limit, check=check, tags=tags, console=console)
     except JobrunnerError as exc:
-        audit("deploy", str(inventory), f"{what}: {exc}", outcome="failed")
+        audit("deploy", str(inventory), f"{what}: {exc}", outcome="failed", quiet=True)
         fail(str(exc))
     audit("deploy", str(inventory), what)

@@ -21,7 +21,7 @@ from celery import Celery, Task, shared_task
 from jobrunner.config import get_settings
 from jobrunner.worker.client import Client
 from jobrunner.worker.store.audit import DENIED, OK, audit_log
-from jobrunner.worker.store.tokens import SUBMIT, Denied, TokenStore
+from jobrunner.worker.store.tokens import SUBMIT, AuthError, Denied, TokenStore
 
 SUBMIT_TASK = "jobrunner.submit"
 
@@ -54,12 +54,12 @@ def submit(
     audit = audit_log(client.store.redis, client.settings)
     tier = tier or client.settings.default_tier
     who = "celery:jobrunner.submit (operator)"
-    if token is not None:  # an AuthError (unknown, revoked, expired) fails the task as it is
-        checked = TokenStore(client.store.redis).authenticate(token)
-        who = checked.who
+    if token is not None:
         try:
+            checked = TokenStore(client.store.redis).authenticate(token)
+            who = checked.who
             checked.check(SUBMIT, pipeline, tier)
-        except Denied as error:
+        except (AuthError, Denied) as error:
             audit.record(who, SUBMIT, pipeline, DENIED, "celery", str(error))
             raise
     job = client.submit(pipeline, payload, tier=tier, idempotency_key=idempotency_key)
