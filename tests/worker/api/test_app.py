@@ -4,6 +4,8 @@ problem+json errors, submit, long-poll and events with curl, batches, the audit 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -173,6 +175,17 @@ def test_malformed_json_and_idempotency_conflict(
     assert conflict.status == 409 and first.json()["job_id"] in conflict.json()["detail"]
 
 
+@pytest.fixture(scope="module")
+def curl() -> str:
+    """curl, the non-Python client: installed from Debian when missing and run as root."""
+    if shutil.which("curl") is None and os.geteuid() == 0:
+        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "curl"]
+        subprocess.run(apt, check=True, capture_output=True, timeout=900)
+    if shutil.which("curl") is None:
+        pytest.skip("needs the Debian package curl")
+    return "curl"
+
+
 def _curl(*args: str, timeout_s: float = 60) -> str:
     done = subprocess.run(
         ["curl", "-sS", "--fail-with-body", *args],
@@ -185,7 +198,7 @@ def _curl(*args: str, timeout_s: float = 60) -> str:
 
 
 def test_curl_submits_long_polls_and_follows_events(
-    api_server: ApiServer, make_token: MakeToken, client: Client
+    api_server: ApiServer, make_token: MakeToken, client: Client, curl: str
 ) -> None:
     token = make_token("submitter", pipelines=["chain3", "sleepy"], tiers=["low"])
     auth = f"Authorization: Bearer {token}"
