@@ -3,6 +3,7 @@ once, at creation; only its argon2 hash is stored."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Annotated, Any
 
@@ -69,8 +70,8 @@ def tokens_create(
     if as_json:
         print_json({**token.public(), "token": secret})
         return
-    print(secret)
-    console.print(f"token {token.id} ({role}): shown once, only its hash is kept", style="dim")
+    print(secret)  # alone on stdout: TOKEN=$(jobrunner tokens create ...)
+    print(f"token {token.id} ({role}): shown once, only its hash is kept", file=sys.stderr)
 
 
 @tokens.command("list")

@@ -269,6 +269,9 @@ def test_tokens_cli_shows_once_stores_a_hash_and_revokes(
     assert api_server.call("POST", "/jobs", token["token"], {**high, "tier": "low"}).status == 202
     assert run("tokens", "revoke", token["id"]).returncode == 0
     assert api_server.call("GET", "/pipelines", token["token"]).status == 401
+    plain = run("tokens", "create", "--role", "viewer").stdout  # TOKEN=$(jobrunner tokens ...)
+    assert api_server.call("GET", "/pipelines", plain.strip()).status == 200
+    assert plain.startswith("jr_") and plain.count("\n") == 1
     bad_tier = run("tokens", "create", "--role", "viewer", "--tiers", "urgent")
     assert "unknown tier 'urgent' in --tiers" in bad_tier.stderr
     trail = json.loads(run("audit", "--since", "1h", "--json").stdout)
