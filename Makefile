@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs bench bench-quick clean
+.PHONY: demo test lint docs openapi bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: lint
 # The documentation site (mkdocs.yml); strict, so a warning such as a broken link fails it.
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
+
+# The HTTP API's OpenAPI document for the site (tests/worker/api/test_openapi.py keeps it current).
+openapi: $(STAMP)
+	JOBRUNNER_BROKER_URL=redis://127.0.0.1:1/0 $(BIN)/python -c 'import json; \
+	from jobrunner.config import get_settings; from jobrunner.worker.api.app import create_api; \
+	print(json.dumps(create_api(get_settings()).openapi(), indent=2))' > docs/openapi.json
 
 # Benchmarks against plain Celery (and Huey with --peers) on the same Redis and processes.
 bench: $(STAMP)

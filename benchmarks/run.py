@@ -36,6 +36,7 @@ from jobrunner.benchmarks.scenarios import (
     QUICK,
     Bench,
     Plan,
+    api,
     chain,
     fan_out,
     memory,
@@ -51,12 +52,15 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     fan_out.NAME: fan_out.run,
     chain.NAME: chain.run,
     memory.NAME: memory.run,
+    api.NAME: api.run,
 }
+# Left out of --quick unless named with --only: it starts an API server beside its workers.
+NOT_QUICK = {api.NAME}
 
 
-def selected(only: str | None) -> list[str]:
+def selected(only: str | None, quick: bool = False) -> list[str]:
     if only is None:
-        return list(SCENARIOS)
+        return [name for name in SCENARIOS if not (quick and name in NOT_QUICK)]
     if only not in SCENARIOS:
         raise JobrunnerError(f"unknown benchmark {only!r} (choose from: {', '.join(SCENARIOS)})")
     return [only]
@@ -114,7 +118,7 @@ def run_benchmarks(
     *, quick: bool, as_json: bool, only: str | None, peers: bool, console: Console
 ) -> list[Row]:
     """Run the selected scenarios and print the report; the rows, for callers and tests."""
-    names = selected(only)
+    names = selected(only, quick)
     if peers and find_spec("huey") is None:
         raise JobrunnerError("--peers needs Huey: pip install 'jobrunner[bench]'")
     plan = QUICK if quick else FULL

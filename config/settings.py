@@ -122,6 +122,33 @@ class MetricsSettings(_Section):
         return bounds
 
 
+class ApiSettings(_Section):
+    """The HTTP API (`jobrunner api`): every route but /health needs a bearer token."""
+
+    address: str = Field(min_length=1, description="interface to bind; 127.0.0.1 = this host only")
+    port: int = Field(ge=1, le=65535, description="HTTP(S) port")
+    tls_certfile: str = Field(default="", description="PEM certificate; set with tls_keyfile")
+    tls_keyfile: str = Field(default="", description="PEM private key; empty = plain HTTP")
+    max_wait_s: float = Field(gt=0, description="longest long-poll (?wait=) one request may hold")
+    max_batch: int = Field(ge=1, description="most jobs one POST /jobs:batch may submit")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> ApiSettings:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("api.tls_certfile and api.tls_keyfile go together")
+        return self
+
+
+class SecuritySettings(_Section):
+    """Encryption at rest and the audit trail."""
+
+    payload_key: str = Field(
+        default="", description="Fernet key(s), newest first, comma-separated; empty = clear"
+    )
+    payload_key_file: str = Field(default="", description="file of Fernet keys, one a line")
+    audit_retention_days: float = Field(gt=0, description="audit entries older than this go")
+
+
 class AlertRule(_Section):
     """One condition the exporter checks every `alerts.interval_s`; see config/default.toml."""
 
@@ -233,6 +260,8 @@ class Settings(BaseSettings):
     flower: FlowerSettings
     metrics: MetricsSettings
     alerts: AlertSettings
+    api: ApiSettings
+    security: SecuritySettings
     limits: LimitSettings
     admission: AdmissionSettings
     autoscale: AutoscaleSettings

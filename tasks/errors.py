@@ -9,3 +9,7 @@ class PipelineError(JobrunnerError):
 
 class PayloadError(JobrunnerError):
     """A job payload is not valid for its pipeline; nothing was enqueued."""
+
+
+class PayloadTooLarge(PayloadError):
+    """A job payload is over `limits.payload_max_bytes` (HTTP 413)."""

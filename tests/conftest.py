@@ -31,6 +31,8 @@ from jobrunner.worker.broker.keys import wake_key
 from jobrunner.worker.client import Client
 from tests.support.steps import STARTS
 
+pytest_plugins = ["tests.fixtures.api"]
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_START_TIMEOUT_S = 60
 
@@ -162,7 +164,14 @@ class Server:
     """A jobrunner server process (`python -m jobrunner ARGS`: Flower, the metrics exporter) on a
     free 127.0.0.1 port behind generated basic auth; stopped (its whole session) at the end."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path, ready_path: str) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        log: Path,
+        ready_path: str,
+        ready_status: int = 200,
+    ) -> None:
         from jobrunner.worker.broker.embedded import free_port
 
         self.port = free_port()
@@ -186,7 +195,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{args[0]} exited:\n{log.read_text()[-2000:]}")
             try:
-                if self.get(ready_path).status == 200:
+                if self.get(ready_path).status == ready_status:
                     return
             except OSError:  # not listening yet
                 time.sleep(0.2)

@@ -36,7 +36,7 @@ from jobrunner.config import JobrunnerError, Settings, get_settings
 from jobrunner.config.errors import first_error
 from jobrunner.tasks.builtin import sending_through
 from jobrunner.tasks.compile import JobSpec, compile_job
-from jobrunner.tasks.errors import PayloadError, PipelineError
+from jobrunner.tasks.errors import PayloadError, PayloadTooLarge, PipelineError
 from jobrunner.tasks.pipeline import Pipeline
 from jobrunner.tasks.registry import load_pipelines
 from jobrunner.worker.app import create_app
@@ -68,7 +68,7 @@ def validate_payload(
         ) from None
     size = len(json.dumps(normalized))
     if size > max_bytes:
-        raise PayloadError(
+        raise PayloadTooLarge(
             f"payload for {pipeline.name} is {size} bytes, over the {max_bytes} limit"
         )
     return normalized

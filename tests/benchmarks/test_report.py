@@ -30,3 +30,8 @@ def test_unknown_scenario_is_one_clear_error() -> None:
     with pytest.raises(JobrunnerError, match=r"unknown benchmark 'nope' \(choose from: priority"):
         selected("nope")
     assert selected("chain") == ["chain"]
+
+
+def test_api_scenario_runs_only_when_not_quick_or_named() -> None:
+    assert "api" in selected(None) and "api" not in selected(None, quick=True)
+    assert selected("api", quick=True) == ["api"]

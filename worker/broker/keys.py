@@ -29,6 +29,11 @@ DELIVERIES = "jobrunner:deliveries:"  # + task id: counter of a message's re-del
 WORKER = "jobrunner:worker:"  # + node name: hash, the worker's last heartbeat
 ADMISSION = "jobrunner:admission"  # hash: memory_reserve_mb overrides the config, fleet-wide
 
+# Access (worker/store/tokens.py, worker/store/audit.py).
+TOKEN = "jobrunner:token:"  # + token id: hash, an API token's argon2 hash, role, scope, expiry
+TOKENS = "jobrunner:tokens"  # sorted set: token ids by creation time
+AUDIT = "jobrunner:audit"  # stream: who did what, when, from where, with what outcome
+
 # Monitoring (worker/monitoring/alerts.py).
 ALERTS = "jobrunner:alerts"  # hash: rule name -> the firing alert (JSON)
 

@@ -22,6 +22,10 @@ COMMAND_MODULES = (
     "deploy",
     "bench",
     "dlq",
+    "api",
+    "tokens",
+    "audit",
+    "keys",
 )
 for _name in COMMAND_MODULES:
     import_module(f"{__name__}.{_name}")

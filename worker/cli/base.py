@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Any, NoReturn
 
@@ -22,6 +23,18 @@ console = Console()
 TIER_HELP = "high, medium or low (default: the configured default_tier)"
 
 
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+SECONDS_PER = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_s(text: str, option: str) -> float:
+    """Seconds in `text` (7d, 12h, 30m, 90), or a one-line error naming `option`."""
+    match = DURATION.match(text.strip())
+    if match is None:
+        fail(f"{option} {text!r} is not a duration like 7d, 12h, 30m or 90")
+    return float(match.group(1)) * SECONDS_PER[match.group(2)]
+
+
 def fail(message: str) -> NoReturn:
     print(f"jobrunner: error: {message}", file=sys.stderr)
     raise typer.Exit(1)
@@ -29,6 +42,30 @@ def fail(message: str) -> NoReturn:
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
+
+
+def audit(
+    action: str, target: str, detail: str = "", outcome: str = "ok", *, quiet: bool = False
+) -> None:
+    """Record a state-changing command in the audit trail, as the local user on this host.
+    Where no broker is reachable (a deploy from a laptop), say so on stderr (unless `quiet`:
+    before an error, which stays one line) and go on."""
+    from jobrunner.config import JobrunnerError
+    from jobrunner.worker.broker import connection
+    from jobrunner.worker.client import Client
+    from jobrunner.worker.store.audit import audit_log, local_caller
+
+    client = Client()
+    try:
+        connection.check_reachable(client.settings)
+    except JobrunnerError as error:
+        if not quiet:
+            print(f"jobrunner: audit entry not recorded: {error}", file=sys.stderr)
+        return
+    who, where = local_caller()
+    audit_log(client.store.redis, client.settings).record(
+        who, action, target, outcome, where, detail
+    )
 
 
 def exec_celery(argv: list[str], env: dict[str, str]) -> NoReturn:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from jobrunner.config import JobrunnerError
-from jobrunner.worker.cli.base import cli, console, fail
+from jobrunner.worker.cli.base import audit, cli, console, fail
 
 
 @cli.command()
@@ -21,7 +21,10 @@ def deploy(
     """Deploy or roll the fleet with the playbooks in playbooks/ (through ansible-runner)."""
     from jobrunner.worker.ops.deploy import deploy as run_deploy
 
+    what = f"limit={limit or 'all'} tags={tags or 'all'}" + (" check" if check else "")
     try:
         run_deploy(inventory, limit=limit, check=check, tags=tags, console=console)
     except JobrunnerError as exc:
+        audit("deploy", str(inventory), f"{what}: {exc}", outcome="failed", quiet=True)
         fail(str(exc))
+    audit("deploy", str(inventory), what)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from jobrunner.worker.cli.base import cli, console, fail, print_json
+from jobrunner.worker.cli.base import audit, cli, console, duration_s, fail, print_json
 
 dlq = typer.Typer(
     help="The dead-letter store: failed jobs with their reasons.", no_args_is_help=True
@@ -17,16 +16,13 @@ dlq = typer.Typer(
 
 cli.add_typer(dlq, name="dlq")
 
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-
-SECONDS_PER = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def _dead_letters() -> Any:
     from jobrunner.worker.client import Client
     from jobrunner.worker.store.dead_letters import DeadLetterStore
 
-    return DeadLetterStore(Client().store.redis)
+    store = Client().store
+    return DeadLetterStore(store.redis, store.cipher)
 
 
 @dlq.command("list")
@@ -82,6 +78,7 @@ def dlq_retry(
             fail(f"no dead letter for job {old}")
         new = client.submit(entry["pipeline"], entry["payload"], tier=entry["tier"])
         letters.remove(old)
+        audit("retry", old, f"resubmitted as {new.id}")
         print(f"{old} -> {new.id}")
 
 
@@ -90,8 +87,7 @@ def dlq_purge(
     older_than: Annotated[str, typer.Option(help="age, e.g. 7d, 12h, 30m or seconds")],
 ) -> None:
     """Remove dead letters older than the given age (nothing else ever removes them)."""
-    match = DURATION.match(older_than.strip())
-    if match is None:
-        fail(f"--older-than {older_than!r} is not a duration like 7d, 12h, 30m or 90")
-    seconds = float(match.group(1)) * SECONDS_PER[match.group(2)]
-    print(f"purged {_dead_letters().purge(seconds)} dead letter(s) older than {older_than}")
+    seconds = duration_s(older_than, "--older-than")
+    purged = _dead_letters().purge(seconds)
+    audit("purge", "dlq", f"{purged} older than {older_than}")
+    print(f"purged {purged} dead letter(s) older than {older_than}")

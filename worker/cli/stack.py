@@ -14,14 +14,18 @@ from jobrunner.worker.cli.base import cli, console
 def up(
     no_flower: Annotated[bool, typer.Option(help="do not start Flower")] = False,
     no_metrics: Annotated[bool, typer.Option(help="do not start the metrics exporter")] = False,
+    no_api: Annotated[bool, typer.Option(help="do not start the HTTP API")] = False,
 ) -> None:
-    """Run the local stack in the foreground: broker, a worker per pool, Flower and the metrics
-    exporter. Ctrl-C stops it warmly (running steps finish)."""
+    """Run the local stack in the foreground: broker, a worker per pool, Flower, the metrics
+    exporter and the HTTP API. Ctrl-C stops it warmly (running steps finish)."""
+    from jobrunner.worker.api.serve import url as api_url
     from jobrunner.worker.monitoring import flower, metrics
     from jobrunner.worker.ops.stack import LocalStack
 
     settings = get_settings()
-    with LocalStack(settings, with_flower=not no_flower, with_metrics=not no_metrics) as stack:
+    with LocalStack(
+        settings, with_flower=not no_flower, with_metrics=not no_metrics, with_api=not no_api
+    ) as stack:
         nodes = stack.wait_for_workers()
         console.print(f"broker: {_redacted(stack.settings.broker_url)}")
         console.print(f"workers: {', '.join(nodes)}")
@@ -31,6 +35,10 @@ def up(
         if stack.metrics_credentials:
             creds = stack.metrics_credentials
             console.print(f"metrics: {metrics.url(settings)} (user {creds.user}, {creds.source})")
+        if not no_api:
+            console.print(
+                f"api: {api_url(settings)} (tokens: `jobrunner tokens create --role ...`)"
+            )
         console.print("running; Ctrl-C stops")
         assert stack.supervisor is not None
         stack.supervisor.run()

@@ -107,6 +107,7 @@ def render_overview(data: dict[str, Any], console: Console) -> None:
         console.print(f"no workers answered (pools configured: {', '.join(get_settings().pools)})")
     if not data["alerts"]:
         console.print("no alerts firing")
+    console.print(f"payloads: {data['payloads']}")
 
 
 def _run_label(run: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from jobrunner.worker.cli.base import TIER_HELP, cli, console, fail, print_json
+from jobrunner.worker.cli.base import TIER_HELP, audit, cli, console, fail, print_json
 
 
 def _read_payload(payload: str | None, payload_file: Path | None) -> Any:
@@ -52,6 +52,7 @@ def submit(
     job = Client().submit(
         pipeline, data, tier=priority, idempotency_key=idempotency_key, deadline_s=deadline
     )
+    audit("submit", job.id, f"{pipeline} at {priority or 'default tier'}")
     if not wait:
         print_json({"job_id": job.id}) if as_json else print(job.id)
         return

@@ -35,6 +35,7 @@ from jobrunner.worker.broker.queues import queue_stats
 from jobrunner.worker.monitoring import alerts
 from jobrunner.worker.monitoring.flower import Credentials, generated, parse_basic_auth
 from jobrunner.worker.store import heartbeat
+from jobrunner.worker.store.audit import DENIED
 from jobrunner.worker.store.jobs import SEP, bound_field
 
 AUTH_FILE = "metrics.auth"
@@ -114,6 +115,11 @@ class JobrunnerCollector(Collector):
         fields = {key.decode(): _number(value.decode()) for key, value in raw.items()}
         yield from self._jobs(fields)
         yield from self._data_flow(fields)
+        yield from counter_families(  # written by the audit trail (worker/store/audit.py)
+            fields,
+            {DENIED: ("jobrunner_denied_calls", "Calls refused: no valid token, role or scope")},
+            ["action"],
+        )
         letters = GaugeMetricFamily("jobrunner_dead_letters", "Failed jobs kept in the DLQ")
         letters.add_metric([], dead)
         yield letters

@@ -46,7 +46,7 @@ def overview() -> dict[str, Any]:
     workers = [_worker_row(beat) for beat in heartbeat.read_all(results)]
     recent_ids = [i.decode() for i in results.zrevrange(JOBS, 0, RECENT_JOBS - 1)]
     recent = [client.store.get(job_id) for job_id in recent_ids]
-    letters = DeadLetterStore(results)
+    letters = DeadLetterStore(results, client.store.cipher)
     failed_ids = [i.decode() for i in results.zrevrange(DEAD_LETTERS, 0, RECENT_FAILURES - 1)]
     failures = [_failure_row(e) for i in failed_ids if (e := letters.get(i)) is not None]
     return {
@@ -55,6 +55,11 @@ def overview() -> dict[str, Any]:
         "alerts": alerts.firing(results),
         "recent_failures": failures,
         "recent_jobs": [_job_row(r) for r in recent if r is not None],
+        "payloads": (
+            "encrypted at rest (security.payload_key)"
+            if client.store.cipher.enabled
+            else "stored in clear (set security.payload_key to encrypt them)"
+        ),
     }
 
 

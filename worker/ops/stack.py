@@ -1,5 +1,5 @@
 """The local stack of `jobrunner up` and `demo`: broker, one worker per pool, Flower and (for
-`up`) the metrics exporter."""
+`up`) the metrics exporter and the HTTP API."""
 
 from __future__ import annotations
 
@@ -28,11 +28,13 @@ class LocalStack:
         log_dir: Path | None = None,
         with_flower: bool = True,
         with_metrics: bool = False,
+        with_api: bool = False,
     ):
         self.settings = settings
         self.log_dir = log_dir
         self.with_flower = with_flower
         self.with_metrics = with_metrics
+        self.with_api = with_api  # bearer tokens only: `jobrunner tokens create`
         self.redis: EmbeddedRedis | None = None
         self.credentials: flower.Credentials | None = None
         self.metrics_credentials: flower.Credentials | None = None
@@ -86,6 +88,8 @@ class LocalStack:
             # Generated (or configured) credentials reach the exporter through its settings.
             self.metrics_credentials = metrics.credentials(self.settings)
             services.append(Service("metrics", ["-m", "jobrunner", "metrics"], env))
+        if self.with_api:
+            services.append(Service("api", ["-m", "jobrunner", "api"], env))
         return services
 
     def __enter__(self) -> LocalStack:

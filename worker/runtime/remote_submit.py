@@ -3,6 +3,10 @@ Python. Flower's HTTP API calls it (`POST /api/task/async-apply/jobrunner.submit
 client can send it by name. It validates and enqueues the job exactly as `Client.submit` does, and
 its result is the new job's id (a bad pipeline, tier or payload fails the task with one line).
 
+Given an API `token`, the submission is held to that token's role and scope, exactly as the HTTP
+API holds it (worker/store/tokens.py); a refusal fails the task and is audited. Without one,
+the sender is trusted as an operator: Flower's password is an operator credential.
+
 It is sent to the high tier's queue, whatever the job's tier: submitting is cheap, and a high job
 must not wait behind a backlog before it even exists.
 """
@@ -16,6 +20,8 @@ from celery import Celery, Task, shared_task
 
 from jobrunner.config import get_settings
 from jobrunner.worker.client import Client
+from jobrunner.worker.store.audit import DENIED, OK, audit_log
+from jobrunner.worker.store.tokens import SUBMIT, AuthError, Denied, TokenStore
 
 SUBMIT_TASK = "jobrunner.submit"
 
@@ -41,7 +47,21 @@ def submit(
     payload: dict[str, Any] | None = None,
     tier: str | None = None,
     idempotency_key: str | None = None,
+    token: str | None = None,
 ) -> str:
     """Enqueue a job of `pipeline` at `tier` (default: the configured default tier); its id."""
-    job = _client(self.app).submit(pipeline, payload, tier=tier, idempotency_key=idempotency_key)
+    client = _client(self.app)
+    audit = audit_log(client.store.redis, client.settings)
+    tier = tier or client.settings.default_tier
+    who = "celery:jobrunner.submit (operator)"
+    if token is not None:
+        try:
+            checked = TokenStore(client.store.redis).authenticate(token)
+            who = checked.who
+            checked.check(SUBMIT, pipeline, tier)
+        except (AuthError, Denied) as error:
+            audit.record(who, SUBMIT, pipeline, DENIED, "celery", str(error))
+            raise
+    job = client.submit(pipeline, payload, tier=tier, idempotency_key=idempotency_key)
+    audit.record(who, SUBMIT, job.id, OK, "celery", f"{pipeline} at {tier}")
     return job.id

@@ -32,7 +32,7 @@ def store() -> JobStore:
 
 
 def dead_letters() -> DeadLetterStore:
-    return DeadLetterStore(store().redis)
+    return DeadLetterStore(store().redis, store().cipher)
 
 
 def describe(error: BaseException) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from jobrunner.worker.broker.keys import DEAD_LETTER, DEAD_LETTERS
+from jobrunner.worker.store.crypto import CLEAR, Cipher
 from jobrunner.worker.store.jobs import FAILURE, SUCCESS, JobStore
 
 TRACEBACK_LIMIT = 8000  # characters kept of a traceback
@@ -26,13 +27,16 @@ def format_traceback(error: BaseException) -> str:
 
 
 class DeadLetterStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, cipher: Cipher = CLEAR) -> None:
         self.redis = client
+        self.cipher = cipher  # seals the payload at rest (worker/store/crypto.py)
 
     def add(self, entry: dict[str, Any]) -> None:
         """Keep `entry` (it must hold job_id) until purged."""
         now = time.time()
         fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in entry.items()}
+        if "payload" in fields:
+            fields["payload"] = self.cipher.seal(fields["payload"])
         with self.redis.pipeline() as pipe:
             pipe.hset(DEAD_LETTER + entry["job_id"], mapping={**fields, "time": repr(now)})
             pipe.zadd(DEAD_LETTERS, {entry["job_id"]: now})
@@ -43,6 +47,8 @@ class DeadLetterStore:
         if not raw:
             return None
         entry: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        if "payload" in entry:
+            entry["payload"] = self.cipher.open(entry["payload"])
         for key in ("payload", "failures", "deliveries"):
             if key in entry:
                 entry[key] = json.loads(entry[key])

@@ -16,6 +16,7 @@ import redis
 from jobrunner.config import Settings
 from jobrunner.worker.broker import connection, scripts
 from jobrunner.worker.broker.keys import IDEMPOTENCY, JOBS, METRICS, OPEN_JOBS, job_keys
+from jobrunner.worker.store.crypto import CLEAR, Cipher, cipher
 
 PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
 
@@ -103,8 +104,10 @@ class JobStore:
         ttl_s: int,
         wait_buckets_s: tuple[float, ...] | list[float] = DEFAULT_WAIT_BUCKETS_S,
         run_buckets_s: tuple[float, ...] | list[float] = DEFAULT_RUN_BUCKETS_S,
+        cipher: Cipher = CLEAR,
     ) -> None:
         self.redis = client
+        self.cipher = cipher  # seals payloads and results at rest (worker/store/crypto.py)
         self.ttl_s = ttl_s
         self.wait_bounds = [bound_field(b) for b in wait_buckets_s]
         self.run_bounds = [bound_field(b) for b in run_buckets_s]
@@ -127,7 +130,7 @@ class JobStore:
                     mapping={
                         "pipeline": pipeline,
                         "tier": tier,
-                        "payload": json.dumps(payload),
+                        "payload": self.cipher.seal(json.dumps(payload)),
                         "submitted_at": repr(now),
                         "deadline_at": repr(now + deadline_s),
                     },
@@ -208,7 +211,9 @@ class JobStore:
         """Record the outcome once; False if the job had already finished. `step`: the final
         task's run for the step tree (see add_step), recorded in the same round trip."""
         value_field, value = (
-            ("result", json.dumps(result)) if state == SUCCESS else ("error", error)
+            ("result", self.cipher.seal(json.dumps(result)))
+            if state == SUCCESS
+            else ("error", error)
         )
         now = repr(time.time())
         outcome = "succeeded" if state == SUCCESS else "failed"
@@ -243,12 +248,12 @@ class JobStore:
             id=job_id,
             pipeline=raw["pipeline"],
             tier=raw["tier"],
-            payload=json.loads(raw["payload"]),
+            payload=json.loads(self.cipher.open(raw["payload"])),
             state=state,
             submitted_at=float(raw["submitted_at"]),
             started_at=float(raw["started_at"]) if "started_at" in raw else None,
             finished_at=float(raw["finished_at"]) if "finished_at" in raw else None,
-            result=json.loads(raw["result"]) if "result" in raw else None,
+            result=json.loads(self.cipher.open(raw["result"])) if "result" in raw else None,
             error=raw.get("error"),
             failures=[json.loads(entry) for entry in failures] if state == FAILURE else [],
             promotions=[json.loads(entry) for entry in promotions],
@@ -277,4 +282,5 @@ def open_store(settings: Settings) -> JobStore:
         settings.limits.result_expires,
         settings.metrics.wait_buckets_s,
         settings.metrics.run_buckets_s,
+        cipher(settings),
     )

@@ -152,6 +152,7 @@ def write_inventory(
                 "jobrunner_flower_basic_auth": flower_auth,
                 "jobrunner_metrics_port": ports["metrics"],
                 "jobrunner_metrics_basic_auth": metrics_auth,
+                "jobrunner_api_port": ports["api"],
                 "jobrunner_config": {"imports": [STEPS_MODULE]},
                 "jobrunner_environment": {"PYTHONPATH": str(ROOT)},
                 "jobrunner_health_timeout_s": 90,
@@ -231,6 +232,7 @@ def stop_fleet(prefixes: dict[str, Path]) -> None:
     for prefix in prefixes.values():
         _terminate(prefix / "run" / "flower.pid")
         _terminate(prefix / "run" / "metrics.pid")
+        _terminate(prefix / "run" / "api.pid")
     for prefix in prefixes.values():
         _terminate(prefix / "run" / "redis.pid")
 
@@ -239,7 +241,7 @@ def stop_fleet(prefixes: dict[str, Path]) -> None:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     base = tmp_path_factory.mktemp("fleet")
     prefixes = {host: base / host for host in HOSTS}
-    ports = {service: free_port() for service in ("redis", "flower", "metrics")}
+    ports = {service: free_port() for service in ("redis", "flower", "metrics", "api")}
     inventory = base / "inventory.yml"
     redis_url, flower_auth, metrics_auth = write_inventory(inventory, base, ports)
     fleet = Fleet(

@@ -28,6 +28,7 @@ def _env(data_dir: Path) -> dict[str, str]:
         JOBRUNNER_DATA_DIR=str(data_dir),
         JOBRUNNER_FLOWER__PORT=str(free_port()),
         JOBRUNNER_METRICS__PORT=str(free_port()),
+        JOBRUNNER_API__PORT=str(free_port()),
         JOBRUNNER_IMPORTS="tests.support.steps",
         PYTHONPATH=str(ROOT),
     )
@@ -58,6 +59,8 @@ def test_up_serves_submit_then_stops_everything(tmp_path: Path) -> None:
         assert "metrics: http://127.0.0.1:" in output and "metrics.auth" in output
         children = _descendants(up.pid)
         assert any("redis-server" in " ".join(p.cmdline()) for p in children)
+        assert "api: http://127.0.0.1:" in output
+        assert any(p.cmdline()[-2:] == ["jobrunner", "api"] for p in children)
 
         submitted = subprocess.run(
             [JOBRUNNER, "submit", "chain3", "--payload", '{"start": 1}', "--wait"],

@@ -36,7 +36,7 @@ class AdmissionStep(PeriodicStep):
         super().__init__(c, **kwargs)
         self.jobs = job_store(c, self.settings)
         self.redis = self.jobs.redis
-        self.dead_letters = DeadLetterStore(self.redis)
+        self.dead_letters = DeadLetterStore(self.redis, self.jobs.cipher)
         self.deliveries = DeliveryCounter(
             self.redis,
             self.settings.reliability.max_deliveries,

@@ -18,7 +18,7 @@ class DeadlineStep(PeriodicStep):
     def __init__(self, c: Consumer, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
         self.jobs = job_store(c, self.settings)
-        self.dead_letters = DeadLetterStore(self.jobs.redis)
+        self.dead_letters = DeadLetterStore(self.jobs.redis, self.jobs.cipher)
 
     def start(self, c: Consumer) -> None:
         self.every(c, self.settings.reliability.reaper_interval_s, self.fail_overdue_jobs)

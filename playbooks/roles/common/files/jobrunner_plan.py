@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 STOP_MARGIN_S = 60  # beyond the hard step time limit: the pool itself needs a moment to exit
-MONITORS = ("flower", "metrics")  # config sections of the services on `monitor` hosts
+MONITORS = ("flower", "metrics", "api")  # config sections of the services on `monitor` hosts
 BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 HEADER = "# Managed by Ansible (jobrunner playbooks): local edits are overwritten.\n"
 
