@@ -113,6 +113,7 @@ class MetricsSettings(_Section):
     basic_auth: str = Field(default="", description="user:password; empty = generated locally")
     wait_buckets_s: list[float] = Field(min_length=1, description="wait-time histogram bounds")
     run_buckets_s: list[float] = Field(min_length=1, description="run-time histogram bounds")
+    step_metrics_max: int = Field(ge=0, description="names one step run may report (ctx.metric)")
 
     @field_validator("wait_buckets_s", "run_buckets_s")
     @classmethod
@@ -142,6 +143,16 @@ class AlertRule(_Section):
         return self
 
 
+class AnomalySettings(_Section):
+    """Each step run against that step's own last `history` runs: median and MAD, no threshold."""
+
+    enabled: bool
+    history: int = Field(ge=3, description="runs kept per step and measure")
+    min_runs: int = Field(ge=3, description="runs needed before a step is judged")
+    tolerance: float = Field(gt=0, description="scaled MADs from the median that count as odd")
+    min_spread: float = Field(ge=0, description="spread floor, a fraction of the median")
+
+
 class AlertSettings(_Section):
     """Alert rules, evaluated in one place: the metrics exporter's loop."""
 
@@ -149,6 +160,7 @@ class AlertSettings(_Section):
     webhook_url: str = Field(default="", description="POST fired/cleared alerts here; empty = off")
     webhook_timeout_s: float = Field(gt=0, description="give up on the webhook after this long")
     rules: list[AlertRule] = Field(default_factory=list)
+    anomaly: AnomalySettings
 
     @field_validator("webhook_url")
     @classmethod

@@ -40,7 +40,11 @@ CONSUMER_STEPS = tuple(
     )
 )
 # Hooks around every job task, in order (see tasks/middleware.py).
-MIDDLEWARE = ("jobrunner.worker.runtime.tracking:JobTracking",)
+# Step metrics come first: a run's figures are recorded before tracking finishes its job.
+MIDDLEWARE = (
+    "jobrunner.worker.monitoring.step_metrics:StepMetrics",
+    "jobrunner.worker.runtime.tracking:JobTracking",
+)
 # Task modules every worker loads: the built-in steps, and the submission task through which
 # Flower's HTTP API enqueues jobs.
 TASK_MODULES = (*BUILTIN_STEP_MODULES, "jobrunner.worker.runtime.remote_submit")
