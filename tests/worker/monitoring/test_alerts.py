@@ -28,6 +28,7 @@ HOOK_PORT = free_port()
 RECEIVED: list[dict[str, Any]] = []
 METRICS_ENV = {
     "JOBRUNNER_ALERTS__INTERVAL_S": "0.3",
+    "JOBRUNNER_ALERTS__ANOMALY__ENABLED": "false",  # other modules' step runs must not fire here
     "JOBRUNNER_ALERTS__WEBHOOK_URL": f"http://127.0.0.1:{HOOK_PORT}/hook",
     "JOBRUNNER_ALERTS__RULES": json.dumps(
         [
