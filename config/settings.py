@@ -178,6 +178,12 @@ class AlertSettings(_Section):
         return rules
 
 
+class LoggingSettings(_Section):
+    """How every jobrunner process writes its log lines (workers, exporter, CLI, Celery's own)."""
+
+    format: Literal["text", "json"] = Field(description="json: one object a line, for ELK/Splunk")
+
+
 class AdmissionSettings(_Section):
     """A worker takes a step only while the host has the memory and CPU the step declares."""
 
@@ -245,6 +251,7 @@ class Settings(BaseSettings):
     flower: FlowerSettings
     metrics: MetricsSettings
     alerts: AlertSettings
+    logging: LoggingSettings
     limits: LimitSettings
     admission: AdmissionSettings
     autoscale: AutoscaleSettings

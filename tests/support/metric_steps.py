@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -10,6 +11,7 @@ from jobrunner.tasks.registry import register_pipeline
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
 MB = 1024 * 1024
+log = logging.getLogger("tests.measured")
 
 
 class MeasuredPayload(StepPayload):
@@ -22,6 +24,7 @@ class MeasuredPayload(StepPayload):
 
 @step(cpu=0.1)
 def measured(payload: MeasuredPayload, upstream: Any, ctx: StepContext) -> str:
+    log.info("measuring")  # a step's own log line: the job context is added to it
     held = bytearray(payload.allocate_mb * MB)  # bytearray writes every page: all resident
     if payload.write_mb:
         out = ctx.data_dir / "measured" / f"{ctx.job_id}.bin"
