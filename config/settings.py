@@ -184,6 +184,22 @@ class LoggingSettings(_Section):
     format: Literal["text", "json"] = Field(description="json: one object a line, for ELK/Splunk")
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry traces, one per job (worker/monitoring/tracing.py); off unless an endpoint
+    is set here or in the standard OTEL_EXPORTER_OTLP_ENDPOINT."""
+
+    endpoint: str = Field(description="OTLP/HTTP collector base URL; empty = off (or OTEL_...)")
+    headers: str = Field(description="k=v,k=v sent with every export, e.g. a bearer token")
+    service_name: str = Field(min_length=1, description="service.name of the spans")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"tracing endpoint must be an http(s) URL, got {url!r}")
+        return url
+
+
 class AdmissionSettings(_Section):
     """A worker takes a step only while the host has the memory and CPU the step declares."""
 
@@ -252,6 +268,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings
     alerts: AlertSettings
     logging: LoggingSettings
+    tracing: TracingSettings
     limits: LimitSettings
     admission: AdmissionSettings
     autoscale: AutoscaleSettings

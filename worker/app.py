@@ -40,9 +40,11 @@ CONSUMER_STEPS = tuple(
     )
 )
 # Hooks around every job task, in order (see tasks/middleware.py).
-# Step metrics come first: a run's figures are recorded before tracking finishes its job.
+# Step metrics and traces come first: a run's figures and spans are recorded before tracking
+# finishes its job.
 MIDDLEWARE = (
     "jobrunner.worker.monitoring.step_metrics:StepMetrics",
+    "jobrunner.worker.monitoring.tracing:Tracing",
     "jobrunner.worker.runtime.tracking:JobTracking",
 )
 # Task modules every worker loads: the built-in steps, and the submission task through which
