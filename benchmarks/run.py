@@ -41,6 +41,7 @@ from jobrunner.benchmarks.scenarios import (
     memory,
     priority,
     throughput,
+    tracing,
 )
 from jobrunner.config import JobrunnerError, get_settings
 from jobrunner.worker.broker.embedded import EmbeddedRedis
@@ -51,6 +52,7 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     fan_out.NAME: fan_out.run,
     chain.NAME: chain.run,
     memory.NAME: memory.run,
+    tracing.NAME: tracing.run,
 }
 
 

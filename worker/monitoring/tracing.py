@@ -192,6 +192,8 @@ class Tracing(Middleware):
     def _ended(
         self, job: dict[str, Any], error: BaseException | None, outcome: str, *, ends_job: bool
     ) -> None:
+        if self.url is None:
+            return
         try:
             if self._end(error, outcome) and ends_job:
                 self._root(job, error)
