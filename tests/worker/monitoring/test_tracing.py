@@ -4,6 +4,7 @@ submission to the outcome and every step run (each mapped partition's too) a chi
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from jobrunner.worker.client import Client
 from tests.conftest import Workers
 from tests.fixtures.otlp import OtlpReceiver, ReceivedSpan
+from tests.support import metric_steps  # noqa: F401 - registers the `measured` pipeline
 from tests.support.polling import eventually
 from tests.support.sample_data import sample_files
 
@@ -28,6 +30,8 @@ def traced(workers: Workers, otlp_receiver: OtlpReceiver) -> OtlpReceiver:
         JOBRUNNER_TRACING__ENDPOINT=otlp_receiver.url,
         JOBRUNNER_TRACING__HEADERS=f"Authorization=Bearer {otlp_receiver.token}",
         OTEL_BSP_SCHEDULE_DELAY="100",  # export within 0.1 s rather than the default 5 s
+        JOBRUNNER_LOGGING__FORMAT="json",
+        JOBRUNNER_IMPORTS="tests.support.steps,tests.support.metric_steps",
     )
     return otlp_receiver
 
@@ -86,6 +90,16 @@ def test_a_failed_step_and_its_job_are_errors_and_jobs_get_their_own_traces(
     failed = [span for span in traced.trace(bad.id) if span.error and span.parent_id]
     assert [span.name for span in failed] == ["explode"]
     assert {span.trace_id for span in traced.trace(ok.id)} == {ok.id}
+
+
+def test_a_step_s_log_lines_carry_its_trace_id(
+    traced: OtlpReceiver, client: Client, workers: Workers
+) -> None:
+    job = client.submit("measured", {})
+    assert job.wait(60).state == "SUCCESS"
+    lines = (workers.log_dir / f"{NODE}.log").read_text().splitlines()
+    (own,) = [json.loads(line) for line in lines if '"logger": "tests.measured"' in line]
+    assert own["trace_id"] == job.id == own["job_id"]
 
 
 def test_a_pool_process_flushes_its_spans_before_it_ends(
