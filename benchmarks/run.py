@@ -42,6 +42,7 @@ from jobrunner.benchmarks.scenarios import (
     memory,
     priority,
     throughput,
+    tracing,
 )
 from jobrunner.config import JobrunnerError, get_settings
 from jobrunner.worker.broker.embedded import EmbeddedRedis
@@ -53,6 +54,7 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     chain.NAME: chain.run,
     memory.NAME: memory.run,
     api.NAME: api.run,
+    tracing.NAME: tracing.run,
 }
 # Left out of --quick unless named with --only: it starts an API server beside its workers.
 NOT_QUICK = {api.NAME}

@@ -113,6 +113,7 @@ class MetricsSettings(_Section):
     basic_auth: str = Field(default="", description="user:password; empty = generated locally")
     wait_buckets_s: list[float] = Field(min_length=1, description="wait-time histogram bounds")
     run_buckets_s: list[float] = Field(min_length=1, description="run-time histogram bounds")
+    step_metrics_max: int = Field(ge=0, description="names one step run may report (ctx.metric)")
 
     @field_validator("wait_buckets_s", "run_buckets_s")
     @classmethod
@@ -169,6 +170,16 @@ class AlertRule(_Section):
         return self
 
 
+class AnomalySettings(_Section):
+    """Each step run against that step's own last `history` runs: median and MAD, no threshold."""
+
+    enabled: bool
+    history: int = Field(ge=3, description="runs kept per step and measure")
+    min_runs: int = Field(ge=3, description="runs needed before a step is judged")
+    tolerance: float = Field(gt=0, description="scaled MADs from the median that count as odd")
+    min_spread: float = Field(ge=0, description="spread floor, a fraction of the median")
+
+
 class AlertSettings(_Section):
     """Alert rules, evaluated in one place: the metrics exporter's loop."""
 
@@ -176,6 +187,7 @@ class AlertSettings(_Section):
     webhook_url: str = Field(default="", description="POST fired/cleared alerts here; empty = off")
     webhook_timeout_s: float = Field(gt=0, description="give up on the webhook after this long")
     rules: list[AlertRule] = Field(default_factory=list)
+    anomaly: AnomalySettings
 
     @field_validator("webhook_url")
     @classmethod
@@ -191,6 +203,28 @@ class AlertSettings(_Section):
         if len(set(names)) != len(names):
             raise ValueError(f"alert rule names repeat: {names}")
         return rules
+
+
+class LoggingSettings(_Section):
+    """How every jobrunner process writes its log lines (workers, exporter, CLI, Celery's own)."""
+
+    format: Literal["text", "json"] = Field(description="json: one object a line, for ELK/Splunk")
+
+
+class TracingSettings(_Section):
+    """OpenTelemetry traces, one per job (worker/monitoring/tracing.py); off unless an endpoint
+    is set here or in the standard OTEL_EXPORTER_OTLP_ENDPOINT."""
+
+    endpoint: str = Field(description="OTLP/HTTP collector base URL; empty = off (or OTEL_...)")
+    headers: str = Field(description="k=v,k=v sent with every export, e.g. a bearer token")
+    service_name: str = Field(min_length=1, description="service.name of the spans")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"tracing endpoint must be an http(s) URL, got {url!r}")
+        return url
 
 
 class AdmissionSettings(_Section):
@@ -262,6 +296,8 @@ class Settings(BaseSettings):
     alerts: AlertSettings
     api: ApiSettings
     security: SecuritySettings
+    logging: LoggingSettings
+    tracing: TracingSettings
     limits: LimitSettings
     admission: AdmissionSettings
     autoscale: AutoscaleSettings

@@ -9,7 +9,9 @@ from __future__ import annotations
 from jobrunner.config import get_settings
 from jobrunner.worker.app import create_app
 from jobrunner.worker.broker.connection import resolve
+from jobrunner.worker.monitoring import logs
 
 app = create_app(resolve(get_settings()))
+logs.connect_celery(get_settings())  # Celery's own log lines in the configured format
 
 __all__ = ["app"]

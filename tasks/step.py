@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -32,6 +32,9 @@ from jobrunner.tasks.retry import RetryPolicy
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 RESOURCE_CLASS = re.compile(RESOURCE_CLASS_PATTERN)
 STEP_TASK_PREFIX = "step."
+METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# Where a run's `ctx.metric` figures ride in the job context, for the middleware to export.
+REPORTED = "reported_metrics"
 
 
 class StepPayload(BaseModel):
@@ -47,6 +50,21 @@ class StepContext:
     tier: str
     step: str
     data_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict, compare=False)
+    metrics_max: int = 16
+
+    def metric(self, name: str, value: float) -> None:
+        """Report a figure of this run (model accuracy, a null rate): exported per {pipeline,
+        step, name}, kept on the job record, and watched by the anomaly alerts. Names are
+        identifiers and few per step (`metrics.step_metrics_max`), so label sets stay bounded."""
+        if not METRIC_NAME.match(name):
+            raise PipelineError(f"metric name {name!r} must match {METRIC_NAME.pattern}")
+        if name not in self.metrics and len(self.metrics) >= self.metrics_max:
+            raise PipelineError(
+                f"step {self.step} reports more than {self.metrics_max} metrics "
+                "(metrics.step_metrics_max)"
+            )
+        self.metrics[name] = float(value)
 
 
 @dataclass(frozen=True)
@@ -146,13 +164,16 @@ def step(
             name=task_name, base=JobTask, **{k: v for k, v in limits.items() if v is not None}
         )
         def run(upstream: Any = None, *, job: dict[str, Any], payload: dict[str, Any]) -> Any:
+            settings = get_settings()
             ctx = StepContext(
                 job_id=job["id"],
                 pipeline=job["pipeline"],
                 tier=job["tier"],
                 step=step_name,
-                data_dir=get_settings().data_dir.resolve(),
+                data_dir=settings.data_dir.resolve(),
+                metrics_max=settings.metrics.step_metrics_max,
             )
+            job[REPORTED] = ctx.metrics  # seen by the middleware, also when the step fails
             return _jsonable(fn(payload=model.model_validate(payload), upstream=upstream, ctx=ctx))
 
         run.__doc__ = fn.__doc__

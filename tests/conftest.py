@@ -31,7 +31,7 @@ from jobrunner.worker.broker.keys import wake_key
 from jobrunner.worker.client import Client
 from tests.support.steps import STARTS
 
-pytest_plugins = ["tests.fixtures.api"]
+pytest_plugins = ["tests.fixtures.api", "tests.fixtures.otlp", "tests.fixtures.prometheus"]
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_START_TIMEOUT_S = 60

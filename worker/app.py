@@ -40,7 +40,13 @@ CONSUMER_STEPS = tuple(
     )
 )
 # Hooks around every job task, in order (see tasks/middleware.py).
-MIDDLEWARE = ("jobrunner.worker.runtime.tracking:JobTracking",)
+# Step metrics and traces come first: a run's figures and spans are recorded before tracking
+# finishes its job.
+MIDDLEWARE = (
+    "jobrunner.worker.monitoring.step_metrics:StepMetrics",
+    "jobrunner.worker.monitoring.tracing:Tracing",
+    "jobrunner.worker.runtime.tracking:JobTracking",
+)
 # Task modules every worker loads: the built-in steps, and the submission task through which
 # Flower's HTTP API enqueues jobs.
 TASK_MODULES = (*BUILTIN_STEP_MODULES, "jobrunner.worker.runtime.remote_submit")

@@ -9,6 +9,8 @@ from jobrunner.config import Settings
 from jobrunner.tasks.middleware import installed
 from jobrunner.tasks.registry import BUILTIN_STEP_MODULES
 from jobrunner.worker.app import CONSUMER_STEPS, TRANSPORT, create_app
+from jobrunner.worker.monitoring.step_metrics import StepMetrics
+from jobrunner.worker.monitoring.tracing import Tracing
 from jobrunner.worker.runtime.tracking import JobTracking
 
 URL = "redis://:pw@127.0.0.1:1/0"  # never connected to: building an app connects to nothing
@@ -30,12 +32,12 @@ def test_names_the_runtime_the_config_leaves_out(settings: Settings) -> None:
 
 
 def test_middleware_is_per_app(settings: Settings) -> None:
-    """An app built by the factory runs job tracking; a foreign app in the same process runs
-    no jobrunner hooks, whatever was imported."""
+    """An app built by the factory runs step metrics, tracing and job tracking, in that order;
+    a foreign app in the same process runs no jobrunner hooks, whatever was imported."""
     from celery import Celery
 
     ours = create_app(settings, set_as_current=False)
-    assert [type(m) for m in installed(ours)] == [JobTracking]
+    assert [type(m) for m in installed(ours)] == [StepMetrics, Tracing, JobTracking]
     assert installed(ours) is installed(ours)  # built once per app
     assert installed(Celery("theirs", set_as_current=False)) == ()
 

@@ -37,6 +37,11 @@ AUDIT = "jobrunner:audit"  # stream: who did what, when, from where, with what o
 # Monitoring (worker/monitoring/alerts.py).
 ALERTS = "jobrunner:alerts"  # hash: rule name -> the firing alert (JSON)
 
+# Per-step runs (worker/store/step_stats.py); counters and histograms are fields of METRICS.
+STEP_VALUES = "jobrunner:step_values"  # hash: "pipeline|step|name" -> last ctx.metric value
+STEP_HISTORIES = "jobrunner:step_history"  # set: "pipeline|step|measure" with a history list
+STEP_HISTORY = "jobrunner:step_history:"  # + "pipeline|step|measure": list, newest run first
+
 
 class JobKeys(NamedTuple):
     """The Redis keys of one job; all expire together once it finished."""

@@ -4,6 +4,8 @@ non-zero exit."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import signal
 import sys
 from importlib import import_module
@@ -36,8 +38,19 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _log_format() -> None:
+    """The CLI's own log lines (and its libraries') in the configured format; a configuration
+    error is left for the command to report."""
+    from jobrunner.config import get_settings
+    from jobrunner.worker.monitoring import logs
+
+    with contextlib.suppress(JobrunnerError):
+        logs.configure(get_settings(), logging.WARNING)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _log_format()
     try:
         cli()
     except JobrunnerError as error:

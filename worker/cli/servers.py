@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
@@ -57,7 +56,7 @@ def metrics_command() -> None:
     """Serve Prometheus metrics (queues, jobs, workers, data flow, alerts) behind basic auth, and
     evaluate the alert rules. Run one per deployment."""
     from jobrunner.worker.broker import connection
-    from jobrunner.worker.monitoring import metrics
+    from jobrunner.worker.monitoring import logs, metrics
 
     settings = connection.resolve(get_settings())
     connection.check_reachable(settings)
@@ -66,7 +65,7 @@ def metrics_command() -> None:
         exporter = metrics.Exporter(settings, credentials)
     except OSError as error:
         fail(f"cannot serve metrics on {metrics.url(settings)}: {error.strerror or error}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure(settings)
     console.print(
         f"metrics: {metrics.url(settings)} (user {credentials.user}, {credentials.source})"
     )

@@ -1,5 +1,9 @@
 """Alerts: the rules of `[alerts]` evaluated in one place, the exporter's loop (metrics.py).
 
+Besides the configured rules, anomaly alerts (`[alerts.anomaly]`) judge the latest run of every
+step against the same step's own recent runs, per measure (worker/store/step_stats.py): no
+threshold to set, the step's history is the baseline.
+
 A rule that starts firing is logged, stored in Redis (where `jobrunner status` and the exporter's
 `jobrunner_alert_firing` read it) and, with `alerts.webhook_url` set, POSTed as JSON; when its
 condition ends it is cleared the same way. The store expires unless refreshed, so alerts of an
@@ -10,23 +14,26 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
 import urllib.error
 import urllib.request
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
 
 from jobrunner.config import Settings
-from jobrunner.config.settings import AlertRule
+from jobrunner.config.settings import AlertRule, AnomalySettings
 from jobrunner.worker.broker.keys import ALERTS, METRICS
 from jobrunner.worker.broker.queues import queue_stats
-from jobrunner.worker.store import heartbeat
+from jobrunner.worker.store import heartbeat, step_stats
 from jobrunner.worker.store.jobs import SEP
 
 KEEP_INTERVALS = 4  # the store outlives this many missed evaluations
+ANOMALY = "anomaly"  # the kind of anomaly alerts; their rule names start with it
+MAD_SCALE = 1.4826  # MAD x this estimates the standard deviation of normally spread values
 
 log = logging.getLogger("jobrunner.alerts")
 
@@ -39,6 +46,34 @@ class Alert:
     threshold: float
     message: str
     since: float
+    labels: dict[str, str] = field(default_factory=dict)  # anomaly: pipeline, step, measure
+    expected: list[float] | None = None  # anomaly: the range the step's history expects
+
+
+def expected_range(history: list[float], config: AnomalySettings) -> tuple[float, float] | None:
+    """(low, high) a new value of a measure is expected in, from the values before it: median
+    +/- tolerance x the scaled MAD (never narrower than min_spread x the median); None while
+    there are fewer than min_runs values. Robust: one odd run in the history barely moves it."""
+    if len(history) < config.min_runs:
+        return None
+    median = statistics.median(history)
+    mad = statistics.median(abs(value - median) for value in history)
+    spread = max(MAD_SCALE * mad, config.min_spread * abs(median), 1e-9)
+    return median - config.tolerance * spread, median + config.tolerance * spread
+
+
+def anomalies(
+    series: dict[tuple[str, str, str], list[float]], config: AnomalySettings
+) -> dict[str, tuple[dict[str, str], float, tuple[float, float]]]:
+    """Rule name -> (labels, latest value, expected range) of every measure whose latest run
+    (the first value; the rest are the runs before it) lies outside its expected range."""
+    found = {}
+    for (pipeline, step, measure), values in series.items():
+        window = expected_range(values[1 : config.history], config)
+        if window is not None and not window[0] <= values[0] <= window[1]:
+            labels = {"pipeline": pipeline, "step": step, "measure": measure}
+            found[f"{ANOMALY}:{pipeline}:{step}:{measure}"] = (labels, values[0], window)
+    return found
 
 
 def firing(client: redis.Redis) -> list[dict[str, Any]]:
@@ -131,6 +166,30 @@ class Evaluator:
                 holding[rule.name] = Alert(
                     rule.name, rule.kind, round(value, 3), rule.threshold, message, since
                 )
+        if self.config.anomaly.enabled:
+            holding.update(self._anomalies(now))
+        return holding
+
+    def _anomalies(self, now: float) -> dict[str, Alert]:
+        series = step_stats.histories(self.results)
+        holding = {}
+        for name, (labels, value, (low, high)) in anomalies(series, self.config.anomaly).items():
+            message = (
+                f"step {labels['step']} of {labels['pipeline']}: {labels['measure']} {value:.4g}, "
+                f"outside its recent range {max(low, 0.0):.4g}..{high:.4g}"
+            )
+            since = self.active[name].since if name in self.active else now
+            bound = high if value > high else low
+            holding[name] = Alert(
+                name,
+                ANOMALY,
+                round(value, 6),
+                round(bound, 6),
+                message,
+                since,
+                labels,
+                [round(low, 6), round(high, 6)],
+            )
         return holding
 
     def evaluate(self, now: float | None = None) -> list[tuple[str, Alert]]:

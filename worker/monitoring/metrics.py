@@ -13,7 +13,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -28,13 +28,13 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from jobrunner.config import TIERS, Settings
+from jobrunner.config import Settings
 from jobrunner.worker.broker import connection
 from jobrunner.worker.broker.keys import DEAD_LETTERS, METRICS
 from jobrunner.worker.broker.queues import queue_stats
 from jobrunner.worker.monitoring import alerts
 from jobrunner.worker.monitoring.flower import Credentials, generated, parse_basic_auth
-from jobrunner.worker.store import heartbeat
+from jobrunner.worker.store import heartbeat, step_stats
 from jobrunner.worker.store.audit import DENIED
 from jobrunner.worker.store.jobs import SEP, bound_field
 
@@ -79,23 +79,33 @@ def counter_families(
     return list(families.values())
 
 
-def _histograms(
-    fields: dict[str, int | float], name: str, bounds: list[float]
-) -> dict[str, tuple[list[tuple[str, float]], float]]:
-    """tier -> (cumulative buckets, sum) of one histogram from its stored per-bucket counts."""
-    found: dict[str, tuple[list[tuple[str, float]], float]] = {}
-    for tier in TIERS:
-        prefix = f"{name}{SEP}{tier}{SEP}"
-        if prefix + "count" not in fields:
-            continue
+def histogram_families(
+    fields: dict[str, int | float],
+    head: str,
+    bounds: Sequence[float],
+    family: HistogramMetricFamily,
+    labels: int,
+) -> HistogramMetricFamily:
+    """Fill `family` from the stored per-bucket counts of histogram `head`, whose fields read
+    `<head>|<label>...|<bound | +Inf | sum | count>`, with `labels` labels."""
+    prefix = head + SEP
+    label_sets = sorted(
+        {
+            tuple(key[len(prefix) :].split(SEP)[:labels])
+            for key in fields
+            if key.startswith(prefix) and key.endswith(SEP + "count")
+        }
+    )
+    for values in label_sets:
+        base = prefix + SEP.join(values) + SEP
         running = 0.0
         buckets = []
         for bound in bounds:
-            running += fields.get(prefix + bound_field(bound), 0)
+            running += fields.get(base + bound_field(bound), 0)
             buckets.append((bound_field(bound), running))
-        buckets.append(("+Inf", float(fields[prefix + "count"])))
-        found[tier] = (buckets, float(fields.get(prefix + "sum", 0.0)))
-    return found
+        buckets.append(("+Inf", float(fields[base + "count"])))
+        family.add_metric(list(values), buckets, float(fields.get(base + "sum", 0.0)))
+    return family
 
 
 class JobrunnerCollector(Collector):
@@ -120,17 +130,29 @@ class JobrunnerCollector(Collector):
             {DENIED: ("jobrunner_denied_calls", "Calls refused: no valid token, role or scope")},
             ["action"],
         )
+        yield from self._steps(fields)
         letters = GaugeMetricFamily("jobrunner_dead_letters", "Failed jobs kept in the DLQ")
         letters.add_metric([], dead)
         yield letters
         yield from self._workers(heartbeat.read_all(self.results))
-        firing = {alert["rule"] for alert in alerts.firing(self.results)}
+        now_firing = alerts.firing(self.results)
+        firing = {alert["rule"] for alert in now_firing}
         alert = GaugeMetricFamily(
             "jobrunner_alert_firing", "1 while the alert rule's condition holds", labels=["rule"]
         )
         for rule in self.settings.alerts.rules:
             alert.add_metric([rule.name], 1.0 if rule.name in firing else 0.0)
         yield alert
+        anomaly = GaugeMetricFamily(
+            "jobrunner_anomaly_firing",
+            "1 while a step's latest run is outside its own recent range (present only then)",
+            labels=["pipeline", "step", "measure"],
+        )
+        for found in now_firing:
+            if found["kind"] == alerts.ANOMALY:
+                labels = found["labels"]
+                anomaly.add_metric([labels["pipeline"], labels["step"], labels["measure"]], 1.0)
+        yield anomaly
 
     def _queues(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
@@ -164,9 +186,7 @@ class JobrunnerCollector(Collector):
             family = HistogramMetricFamily(
                 f"jobrunner_job_{name}_seconds", f"Seconds from {meaning}", labels=["tier"]
             )
-            for tier, (buckets, total) in _histograms(fields, name, bounds).items():
-                family.add_metric([tier], buckets, total)
-            yield family
+            yield histogram_families(fields, name, bounds, family, 1)
 
     def _data_flow(self, fields: dict[str, Any]) -> Iterator[Metric]:
         """Rows in, out and quarantined per pipeline step (data pipelines' lineage facts)."""
@@ -178,6 +198,46 @@ class JobrunnerCollector(Collector):
             },
             ["pipeline", "step"],
         )
+
+    def _steps(self, fields: dict[str, Any]) -> Iterator[Metric]:
+        """Per {pipeline, step}: run outcomes, run time, queue wait, peak RSS, bytes read and
+        written, and the figures steps report with ctx.metric (per name)."""
+        labels = ["pipeline", "step"]
+        yield from counter_families(
+            fields,
+            {
+                f"step_runs{SEP}{outcome}": (
+                    f"jobrunner_step_runs_{outcome}",
+                    f"Step runs {outcome}",
+                )
+                for outcome in step_stats.OUTCOMES
+            },
+            labels,
+        )
+        yield from counter_families(
+            fields,
+            {
+                f"step_{kind}_bytes": (f"jobrunner_step_{kind}_bytes", f"Bytes step runs {kind}")
+                for kind in ("read", "written")
+            },
+            labels,
+        )
+        metrics = self.settings.metrics
+        for head, name, bounds, meaning in (
+            ("step_run", "step_run_seconds", metrics.run_buckets_s, "Seconds one step run took"),
+            ("step_wait", "step_wait_seconds", metrics.wait_buckets_s, "Seconds queued per run"),
+            ("step_rss", "step_peak_rss_bytes", step_stats.RSS_BUCKETS_BYTES, "Peak RSS per run"),
+        ):
+            family = HistogramMetricFamily(f"jobrunner_{name}", meaning, labels=labels)
+            yield histogram_families(fields, head, bounds, family, len(labels))
+        reported = GaugeMetricFamily(
+            "jobrunner_step_metric",
+            "The last value a step reported with ctx.metric",
+            labels=[*labels, "name"],
+        )
+        for key, value in sorted(step_stats.latest_values(self.results).items()):
+            reported.add_metric(list(key), value)
+        yield reported
 
     def _workers(self, beats: list[dict[str, str]]) -> Iterator[Metric]:
         """Each live worker's heartbeat: concurrency, load, memory headroom, admission state."""

@@ -19,7 +19,7 @@ from jobrunner.worker.broker.keys import DEAD_LETTERS, JOBS
 from jobrunner.worker.broker.queues import by_tier, queue_stats
 from jobrunner.worker.client import Client
 from jobrunner.worker.monitoring import alerts
-from jobrunner.worker.store import heartbeat
+from jobrunner.worker.store import heartbeat, step_stats
 from jobrunner.worker.store.dead_letters import DeadLetterStore
 
 RECENT_JOBS = 10
@@ -187,4 +187,5 @@ def job_status(job_id: str) -> dict[str, Any]:
         wait_s=record.wait_s, run_s=record.run_s, age_s=round(time.time() - record.submitted_at, 3)
     )
     data["steps"] = step_tree(client, job_id, record.pipeline)
+    data["metrics"] = step_stats.reported(client.store.redis, job_id)  # what ctx.metric reported
     return data

@@ -156,6 +156,8 @@ def write_inventory(
                 "jobrunner_config": {"imports": [STEPS_MODULE]},
                 "jobrunner_environment": {"PYTHONPATH": str(ROOT)},
                 "jobrunner_health_timeout_s": 90,
+                "jobrunner_prometheus_rules_dir": str(base / "alpha" / "prometheus-rules"),
+                "jobrunner_grafana_dashboards_dir": str(base / "alpha" / "dashboards"),
             },
             "hosts": {
                 "alpha": {"jobrunner_prefix": str(base / "alpha")},
@@ -376,6 +378,17 @@ def test_monitors_need_credentials(fleet: Fleet, monitor: str) -> None:
         assert answer.status == 200
         if monitor == "metrics":  # the deployed exporter reads the deployed broker
             assert b"jobrunner_queue_depth" in answer.read()
+
+
+def test_monitor_hosts_get_the_prometheus_rules_and_grafana_dashboard(fleet: Fleet) -> None:
+    alpha = fleet.base / "alpha"
+    shipped = ROOT / "deploy"
+    assert (alpha / "prometheus-rules" / "jobrunner.rules.yml").read_bytes() == (
+        shipped / "prometheus" / "jobrunner.rules.yml"
+    ).read_bytes()
+    assert (alpha / "dashboards" / "jobrunner.json").read_bytes() == (
+        shipped / "grafana" / "jobrunner.json"
+    ).read_bytes()
 
 
 def test_a_job_completes_on_the_fleet(fleet: Fleet) -> None:
