@@ -41,7 +41,8 @@ from jobrunner.tasks.pipeline import Pipeline
 from jobrunner.tasks.registry import load_pipelines
 from jobrunner.worker.app import create_app
 from jobrunner.worker.broker import connection
-from jobrunner.worker.store.jobs import FAILURE, JobRecord, JobStore, open_store
+from jobrunner.worker.store.control import PauseStore, actor
+from jobrunner.worker.store.jobs import CANCELLED, FAILURE, JobRecord, JobStore, open_store
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 
@@ -89,7 +90,7 @@ class Job:
 
     @property
     def state(self) -> str:
-        """PENDING, STARTED, SUCCESS or FAILURE."""
+        """PENDING, STARTED, SUCCESS, FAILURE or CANCELLED."""
         return self.record().state
 
     def wait(self, timeout: float) -> JobRecord:
@@ -567,3 +568,68 @@ class Client:
 
     def job(self, job_id: str) -> Job:
         return Job(job_id, self.store)
+
+    def cancel(self, job_id: str, *, terminate: bool = False, by: str | None = None) -> JobRecord:
+        """End the job CANCELLED, recording who (`by`, default user@host) and when. None of
+        its queued steps starts (a worker drops each as it takes it); its running steps finish,
+        or with `terminate` are terminated. The job is finished first (first writer wins), and
+        only then are running steps revoked: whatever a revoked step's end triggers finds the
+        job over. JobError for an unknown or finished job."""
+        job = self.job(job_id)
+        record = job.record()
+        if record.finished or not self.store.finish(
+            job_id, CANCELLED, error=f"cancelled by {by or actor()}"
+        ):
+            raise JobError(f"job {job_id} already finished ({job.state})")
+        if terminate:
+            self._terminate_running(job_id)
+        return job.record()
+
+    def _terminate_running(self, job_id: str) -> list[str]:
+        """Terminate the job's steps running on any worker (Celery's revoke with terminate, so
+        each worker also discards them should they come again); their task ids."""
+        active = self.app.control.inspect(timeout=1.0).active() or {}
+        running = [
+            task["id"]
+            for tasks in active.values()
+            for task in tasks
+            if (task.get("kwargs") or {}).get("job", {}).get("id") == job_id
+        ]
+        if running:
+            self.app.control.revoke(running, terminate=True)
+        return running
+
+    @cached_property
+    def pauses(self) -> PauseStore:
+        """On the broker's Redis: its fetch script reads the paused queues."""
+        return PauseStore(connection.client(connection.require_url(self.settings)))
+
+    def _pause_target(self, tier: str | None, pipeline: str | None) -> str:
+        if pipeline is not None:
+            raise JobError(
+                f"pausing one pipeline ({pipeline}) is not supported yet: pause its tier"
+            )
+        if tier is None:
+            raise JobError("name the tier to pause or resume")
+        self.settings.queue(tier)  # an unknown tier is an error
+        return tier
+
+    def pause(
+        self, tier: str | None = None, *, pipeline: str | None = None, by: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Stop the whole fleet taking the tier's work (live: each worker's next fetch skips
+        its queues); what is queued stays queued and counted. Every pause now in force."""
+        tier = self._pause_target(tier, pipeline)
+        queues = [self.settings.queue(tier, r) for r in self.settings.resource_classes()]
+        self.pauses.pause(tier, [*queues, self.settings.queue(tier)], by or actor())
+        return self.pauses.paused()
+
+    def resume(
+        self, tier: str | None = None, *, pipeline: str | None = None, by: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Let the fleet take the tier's work again; JobError if it was not paused. `by` is
+        accepted for symmetry (a resume leaves no record). Every pause still in force."""
+        tier = self._pause_target(tier, pipeline)
+        if not self.pauses.resume(tier):
+            raise JobError(f"tier {tier} is not paused")
+        return self.pauses.paused()

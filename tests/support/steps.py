@@ -173,3 +173,5 @@ _pipeline(
 _pipeline("fails", {"chain": [ONE, {"step": "explode"}, INC]})
 BOOM = {"step": "explode"}
 _pipeline("group_fails", {"chain": [ONE, {"group": [INC, BOOM, {"chain": [INC, BOOM]}]}, TOTAL]})
+SLEEP = {"step": "sleep"}
+_pipeline("sleep_group", {"group": [SLEEP, SLEEP, SLEEP]})

@@ -29,6 +29,11 @@ DELIVERIES = "jobrunner:deliveries:"  # + task id: counter of a message's re-del
 WORKER = "jobrunner:worker:"  # + node name: hash, the worker's last heartbeat
 ADMISSION = "jobrunner:admission"  # hash: memory_reserve_mb overrides the config, fleet-wide
 
+# Control (worker/store/control.py, worker/scheduling/).
+PAUSED = "jobrunner:paused"  # set: queues the fetch script skips (a paused tier's queues)
+PAUSES = "jobrunner:pauses"  # hash: paused tier -> JSON {by, at}, for status and resume
+PAUSED_IDLE = "jobrunner:paused:idle"  # list, never written: blocked on when all queues pause
+
 # Monitoring (worker/monitoring/alerts.py).
 ALERTS = "jobrunner:alerts"  # hash: rule name -> the firing alert (JSON)
 

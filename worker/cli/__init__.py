@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "deploy",
     "bench",
     "dlq",
+    "control",  # cancel, pause, resume
 )
 for _name in COMMAND_MODULES:
     import_module(f"{__name__}.{_name}")

@@ -44,7 +44,13 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 10 else f"{value:.1f} s"
 
 
-STATE_STYLE = {"SUCCESS": "green", "FAILURE": "red", "RETRY": "yellow", "STARTED": "cyan"}
+STATE_STYLE = {
+    "SUCCESS": "green",
+    "FAILURE": "red",
+    "CANCELLED": "magenta",
+    "RETRY": "yellow",
+    "STARTED": "cyan",
+}
 
 
 def render_overview(data: dict[str, Any], console: Console) -> None:
@@ -53,7 +59,8 @@ def render_overview(data: dict[str, Any], console: Console) -> None:
         tiers.add_column(column, justify="left" if column in ("tier", "queues") else "right")
     for row in data["tiers"]:
         age = _seconds(row["oldest_age_s"]) if row["depth"] else "-"
-        tiers.add_row(row["tier"], ", ".join(row["queues"]), str(row["depth"]), age)
+        name = f"{row['tier']} [yellow](paused)[/]" if row.get("paused") else row["tier"]
+        tiers.add_row(name, ", ".join(row["queues"]), str(row["depth"]), age)
     workers = Table(title="workers")
     workers.add_column("node", overflow="fold")
     workers.add_column("pool", no_wrap=True)

@@ -1,7 +1,8 @@
-"""`jobrunner.submit`: submit a job by sending one Celery task, for applications that are not
-Python. Flower's HTTP API calls it (`POST /api/task/async-apply/jobrunner.submit`), and any Celery
-client can send it by name. It validates and enqueues the job exactly as `Client.submit` does, and
-its result is the new job's id (a bad pipeline, tier or payload fails the task with one line).
+"""`jobrunner.submit` (and `jobrunner.cancel`): submit (or cancel) a job by sending one Celery
+task, for applications that are not Python. Flower's HTTP API calls it
+(`POST /api/task/async-apply/jobrunner.submit`), and any Celery client can send it by name. It
+validates and enqueues the job exactly as `Client.submit` does, and its result is the new job's
+id (a bad pipeline, tier or payload fails the task with one line).
 
 It is sent to the high tier's queue, whatever the job's tier: submitting is cheap, and a high job
 must not wait behind a backlog before it even exists.
@@ -45,3 +46,13 @@ def submit(
     """Enqueue a job of `pipeline` at `tier` (default: the configured default tier); its id."""
     job = _client(self.app).submit(pipeline, payload, tier=tier, idempotency_key=idempotency_key)
     return job.id
+
+
+CANCEL_TASK = "jobrunner.cancel"
+
+
+@shared_task(name=CANCEL_TASK, base=SubmitTask, bind=True, ignore_result=False)
+def cancel(self: Task, job_id: str, terminate: bool = False, by: str | None = None) -> str:
+    """Cancel a job as `Client.cancel` does (Flower: `POST /api/task/async-apply/jobrunner.cancel`
+    with `{"args": [JOB_ID]}`); its final state. An unknown or finished job fails the task."""
+    return _client(self.app).cancel(job_id, terminate=terminate, by=by or "remote").state

@@ -18,6 +18,9 @@ from jobrunner.worker.broker import connection, scripts
 from jobrunner.worker.broker.keys import IDEMPOTENCY, JOBS, METRICS, OPEN_JOBS, job_keys
 
 PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
+CANCELLED = "CANCELLED"  # final, like SUCCESS and FAILURE: someone cancelled the job
+FINAL_STATES = (SUCCESS, FAILURE, CANCELLED)
+OUTCOMES = {SUCCESS: "succeeded", FAILURE: "failed", CANCELLED: "cancelled"}  # metric names
 
 # Metrics ride in the same scripts and pipelines as the records they describe (no extra round
 # trip): one hash of counters (METRICS), read by the exporter (worker/monitoring/metrics.py).
@@ -76,7 +79,7 @@ class JobRecord:
 
     @property
     def finished(self) -> bool:
-        return self.state in (SUCCESS, FAILURE)
+        return self.state in FINAL_STATES
 
     @property
     def wait_s(self) -> float | None:
@@ -168,6 +171,11 @@ class JobStore:
             keys=[job_keys(job_id).record, METRICS], args=[repr(time.time()), *self.wait_bounds]
         )
 
+    def state(self, job_id: str) -> str | None:
+        """The job's final state, or None while it runs (one HGET, for every step's start)."""
+        raw = self.redis.hget(job_keys(job_id).record, "state")
+        return raw.decode() if raw else None
+
     def add_step(self, job_id: str, entry: dict[str, Any]) -> None:
         """Record one run of one of the job's tasks (id, step, outcome, worker, times), for the
         step tree. Kept while the job may still run; finishing the job sets its usual expiry."""
@@ -211,7 +219,7 @@ class JobStore:
             ("result", json.dumps(result)) if state == SUCCESS else ("error", error)
         )
         now = repr(time.time())
-        outcome = "succeeded" if state == SUCCESS else "failed"
+        outcome = OUTCOMES[state]
         flows = [str(part) for flow in data_flow(result) for part in flow]
         won = self._finish(
             keys=[OPEN_JOBS, METRICS, *job_keys(job_id)],
