@@ -137,7 +137,9 @@ class JobrunnerCollector(Collector):
             labels=["tier", "queue"],
         )
         paused = GaugeMetricFamily(
-            "jobrunner_tier_paused", "1 while the tier is paused (`jobrunner pause`)", ["tier"]
+            "jobrunner_tier_paused",
+            "1 while the tier is paused (`jobrunner pause`)",
+            labels=["tier"],
         )
         pauses = PauseStore(self.broker).paused()
         for tier in TIERS:
