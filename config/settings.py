@@ -6,11 +6,13 @@ Every name the rest of the code uses (tiers, queues, pools, ports, URLs) comes f
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -212,6 +214,92 @@ class LimitSettings(_Section):
         return self
 
 
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+SECONDS_PER = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+SCHEDULE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"  # it goes into idempotency keys and Redis keys
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds in `value`: a number, or "90s", "30m", "1h", "7d"; ValueError otherwise."""
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative, got {value}")
+        return float(value)
+    match = DURATION.match(value.strip())
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration like 90, 30m, 1h or 7d")
+    return float(match.group(1)) * SECONDS_PER[match.group(2)]
+
+
+class ScheduleSettings(_Section):
+    """A pipeline submitted on a schedule by `jobrunner scheduler` (worker/scheduling/)."""
+
+    pipeline: str = Field(min_length=1, description="the pipeline each firing submits")
+    tier: Tier | None = Field(default=None, description="its tier; none: default_tier")
+    cron: str | None = Field(default=None, description="5-field cron, in `timezone`")
+    every: float | None = Field(
+        default=None, gt=0, description="or seconds between firings, counted from the epoch"
+    )
+    timezone: str = Field(default="UTC", description="IANA zone of the cron and {scheduled}")
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="{scheduled:%Y%m%d} in a string is the firing time"
+    )
+    overlap: Literal["skip", "allow"] = Field(
+        default="skip", description="skip: no firing while the last job is unfinished"
+    )
+    catch_up: str | float = Field(
+        default=0, description="fire runs missed while no scheduler ran, up to this far back"
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, cron: str | None) -> str | None:
+        from croniter import croniter
+
+        if cron is not None and not croniter.is_valid(cron):
+            raise ValueError(f"bad cron {cron!r} (five fields: minute hour day month weekday)")
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {zone!r}") from None
+        return zone
+
+    @field_validator("catch_up")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_clock(self) -> ScheduleSettings:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give exactly one of cron and every")
+        return self
+
+    @property
+    def catch_up_s(self) -> float:
+        return parse_duration(self.catch_up)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class SchedulerSettings(_Section):
+    """`jobrunner scheduler`: celery beat with a Redis lock (celery-redbeat); any number may run,
+    one fires."""
+
+    tick_s: float = Field(gt=0, description="how often due schedules are checked")
+    lock_timeout_s: float = Field(
+        gt=0, description="a dead scheduler's lock lapses after this; another takes over"
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration; build it with `get_settings()`."""
 
@@ -238,6 +326,10 @@ class Settings(BaseSettings):
     autoscale: AutoscaleSettings
     starvation: StarvationSettings
     reliability: ReliabilitySettings
+    scheduler: SchedulerSettings
+    schedules: dict[Annotated[str, Field(pattern=SCHEDULE_NAME)], ScheduleSettings] = Field(
+        default_factory=dict, description="[schedules.NAME]: pipelines submitted on a clock"
+    )
 
     @field_validator("broker_url", "result_url")
     @classmethod

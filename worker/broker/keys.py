@@ -33,6 +33,8 @@ ADMISSION = "jobrunner:admission"  # hash: memory_reserve_mb overrides the confi
 PAUSED = "jobrunner:paused"  # set: queues the fetch script skips (a paused tier's queues)
 PAUSES = "jobrunner:pauses"  # hash: paused tier -> JSON {by, at}, for status and resume
 PAUSED_IDLE = "jobrunner:paused:idle"  # list, never written: blocked on when all queues pause
+SCHEDULE = "jobrunner:schedule:"  # + schedule name: hash, its watermark and last firing
+BEAT = "jobrunner:beat"  # celery-redbeat's key prefix: its entries and the schedulers' lock
 
 # Monitoring (worker/monitoring/alerts.py).
 ALERTS = "jobrunner:alerts"  # hash: rule name -> the firing alert (JSON)

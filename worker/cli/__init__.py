@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "bench",
     "dlq",
     "control",  # cancel, pause, resume
+    "schedules",  # scheduler, schedules, backfill
 )
 for _name in COMMAND_MODULES:
     import_module(f"{__name__}.{_name}")

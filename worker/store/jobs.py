@@ -155,6 +155,14 @@ class JobStore:
         existing = self.redis.get(IDEMPOTENCY + key)
         return existing.decode() if existing else None
 
+    def bound_jobs(self, keys: list[str]) -> list[str | None]:
+        """The job id each idempotency key is bound to (None: unused), in one round trip."""
+        if not keys:
+            return []
+        return [
+            raw.decode() if raw else None for raw in self.redis.mget(IDEMPOTENCY + k for k in keys)
+        ]
+
     def release_idempotency_key(self, key: str) -> None:
         self.redis.delete(IDEMPOTENCY + key)
 
