@@ -1,5 +1,5 @@
-"""The local stack of `jobrunner up` and `demo`: broker, one worker per pool, Flower and (for
-`up`) the metrics exporter."""
+"""The local stack of `jobrunner up` and `demo`: broker, one worker per pool, Flower, (for
+`up`) the metrics exporter, and the scheduler when schedules are configured."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from jobrunner.tasks.registry import load_pipelines
 from jobrunner.worker.app import create_app
 from jobrunner.worker.broker import connection
 from jobrunner.worker.broker.embedded import EmbeddedRedis
+from jobrunner.worker.client import Client
 from jobrunner.worker.monitoring import flower, metrics
 from jobrunner.worker.ops.supervisor import Service, Supervisor
+from jobrunner.worker.scheduling.schedules import Schedules
 
 
 class LocalStack:
@@ -82,6 +84,8 @@ class LocalStack:
                     {**env, **flower.flower_env(self.credentials)},
                 )
             )
+        if self.settings.schedules:  # checked on entering; a standby scheduler never double-fires
+            services.append(Service("scheduler", ["-m", "jobrunner", "scheduler"], env))
         if self.with_metrics:
             # Generated (or configured) credentials reach the exporter through its settings.
             self.metrics_credentials = metrics.credentials(self.settings)
@@ -90,6 +94,7 @@ class LocalStack:
 
     def __enter__(self) -> LocalStack:
         load_pipelines(self.settings)  # bad steps or pipelines stop us before anything starts
+        Schedules(Client(self.settings), self.settings).check()  # so do bad schedules
         self._start_broker()
         try:
             self.supervisor = Supervisor(self._services(), self.log_dir)

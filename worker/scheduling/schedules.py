@@ -83,7 +83,11 @@ class Schedules:
         self.client = client
         self.settings = settings
         self.schedules = settings.schedules
-        self.redis: redis.Redis = client.store.redis
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The job store's Redis (only once needed: `check` runs before a broker exists)."""
+        return self.client.store.redis
 
     def get(self, name: str) -> ScheduleSettings:
         if name not in self.schedules:

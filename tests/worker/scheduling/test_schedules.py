@@ -159,6 +159,7 @@ def test_backfill_submits_exactly_the_missing_times_and_then_nothing(
     ("args", "extra", "message"),
     [
         (["scheduler"], 'pipeline = "nope"', "unknown pipeline"),
+        (["up"], 'pipeline = "nope"', "unknown pipeline"),  # nothing started
         (
             ["backfill", "nope", "--from", "2027-01-01", "--to", "2027-01-02"],
             "",
