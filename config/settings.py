@@ -290,6 +290,25 @@ class ScheduleSettings(_Section):
         return ZoneInfo(self.timezone)
 
 
+class TriggerSettings(_Section):
+    """A pipeline submitted when files arrive in a folder, watched by `jobrunner scheduler`."""
+
+    watch: Path = Field(description="the folder watched (local; object storage URLs: later)")
+    pattern: str = Field(default="**/*", min_length=1, description="glob of the files, under watch")
+    pipeline: str = Field(min_length=1, description="the pipeline each batch submits")
+    tier: Tier | None = Field(default=None, description="its tier; none: default_tier")
+    payload: dict[str, Any] = Field(default_factory=dict, description="the rest of the payload")
+    files_field: str = Field(
+        default="files", min_length=1, description="payload key the batch's file paths go under"
+    )
+    settle_s: float = Field(
+        default=5, ge=0, description="a file unchanged (size, mtime) this long is complete"
+    )
+    batch_s: float = Field(
+        default=0, ge=0, description="after a file is complete, wait this long for more, one job"
+    )
+
+
 class SchedulerSettings(_Section):
     """`jobrunner scheduler`: celery beat with a Redis lock (celery-redbeat); any number may run,
     one fires."""
@@ -329,6 +348,9 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings
     schedules: dict[Annotated[str, Field(pattern=SCHEDULE_NAME)], ScheduleSettings] = Field(
         default_factory=dict, description="[schedules.NAME]: pipelines submitted on a clock"
+    )
+    triggers: dict[Annotated[str, Field(pattern=SCHEDULE_NAME)], TriggerSettings] = Field(
+        default_factory=dict, description="[triggers.NAME]: pipelines submitted as files arrive"
     )
 
     @field_validator("broker_url", "result_url")

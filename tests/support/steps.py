@@ -175,3 +175,15 @@ BOOM = {"step": "explode"}
 _pipeline("group_fails", {"chain": [ONE, {"group": [INC, BOOM, {"chain": [INC, BOOM]}]}, TOTAL]})
 SLEEP = {"step": "sleep"}
 _pipeline("sleep_group", {"group": [SLEEP, SLEEP, SLEEP]})
+
+
+class FilesPayload(StepPayload):
+    files: tuple[str, ...] = ()
+
+
+@step
+def count_files(payload: FilesPayload, upstream: Any, ctx: StepContext) -> int:
+    return len(payload.files)
+
+
+_pipeline("arrivals", {"step": "count_files"})

@@ -34,6 +34,7 @@ PAUSED = "jobrunner:paused"  # set: queues the fetch script skips (a paused tier
 PAUSES = "jobrunner:pauses"  # hash: paused tier -> JSON {by, at}, for status and resume
 PAUSED_IDLE = "jobrunner:paused:idle"  # list, never written: blocked on when all queues pause
 SCHEDULE = "jobrunner:schedule:"  # + schedule name: hash, its watermark and last firing
+TRIGGER = "jobrunner:trigger:"  # + trigger name: hash, its batch state; + ":seen", ":pending"
 BEAT = "jobrunner:beat"  # celery-redbeat's key prefix: its entries and the schedulers' lock
 
 # Monitoring (worker/monitoring/alerts.py).

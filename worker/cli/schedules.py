@@ -26,12 +26,15 @@ def _schedules() -> Any:
 
 @cli.command()
 def scheduler() -> None:
-    """Run the scheduler (celery beat with a Redis lock): fires the configured schedules.
-    Run two for availability; exactly one fires. A bad schedule stops it with one line."""
+    """Run the scheduler (celery beat with a Redis lock): fires the configured schedules and
+    watches the triggers' folders. Run two for availability; exactly one fires. A bad schedule
+    or trigger stops it with one line."""
     from jobrunner.worker.scheduling.beat import SCHEDULER_CLASS
+    from jobrunner.worker.scheduling.triggers import Triggers
 
     schedules = _schedules()
     schedules.check()
+    Triggers(schedules.client, schedules.settings).check()
     argv = ["-A", "jobrunner", "beat", "-S", SCHEDULER_CLASS, "--loglevel", "INFO"]
     exec_celery(argv, {"JOBRUNNER_BROKER_URL": schedules.settings.broker_url})
 

@@ -1,5 +1,5 @@
 """The local stack of `jobrunner up` and `demo`: broker, one worker per pool, Flower, (for
-`up`) the metrics exporter, and the scheduler when schedules are configured."""
+`up`) the metrics exporter, and the scheduler when schedules or triggers are configured."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from jobrunner.worker.client import Client
 from jobrunner.worker.monitoring import flower, metrics
 from jobrunner.worker.ops.supervisor import Service, Supervisor
 from jobrunner.worker.scheduling.schedules import Schedules
+from jobrunner.worker.scheduling.triggers import Triggers
 
 
 class LocalStack:
@@ -84,7 +85,7 @@ class LocalStack:
                     {**env, **flower.flower_env(self.credentials)},
                 )
             )
-        if self.settings.schedules:  # checked on entering; a standby scheduler never double-fires
+        if self.settings.schedules or self.settings.triggers:  # checked on entering
             services.append(Service("scheduler", ["-m", "jobrunner", "scheduler"], env))
         if self.with_metrics:
             # Generated (or configured) credentials reach the exporter through its settings.
@@ -94,7 +95,9 @@ class LocalStack:
 
     def __enter__(self) -> LocalStack:
         load_pipelines(self.settings)  # bad steps or pipelines stop us before anything starts
-        Schedules(Client(self.settings), self.settings).check()  # so do bad schedules
+        client = Client(self.settings)
+        Schedules(client, self.settings).check()  # so do bad schedules and triggers
+        Triggers(client, self.settings).check()
         self._start_broker()
         try:
             self.supervisor = Supervisor(self._services(), self.log_dir)
