@@ -201,7 +201,32 @@ class ReliabilitySettings(_Section):
     reaper_interval_s: float = Field(gt=0, description="how often deadlines are checked")
 
 
+class ResourceLimit(_Section):
+    """A shared resource's cap for the whole fleet ([limits.NAME]); steps name it in `uses`."""
+
+    concurrency: int | None = Field(
+        default=None, ge=1, description="at most this many steps using it run at once, anywhere"
+    )
+    rate: str | None = Field(default=None, description='at most this many start, e.g. "100/minute"')
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, rate: str | None) -> str | None:
+        from limits import parse
+
+        if rate is not None:
+            try:
+                parse(rate)
+            except ValueError:
+                raise ValueError(f"bad rate {rate!r} (e.g. 100/minute, 5/second)") from None
+        return rate
+
+
 class LimitSettings(_Section):
+    # The other tables under [limits] are fleet-wide resource caps, [limits.NAME].
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, ResourceLimit] = Field(init=False)  # type: ignore[assignment]
+
     payload_max_bytes: int = Field(gt=0)
     step_soft_time_limit: int = Field(gt=0, description="seconds; the step gets an exception")
     step_time_limit: int = Field(gt=0, description="seconds; the process is killed")
@@ -212,6 +237,11 @@ class LimitSettings(_Section):
         if self.step_soft_time_limit >= self.step_time_limit:
             raise ValueError("step_soft_time_limit must be below step_time_limit")
         return self
+
+    @property
+    def resources(self) -> dict[str, ResourceLimit]:
+        """The fleet-wide resource caps, by resource name."""
+        return dict(self.__pydantic_extra__ or {})
 
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")

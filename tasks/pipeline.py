@@ -46,6 +46,7 @@ class _Node(BaseModel):
 class StepNode(_Node):
     step: str
     retry: RetryPolicy | None = None  # overrides the step's own policy
+    uses: list[str] = Field(default_factory=list)  # shared resources, besides the step's own
 
 
 class ChainNode(_Node):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -187,3 +188,19 @@ def count_files(payload: FilesPayload, upstream: Any, ctx: StepContext) -> int:
 
 
 _pipeline("arrivals", {"step": "count_files"})
+
+
+SPANS = "test:spans"  # Redis list: {tag, start, end} of every `load_warehouse` run
+
+
+@step(cpu=0.1, uses=["warehouse"])
+def load_warehouse(payload: SleepPayload, upstream: Any, ctx: StepContext) -> str:
+    """Uses the shared `warehouse` resource (capped fleet-wide in the limit tests)."""
+    start = time.time()
+    time.sleep(payload.sleep_ms / 1000)
+    span = {"tag": payload.tag, "start": start, "end": time.time()}
+    redis.Redis.from_url(os.environ["JOBRUNNER_BROKER_URL"]).rpush(SPANS, json.dumps(span))
+    return payload.tag
+
+
+_pipeline("warehouse", {"step": "load_warehouse"})

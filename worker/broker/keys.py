@@ -35,6 +35,8 @@ PAUSES = "jobrunner:pauses"  # hash: paused tier -> JSON {by, at}, for status an
 PAUSED_IDLE = "jobrunner:paused:idle"  # list, never written: blocked on when all queues pause
 SCHEDULE = "jobrunner:schedule:"  # + schedule name: hash, its watermark and last firing
 TRIGGER = "jobrunner:trigger:"  # + trigger name: hash, its batch state; + ":seen", ":pending"
+LIMIT = "jobrunner:limit:"  # + resource: sorted set, task id -> its slot's lease expiry
+RATE = "jobrunner:rate"  # the `limits` package's key prefix for [limits.NAME] rates
 BEAT = "jobrunner:beat"  # celery-redbeat's key prefix: its entries and the schedulers' lock
 
 # Monitoring (worker/monitoring/alerts.py).
