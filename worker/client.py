@@ -462,10 +462,13 @@ class Client:
         tier: str | None = None,
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
+        retry_of: str | None = None,
     ) -> Job:
         """Enqueue a job. With an `idempotency_key` already used (within the record lifetime),
         the job it was used for is returned instead and nothing is enqueued. A job unfinished
-        `deadline_s` after submission (default: the configured job deadline) fails."""
+        `deadline_s` after submission (default: the configured job deadline) fails. A job that
+        retries a failed one names it in `retry_of`: the two are linked, and the attempt
+        counted."""
         tier = tier or self.settings.default_tier
         self.settings.queue(tier)  # an unknown tier is an error before anything else
         declared = self.pipeline(pipeline)
@@ -479,13 +482,28 @@ class Client:
             existing = self.store.claim_idempotency_key(idempotency_key, job_id)
             if existing is not None:
                 return Job(existing, self.store)
+        fields = self._record_fields(declared)
+        previous = self.store.get(retry_of) if retry_of is not None else None
+        if retry_of is not None:  # its record may have expired: a dead letter outlives it
+            attempt = (previous.attempt if previous else 1) + 1
+            fields.update(retry_of=retry_of, attempt=str(attempt))
         try:
-            self._enqueue(declared, tier, deadline, [(job_id, normalized)])
+            self._enqueue(declared, tier, deadline, [(job_id, normalized)], fields)
         except Exception:
             if idempotency_key is not None:
                 self.store.release_idempotency_key(idempotency_key)
             raise
+        if previous is not None:
+            self.store.link_retry(previous.id, job_id)
         return Job(job_id, self.store)
+
+    @staticmethod
+    def _record_fields(declared: Pipeline) -> dict[str, str]:
+        """What the job record keeps of its pipeline's failure handling (read when it fails)."""
+        if declared.on_failure != "retry_job":
+            return {}
+        policy = declared.model_dump(include={"max_job_retries", "job_retry_delay_s"})
+        return {"retry_policy": json.dumps(policy)}
 
     def submit_many(
         self,
@@ -512,11 +530,17 @@ class Client:
         if not normalized:
             return []
         ids = [uuid.uuid4().hex for _ in normalized]
-        self._enqueue(declared, tier, deadline, list(zip(ids, normalized, strict=True)))
+        jobs = list(zip(ids, normalized, strict=True))
+        self._enqueue(declared, tier, deadline, jobs, self._record_fields(declared))
         return [Job(job_id, self.store) for job_id in ids]
 
     def _enqueue(
-        self, declared: Pipeline, tier: str, deadline: float, jobs: list[tuple[str, dict[str, Any]]]
+        self,
+        declared: Pipeline,
+        tier: str,
+        deadline: float,
+        jobs: list[tuple[str, dict[str, Any]]],
+        fields: dict[str, str],
     ) -> None:
         """Write the jobs' records, then send their messages. What can be built beforehand is
         (a job's canvas, a batch's messages), so a job is recorded as submitted only once it is
@@ -526,7 +550,7 @@ class Client:
         try:
             with self._sending(declared, tier, jobs) as send:
                 written = True
-                self.store.create(jobs, declared.name, tier, deadline)
+                self.store.create(jobs, declared.name, tier, deadline, fields)
                 send()
         except Exception as error:
             self._reachable = False

@@ -173,6 +173,17 @@ _pipeline(
 )
 _pipeline("fails", {"chain": [ONE, {"step": "explode"}, INC]})
 BOOM = {"step": "explode"}
+register_pipeline(
+    Pipeline.model_validate(
+        {
+            "name": "fails_retried",
+            "flow": BOOM,
+            "on_failure": "retry_job",
+            "max_job_retries": 2,
+            "job_retry_delay_s": 0,
+        }
+    )
+)
 _pipeline("group_fails", {"chain": [ONE, {"group": [INC, BOOM, {"chain": [INC, BOOM]}]}, TOTAL]})
 SLEEP = {"step": "sleep"}
 _pipeline("sleep_group", {"group": [SLEEP, SLEEP, SLEEP]})

@@ -17,6 +17,7 @@ UNREADABLE = "jobrunner:unreadable"  # list: queue entries that were no kombu me
 JOB = "jobrunner:job:"  # + job id: hash, the job's record (its lists: JobKeys)
 JOBS = "jobrunner:jobs"  # sorted set: job ids by submission time
 OPEN_JOBS = "jobrunner:jobs:open"  # sorted set: unfinished job ids by deadline
+RETRY_JOBS = "jobrunner:jobs:retry"  # sorted set: failed job ids by when their next attempt goes
 IDEMPOTENCY = "jobrunner:idempotency:"  # + idempotency key: string, the job id it is bound to
 METRICS = "jobrunner:metrics"  # hash: the counters and histograms the exporter and alerts read
 

@@ -180,6 +180,11 @@ def render_job(data: dict[str, Any], console: Console) -> None:
         table.add_row("failed step", f"{failure['step']}: {failure['error']}")
     for move in data.get("promotions", []):
         table.add_row("promoted", f"{move['from']} -> {move['to']} after {move['waited_s']:.0f} s")
+    if data.get("retry_of") or data.get("retried_as"):  # a chain of attempts
+        table.add_row("attempt", str(data["attempt"]))
+        for key, label in (("retry_of", "retries job"), ("retried_as", "retried as job")):
+            if data.get(key):
+                table.add_row(label, data[key])
     console.print(table)
     steps = data["steps"]
     tree = Tree(f"steps of {data['pipeline']} ({data['state']})")

@@ -15,7 +15,14 @@ import redis
 
 from jobrunner.config import Settings
 from jobrunner.worker.broker import connection, scripts
-from jobrunner.worker.broker.keys import IDEMPOTENCY, JOBS, METRICS, OPEN_JOBS, job_keys
+from jobrunner.worker.broker.keys import (
+    IDEMPOTENCY,
+    JOBS,
+    METRICS,
+    OPEN_JOBS,
+    RETRY_JOBS,
+    job_keys,
+)
 
 PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
 CANCELLED = "CANCELLED"  # final, like SUCCESS and FAILURE: someone cancelled the job
@@ -76,6 +83,9 @@ class JobRecord:
     retries: int = 0  # steps retried under their retry policy
     deadline_at: float | None = None
     promotions: list[dict[str, Any]] = field(default_factory=list)  # starvation guard moves
+    attempt: int = 1  # of its pipeline's on_failure = "retry_job" chain (or of `dlq retry`)
+    retry_of: str | None = None  # the failed job this one retries
+    retried_as: str | None = None  # the job that retries this one
 
     @property
     def finished(self) -> bool:
@@ -118,10 +128,16 @@ class JobStore:
         self._add_promotion = client.register_script(scripts.load("add_promotion"))
 
     def create(
-        self, jobs: list[tuple[str, dict[str, Any]]], pipeline: str, tier: str, deadline_s: float
+        self,
+        jobs: list[tuple[str, dict[str, Any]]],
+        pipeline: str,
+        tier: str,
+        deadline_s: float,
+        fields: dict[str, str] | None = None,
     ) -> None:
         """Record submitted jobs ((id, payload) each), however many, in one round trip. Not a
-        MULTI: a failure part way is undone by `delete`, as is a failure to send."""
+        MULTI: a failure part way is undone by `delete`, as is a failure to send. `fields`: more
+        of the record, the same for each (the retry policy, the attempt it is)."""
         now = time.time()
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id, payload in jobs:
@@ -133,6 +149,7 @@ class JobStore:
                         "payload": json.dumps(payload),
                         "submitted_at": repr(now),
                         "deadline_at": repr(now + deadline_s),
+                        **(fields or {}),
                     },
                 )
             pipe.zadd(JOBS, {job_id: now for job_id, _ in jobs})
@@ -165,6 +182,26 @@ class JobStore:
 
     def release_idempotency_key(self, key: str) -> None:
         self.redis.delete(IDEMPOTENCY + key)
+
+    def plan_retry(self, job_id: str) -> bool:
+        """After the job failed: if its pipeline retries failed jobs and attempts are left,
+        schedule the next attempt (`take_due_retries` hands it out); whether it did."""
+        raw = self.redis.hmget(job_keys(job_id).record, "retry_policy", "attempt")
+        if raw[0] is None:
+            return False
+        policy = json.loads(raw[0])
+        if int(raw[1] or 1) > policy["max_job_retries"]:
+            return False
+        self.redis.zadd(RETRY_JOBS, {job_id: time.time() + policy["job_retry_delay_s"]})
+        return True
+
+    def take_due_retries(self, now: float, limit: int = 100) -> list[str]:
+        """Failed jobs whose next attempt is due, each handed to one caller only."""
+        due = [raw.decode() for raw in self.redis.zrangebyscore(RETRY_JOBS, "-inf", now, 0, limit)]
+        return [job_id for job_id in due if self.redis.zrem(RETRY_JOBS, job_id)]
+
+    def link_retry(self, old: str, new: str) -> None:
+        self.redis.hset(job_keys(old).record, "retried_as", new)
 
     def overdue(self, now: float, limit: int = 100) -> list[str]:
         """Unfinished jobs whose deadline passed."""
@@ -270,6 +307,9 @@ class JobStore:
             promotions=[json.loads(entry) for entry in promotions],
             retries=int(raw.get("retries", 0)),
             deadline_at=float(raw["deadline_at"]) if "deadline_at" in raw else None,
+            attempt=int(raw.get("attempt", 1)),
+            retry_of=raw.get("retry_of"),
+            retried_as=raw.get("retried_as"),
         )
 
     def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
