@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -222,10 +231,20 @@ class ResourceLimit(_Section):
         return rate
 
 
+def _table(value: object) -> object:
+    """Under [limits], a name that is no setting must be a table (a resource cap): a misspelt
+    setting is refused as any unknown key is."""
+    if not isinstance(value, dict | ResourceLimit):
+        raise PydanticCustomError("extra_forbidden", "Extra inputs are not permitted")
+    return value
+
+
 class LimitSettings(_Section):
     # The other tables under [limits] are fleet-wide resource caps, [limits.NAME].
     model_config = ConfigDict(extra="allow", frozen=True)
-    __pydantic_extra__: dict[str, ResourceLimit] = Field(init=False)  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, Annotated[ResourceLimit, BeforeValidator(_table)]] = Field(  # type: ignore[assignment]
+        init=False
+    )
 
     payload_max_bytes: int = Field(gt=0)
     step_soft_time_limit: int = Field(gt=0, description="seconds; the step gets an exception")
