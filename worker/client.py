@@ -628,32 +628,40 @@ class Client:
         """On the broker's Redis: its fetch script reads the paused queues."""
         return PauseStore(connection.client(connection.require_url(self.settings)))
 
-    def _pause_target(self, tier: str | None, pipeline: str | None) -> str:
-        if pipeline is not None:
-            raise JobError(
-                f"pausing one pipeline ({pipeline}) is not supported yet: pause its tier"
-            )
-        if tier is None:
-            raise JobError("name the tier to pause or resume")
-        self.settings.queue(tier)  # an unknown tier is an error
-        return tier
+    def _pause_target(self, tier: str | None, pipeline: str | None) -> None:
+        """Exactly one of a tier and a pipeline, and a known one."""
+        if (tier is None) == (pipeline is None):
+            raise JobError("name a tier or a pipeline (--pipeline NAME), not both")
+        if tier is not None:
+            self.settings.queue(tier)  # an unknown tier is an error
+        else:
+            self.pipeline(str(pipeline))
 
     def pause(
         self, tier: str | None = None, *, pipeline: str | None = None, by: str | None = None
     ) -> dict[str, dict[str, Any]]:
-        """Stop the whole fleet taking the tier's work (live: each worker's next fetch skips
-        its queues); what is queued stays queued and counted. Every pause now in force."""
-        tier = self._pause_target(tier, pipeline)
-        queues = [self.settings.queue(tier, r) for r in self.settings.resource_classes()]
-        self.pauses.pause(tier, [*queues, self.settings.queue(tier)], by or actor())
+        """Stop the whole fleet running a tier's work (live: each worker's next fetch skips
+        its queues) or a pipeline's (each worker parks its steps as it receives them, within a
+        tick); what waits stays counted. Every pause now in force."""
+        self._pause_target(tier, pipeline)
+        if pipeline is not None:
+            self.pauses.pause_pipeline(pipeline, by or actor())
+        else:
+            queues = [self.settings.queue(str(tier), r) for r in self.settings.resource_classes()]
+            self.pauses.pause(str(tier), [*queues, self.settings.queue(str(tier))], by or actor())
         return self.pauses.paused()
 
     def resume(
         self, tier: str | None = None, *, pipeline: str | None = None, by: str | None = None
     ) -> dict[str, dict[str, Any]]:
-        """Let the fleet take the tier's work again; JobError if it was not paused. `by` is
-        accepted for symmetry (a resume leaves no record). Every pause still in force."""
-        tier = self._pause_target(tier, pipeline)
-        if not self.pauses.resume(tier):
-            raise JobError(f"tier {tier} is not paused")
+        """Let the fleet run the tier's or pipeline's work again (a pipeline's parked steps go
+        back to their queues); JobError if it was not paused. `by` is accepted for symmetry (a
+        resume leaves no record). Every pause still in force."""
+        self._pause_target(tier, pipeline)
+        if pipeline is not None:
+            resumed, what = self.pauses.resume_pipeline(pipeline), f"pipeline {pipeline}"
+        else:
+            resumed, what = self.pauses.resume(str(tier)), f"tier {tier}"
+        if not resumed:
+            raise JobError(f"{what} is not paused")
         return self.pauses.paused()

@@ -24,8 +24,9 @@ pytestmark = pytest.mark.integration
 ONE_PROCESS = {"JOBRUNNER_POOLS__GENERAL__CONCURRENCY": "1"}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def worker(workers: Workers) -> Iterator[Workers]:
+    """One worker with one process for the module (each test leaves it idle)."""
     workers.start("general", "general-control@test", **ONE_PROCESS)
     yield workers
     workers.stop_all()
@@ -98,6 +99,24 @@ def test_a_paused_tier_takes_nothing_while_another_flows_and_resumes(
         assert [row["tier"] for row in shown if row["paused"]] == ["low"]  # status marks it
     finally:
         resumed = _cli("resume", "low")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [job.wait(30).state for job in held] == ["SUCCESS"] * 3
+
+
+def test_a_paused_pipeline_is_parked_while_others_run_and_resumes(
+    worker: Workers, client: Client
+) -> None:
+    client.pause(pipeline="sleepy", by="tester")
+    # Workers read paused pipelines on their admission tick (admission.check_interval_s, 0.5 s).
+    time.sleep(4 * get_settings().admission.check_interval_s)
+    try:
+        held = [client.submit("sleepy", {"tag": f"p-{i}"}, tier="medium") for i in range(3)]
+        flowing = [client.submit("chain3", {"start": i}, tier="medium") for i in range(3)]
+        assert [job.result(timeout=30) for job in flowing] == [i + 2 for i in range(3)]
+        _until(lambda: client.pauses.paused()["pipeline:sleepy"]["parked"] == 3, 30, "parking")
+        assert [job.state for job in held] == ["PENDING"] * 3  # parked, counted, not run
+    finally:
+        resumed = _cli("resume", "--pipeline", "sleepy")
     assert resumed.returncode == 0, resumed.stderr
     assert [job.wait(30).state for job in held] == ["SUCCESS"] * 3
 

@@ -62,6 +62,14 @@ def gate_fetching(channel: Any, admitting: Callable[[], bool]) -> None:
     channel.qos.admitting = admitting
 
 
+def park(channel: Any, delivery_tag: str, parked_key: str) -> bool:
+    """Move a fetched, unacknowledged message to `parked_key` (a paused pipeline's list) in one
+    step (lua/park.lua); the caller then rejects it, which finds nothing left to remove."""
+    with channel.conn_or_acquire() as client:
+        keys = [channel.unacked_key, channel.unacked_index_key, parked_key]
+        return bool(client.eval(scripts.load("park"), len(keys), *keys, delivery_tag))
+
+
 def serve_redis_schemes(transport: str) -> None:
     """Resolve `redis://` and `rediss://` broker URIs to `transport` in this process. For Flower,
     whose Broker tab knows only those schemes (worker/monitoring/flower_app.py)."""

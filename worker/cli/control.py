@@ -10,7 +10,7 @@ import typer
 from jobrunner.worker.cli.base import cli, print_json
 
 TARGET_TIER = "the tier (high, medium or low) whose queues the whole fleet stops taking from"
-TARGET_PIPELINE = "a pipeline instead of a tier (not supported yet)"
+TARGET_PIPELINE = "a pipeline instead of a tier: its steps are parked as workers take them"
 BY_HELP = "who acts, recorded with it (default: user@host)"
 
 
@@ -38,9 +38,10 @@ def _show(pauses: dict[str, dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print_json(pauses)
         return
-    for tier, entry in pauses.items():
+    for target, entry in pauses.items():
         age = time.time() - entry["at"]
-        print(f"paused: {tier} (by {entry['by']}, {age:.0f} s ago)")
+        parked = f", {entry['parked']} step(s) parked" if "parked" in entry else ""
+        print(f"paused: {target} (by {entry['by']}, {age:.0f} s ago{parked})")
     if not pauses:
         print("nothing paused")
 
@@ -52,8 +53,9 @@ def pause(
     by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Pause a tier for the whole fleet, live: workers take none of its work (it stays queued
-    and counted) until `jobrunner resume TIER`. Prints every pause in force."""
+    """Pause a tier (or with --pipeline, a pipeline) for the whole fleet, live: workers run none
+    of its work, which stays queued (a pipeline's: parked) and counted, until `jobrunner resume`.
+    Prints every pause in force."""
     from jobrunner.worker.client import Client
 
     _show(Client().pause(tier, pipeline=pipeline, by=by), as_json)
@@ -66,8 +68,8 @@ def resume(
     by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Resume a paused tier: workers take its work again within about a second. Prints every
-    pause still in force."""
+    """Resume a paused tier or pipeline: workers take its work again within about a second.
+    Prints every pause still in force."""
     from jobrunner.worker.client import Client
 
     _show(Client().resume(tier, pipeline=pipeline, by=by), as_json)

@@ -114,6 +114,8 @@ def render_overview(data: dict[str, Any], console: Console) -> None:
         console.print(f"no workers answered (pools configured: {', '.join(get_settings().pools)})")
     if not data["alerts"]:
         console.print("no alerts firing")
+    for pipeline, pause in data.get("paused_pipelines", {}).items():
+        console.print(f"pipeline {pipeline} paused by {pause['by']}: {pause['parked']} parked")
 
 
 def _run_label(run: dict[str, Any]) -> str:

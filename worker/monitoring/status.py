@@ -54,6 +54,11 @@ def overview() -> dict[str, Any]:
     failures = [_failure_row(e) for i in failed_ids if (e := letters.get(i)) is not None]
     return {
         "tiers": tiers,
+        "paused_pipelines": {
+            name.removeprefix("pipeline:"): entry
+            for name, entry in paused.items()
+            if name.startswith("pipeline:")
+        },
         "workers": workers,
         "alerts": alerts.firing(results),
         "recent_failures": failures,

@@ -1,8 +1,13 @@
-"""Pauses: which tiers the fleet takes nothing from, who paused them and when.
+"""Pauses: which tiers and pipelines the fleet runs nothing of, who paused them and when.
 
-A pause is two writes in one transaction: the tier's queues join the set the fetch script skips
+A tier's pause is two writes in one transaction: its queues join the set the fetch script skips
 (worker/broker/lua/fetch.lua), so every worker stops taking from them at its next fetch, without a
 restart, and the pause's who and when go beside it for `status` and the exporter.
+
+A pipeline's messages share the tier queues with others', so they cannot be skipped there: a
+worker that takes one of a paused pipeline parks it instead (worker/broker/lua/park.lua), on the
+pipeline's parked list, where it is counted; resuming puts every parked message back at the end
+of its queue (lua/unpark.lua).
 """
 
 from __future__ import annotations
@@ -15,12 +20,17 @@ from typing import Any
 
 import redis
 
-from jobrunner.worker.broker.keys import PAUSED, PAUSES
+from jobrunner.worker.broker import scripts
+from jobrunner.worker.broker.keys import PARKED, PAUSED, PAUSED_PIPELINES, PAUSES, WAKE
+from jobrunner.worker.broker.transport import TOKEN
 
 
 def actor() -> str:
     """Who acts, when the caller names nobody: user@host."""
     return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+PIPELINE = "pipeline:"  # a paused pipeline's name in the pauses hash
 
 
 class PauseStore:
@@ -44,6 +54,34 @@ class PauseStore:
             pipe.execute()
         return True
 
+    def pause_pipeline(self, pipeline: str, by: str) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.sadd(PAUSED_PIPELINES, pipeline)
+            pipe.hset(PAUSES, PIPELINE + pipeline, json.dumps({"by": by, "at": time.time()}))
+            pipe.execute()
+
+    def resume_pipeline(self, pipeline: str) -> bool:
+        """Workers stop parking its steps, then the parked ones go back to their queues; False
+        if it was not paused."""
+        with self.redis.pipeline() as pipe:
+            pipe.srem(PAUSED_PIPELINES, pipeline)
+            pipe.hdel(PAUSES, PIPELINE + pipeline)
+            removed, _ = pipe.execute()
+        self.unpark(pipeline)
+        return bool(removed)
+
+    def unpark(self, pipeline: str) -> int:
+        """Put the pipeline's parked messages back at the end of their queues; how many."""
+        return int(self.redis.eval(scripts.load("unpark"), 1, PARKED + pipeline, WAKE, TOKEN))
+
+    def paused_pipelines(self) -> set[str]:
+        return {raw.decode() for raw in self.redis.smembers(PAUSED_PIPELINES)}
+
     def paused(self) -> dict[str, dict[str, Any]]:
-        """Paused tiers -> {by, at, queues}."""
-        return {k.decode(): json.loads(v) for k, v in self.redis.hgetall(PAUSES).items()}
+        """Paused tiers -> {by, at, queues}; paused pipelines ("pipeline:NAME") -> {by, at,
+        parked}, parked being how many of its messages wait on its parked list."""
+        pauses = {k.decode(): json.loads(v) for k, v in self.redis.hgetall(PAUSES).items()}
+        for name, entry in pauses.items():
+            if name.startswith(PIPELINE):
+                entry["parked"] = self.redis.llen(PARKED + name.removeprefix(PIPELINE))
+        return pauses

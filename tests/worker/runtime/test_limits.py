@@ -27,9 +27,9 @@ CAPPED = {
 }
 
 
-@pytest.fixture
-def fleet(workers: Workers, redis_client: redis.Redis) -> Iterator[Workers]:
-    redis_client.delete(SPANS)
+@pytest.fixture(scope="module")
+def fleet(workers: Workers) -> Iterator[Workers]:
+    """Two workers for the module; the crash test, last, kills them."""
     workers.start("general", "general-limits-a@test", **CAPPED)
     workers.start("general", "general-limits-b@test", **CAPPED)
     yield workers
@@ -45,6 +45,7 @@ def _spans(client: redis.Redis) -> list[dict[str, float]]:
 def test_capped_steps_never_overlap_while_others_run(
     fleet: Workers, client: Client, redis_client: redis.Redis
 ) -> None:
+    redis_client.delete(SPANS)
     capped = [
         client.submit("warehouse", {"sleep_ms": 600, "tag": f"w{i}"}, tier="medium")
         for i in range(4)
