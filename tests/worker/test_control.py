@@ -5,10 +5,8 @@ tier takes nothing while another tier flows, live, and takes its work again on r
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -16,7 +14,9 @@ import redis
 from jobrunner.config import get_settings
 from jobrunner.worker.client import Client, JobError
 from jobrunner.worker.store.dead_letters import DeadLetterStore
-from tests.conftest import ROOT, Workers
+from tests.conftest import Workers
+from tests.support.cli import run
+from tests.support.polling import eventually
 from tests.support.steps import STARTS
 
 pytestmark = pytest.mark.integration
@@ -32,27 +32,14 @@ def worker(workers: Workers) -> Iterator[Workers]:
     workers.stop_all()
 
 
-def _until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobrunner", *args], capture_output=True, text=True, cwd=ROOT
-    )
-
-
 def test_cancel_mid_chord_terminates_the_running_member_and_drops_the_rest(
     worker: Workers, client: Client, redis_client: redis.Redis
 ) -> None:
     # One process: the first member runs (for a minute), the other two wait in the queue.
     job = client.submit("sleep_group", {"sleep_ms": 60_000, "tag": "member"}, tier="medium")
-    _until(lambda: redis_client.llen(STARTS) == 1, 30, "the first member to start")
+    eventually(lambda: redis_client.llen(STARTS) == 1, 30)
 
-    done = _cli("cancel", job.id, "--terminate", "--by", "tester")
+    done = run("cancel", job.id, "--terminate", "--by", "tester")
     assert done.returncode == 0, done.stderr
     assert "CANCELLED" in done.stdout
 
@@ -61,7 +48,7 @@ def test_cancel_mid_chord_terminates_the_running_member_and_drops_the_rest(
     def dropped() -> int:
         return sum(step["state"] == "CANCELLED" for step in client.store.steps(job.id))
 
-    _until(lambda: dropped() == 2, 30, "both queued members to be dropped")
+    eventually(lambda: dropped() == 2, 30)
     record = job.record()
     assert record.state == "CANCELLED" and record.error == "cancelled by tester"
     assert redis_client.llen(STARTS) == 1  # no other member ever started
@@ -78,7 +65,7 @@ def test_cancelling_an_unknown_or_finished_job_is_one_line_and_exit_1(
     with pytest.raises(JobError, match="already finished"):
         client.cancel(finished.id)
     for job_id in ("no-such-job", finished.id):
-        bad = _cli("cancel", job_id)
+        bad = run("cancel", job_id)
         assert bad.returncode == 1
         assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("jobrunner: error: ")
 
@@ -86,7 +73,7 @@ def test_cancelling_an_unknown_or_finished_job_is_one_line_and_exit_1(
 def test_a_paused_tier_takes_nothing_while_another_flows_and_resumes(
     worker: Workers, client: Client, redis_client: redis.Redis
 ) -> None:
-    paused = _cli("pause", "low", "--by", "tester")
+    paused = run("pause", "low", "--by", "tester")
     assert paused.returncode == 0, paused.stderr
     try:
         held = [client.submit("sleepy", {"tag": f"low-{i}"}, tier="low") for i in range(3)]
@@ -95,10 +82,10 @@ def test_a_paused_tier_takes_nothing_while_another_flows_and_resumes(
         time.sleep(1.5)  # a fetch or two past the medium jobs: low must still sit
         assert [job.state for job in held] == ["PENDING"] * 3
         assert redis_client.llen(get_settings().queue("low")) == 3  # still queued and counted
-        shown = json.loads(_cli("status", "--json").stdout)["tiers"]
+        shown = json.loads(run("status", "--json").stdout)["tiers"]
         assert [row["tier"] for row in shown if row["paused"]] == ["low"]  # status marks it
     finally:
-        resumed = _cli("resume", "low")
+        resumed = run("resume", "low")
     assert resumed.returncode == 0, resumed.stderr
     assert [job.wait(30).state for job in held] == ["SUCCESS"] * 3
 
@@ -113,16 +100,16 @@ def test_a_paused_pipeline_is_parked_while_others_run_and_resumes(
         held = [client.submit("sleepy", {"tag": f"p-{i}"}, tier="medium") for i in range(3)]
         flowing = [client.submit("chain3", {"start": i}, tier="medium") for i in range(3)]
         assert [job.result(timeout=30) for job in flowing] == [i + 2 for i in range(3)]
-        _until(lambda: client.pauses.paused()["pipeline:sleepy"]["parked"] == 3, 30, "parking")
+        eventually(lambda: client.pauses.paused()["pipeline:sleepy"]["parked"] == 3, 30)
         assert [job.state for job in held] == ["PENDING"] * 3  # parked, counted, not run
     finally:
-        resumed = _cli("resume", "--pipeline", "sleepy")
+        resumed = run("resume", "--pipeline", "sleepy")
     assert resumed.returncode == 0, resumed.stderr
     assert [job.wait(30).state for job in held] == ["SUCCESS"] * 3
 
 
 def test_pause_and_resume_reject_bad_input_in_one_line(stack_env: dict[str, str]) -> None:
     for args in (("pause", "urgent"), ("resume", "--pipeline", "chain3")):
-        bad = _cli(*args)
+        bad = run(*args)
         assert bad.returncode == 1, args
         assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("jobrunner: error: "), args

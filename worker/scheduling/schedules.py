@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import redis
 from croniter import croniter
 
 from jobrunner.config import ConfigError, JobrunnerError, Settings
 from jobrunner.config.settings import ScheduleSettings
 from jobrunner.worker.broker.keys import SCHEDULE
-from jobrunner.worker.client import Client, Job, validate_payload
+from jobrunner.worker.client import Client, Job
+from jobrunner.worker.scheduling.base import Submitter
 
 log = logging.getLogger("jobrunner.scheduler")
 
@@ -76,18 +76,12 @@ class Firing:
     job_id: str | None  # None: skipped (overlap = "skip" and the last job unfinished)
 
 
-class Schedules:
+class Schedules(Submitter):
     """Fires, backfills and describes the configured schedules through one client."""
 
     def __init__(self, client: Client, settings: Settings) -> None:
-        self.client = client
-        self.settings = settings
+        super().__init__(client, settings)
         self.schedules = settings.schedules
-
-    @property
-    def redis(self) -> redis.Redis:
-        """The job store's Redis (only once needed: `check` runs before a broker exists)."""
-        return self.client.store.redis
 
     def get(self, name: str) -> ScheduleSettings:
         if name not in self.schedules:
@@ -100,10 +94,8 @@ class Schedules:
         ConfigError line naming the schedule."""
         for name, schedule in self.schedules.items():
             try:
-                self.settings.queue(schedule.tier or self.settings.default_tier)
-                pipeline = self.client.pipeline(schedule.pipeline)
                 payload = render(schedule.payload, time.time(), schedule)
-                validate_payload(pipeline, payload, self.settings.limits.payload_max_bytes)
+                self.check_submission(schedule.pipeline, schedule.tier, payload)
             except (JobrunnerError, KeyError, ValueError, IndexError) as error:
                 raise ConfigError(f"schedule {name}: {error}") from None
 

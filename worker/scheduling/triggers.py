@@ -17,12 +17,11 @@ import json
 import logging
 from typing import Any
 
-import redis
-
 from jobrunner.config import ConfigError, JobrunnerError, Settings
 from jobrunner.config.settings import TriggerSettings
 from jobrunner.worker.broker.keys import TRIGGER
-from jobrunner.worker.client import Client, Job, validate_payload
+from jobrunner.worker.client import Client, Job
+from jobrunner.worker.scheduling.base import Submitter
 
 log = logging.getLogger("jobrunner.scheduler")
 
@@ -40,15 +39,10 @@ def scan(trigger: TriggerSettings) -> dict[str, str]:
     return found
 
 
-class Triggers:
+class Triggers(Submitter):
     def __init__(self, client: Client, settings: Settings) -> None:
-        self.client = client
-        self.settings = settings
+        super().__init__(client, settings)
         self.triggers = settings.triggers
-
-    @property
-    def redis(self) -> redis.Redis:
-        return self.client.store.redis
 
     def payload(self, trigger: TriggerSettings, files: list[str]) -> dict[str, Any]:
         return {**trigger.payload, trigger.files_field: files}
@@ -59,10 +53,7 @@ class Triggers:
             try:
                 if not trigger.watch.is_dir():
                     raise ConfigError(f"watch {trigger.watch} is not a folder")
-                self.settings.queue(trigger.tier or self.settings.default_tier)
-                pipeline = self.client.pipeline(trigger.pipeline)
-                payload = self.payload(trigger, [])
-                validate_payload(pipeline, payload, self.settings.limits.payload_max_bytes)
+                self.check_submission(trigger.pipeline, trigger.tier, self.payload(trigger, []))
             except JobrunnerError as error:
                 raise ConfigError(f"trigger {name}: {error}") from None
 

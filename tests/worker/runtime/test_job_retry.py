@@ -5,15 +5,14 @@ retry` links the same way; status shows the chain."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 
 from jobrunner.worker.client import Client
 from jobrunner.worker.store.jobs import JobRecord
-from tests.conftest import ROOT, Workers
+from tests.conftest import Workers
+from tests.support.cli import run
 
 pytestmark = pytest.mark.integration
 
@@ -43,21 +42,10 @@ def test_a_failed_job_is_retried_as_linked_jobs_up_to_its_limit(
         assert client.job(third.id).record().retried_as is None
 
         # `dlq retry` links the new job to the failed one too.
-        retried = subprocess.run(
-            [sys.executable, "-m", "jobrunner", "dlq", "retry", third.id],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            check=True,
-        )
+        retried = run("dlq", "retry", third.id)
+        assert retried.returncode == 0, retried.stderr
         fourth_id = retried.stdout.split(" -> ")[1].strip()
-        status = subprocess.run(
-            [sys.executable, "-m", "jobrunner", "status", fourth_id, "--json"],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            check=True,
-        )
+        status = run("status", fourth_id, "--json")
         shown = json.loads(status.stdout)
         assert (shown["retry_of"], shown["attempt"]) == (third.id, 4)
         assert client.job(third.id).record().retried_as == fourth_id

@@ -6,11 +6,8 @@ backfills are one line and exit 1."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,8 +16,9 @@ import redis
 from jobrunner.config import get_settings
 from jobrunner.worker.broker.keys import IDEMPOTENCY, SCHEDULE
 from jobrunner.worker.scheduling.schedules import idempotency_key
-from tests.conftest import ROOT
 from tests.fixtures.scheduler import Schedulers
+from tests.support.cli import run
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -60,13 +58,6 @@ def _submissions(client: redis.Redis, name: str) -> int:
     return int(client.hget(SCHEDULE + name, "submissions") or 0)
 
 
-def _until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def _no_duplicates(client: redis.Redis, name: str) -> None:
     """Every firing time since the first has one job, and none was submitted twice. Read while
     a scheduler fires: a job's message is queued after its key is bound, and a submission is
@@ -89,24 +80,24 @@ def test_two_schedulers_fire_each_time_once_and_a_standby_catches_up(
 
     # One scheduler: once it fired, every firing time over a 6 s window, each once.
     schedulers.start("a", config)
-    _until(lambda: _fired(redis_client, name), 60, "the first firing")
+    eventually(lambda: bool(_fired(redis_client, name)), 60)
     first = _fired(redis_client, name)[0]
-    _until(lambda: _fired(redis_client, name)[-1] >= first + 6, 30, "a 6 s window")
+    eventually(lambda: _fired(redis_client, name)[-1] >= first + 6, 30)
     window = [t for t in _fired(redis_client, name) if t <= first + 6]
     assert window == [first + EVERY_S * i for i in range(4)]
 
     # A second scheduler beside it: it waits on the lock and never fires.
     schedulers.start("b", config)
-    _until(lambda: "beat: Starting" in schedulers.log("b").read_text(), 60, "b to start")
+    eventually(lambda: "beat: Starting" in schedulers.log("b").read_text(), 60)
     started_b = _fired(redis_client, name)[-1]
-    _until(lambda: _fired(redis_client, name)[-1] >= started_b + 6, 30, "6 s with two")
+    eventually(lambda: _fired(redis_client, name)[-1] >= started_b + 6, 30)
     _no_duplicates(redis_client, name)
     assert "Acquired lock" not in schedulers.log("b").read_text()
 
     # The holder killed: its lock lapses (3 s), and b takes over.
     schedulers.kill("a")
-    _until(lambda: "Acquired lock" in schedulers.log("b").read_text(), 60, "b to take over")
-    _until(lambda: _fired(redis_client, name)[-1] >= time.time() - EVERY_S, 30, "b to fire")
+    eventually(lambda: "Acquired lock" in schedulers.log("b").read_text(), 60)
+    eventually(lambda: _fired(redis_client, name)[-1] >= time.time() - EVERY_S, 30)
     _no_duplicates(redis_client, name)
 
     # b killed too, then restarted 5 s later: it fires what it missed (catch_up = 1m), once.
@@ -114,18 +105,8 @@ def test_two_schedulers_fire_each_time_once_and_a_standby_catches_up(
     time.sleep(5)  # nobody fires meanwhile: that is the point
     restarted_at = time.time()
     schedulers.start("b-again", config)
-    _until(lambda: _fired(redis_client, name)[-1] >= restarted_at, 60, "b to fire again")
+    eventually(lambda: _fired(redis_client, name)[-1] >= restarted_at, 60)
     _no_duplicates(redis_client, name)  # the times while no scheduler ran are there too
-
-
-def _cli(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobrunner", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**__import__("os").environ, "JOBRUNNER_CONFIG": str(config)},
-    )
 
 
 def test_backfill_submits_exactly_the_missing_times_and_then_nothing(
@@ -140,17 +121,17 @@ def test_backfill_submits_exactly_the_missing_times_and_then_nothing(
     for at in (start + 10, start + 30):
         redis_client.set(IDEMPOTENCY + idempotency_key(name, at), "earlier-job")
 
-    dry = _cli("backfill", name, *span, "--dry-run", config=config)
+    dry = run("backfill", name, *span, "--dry-run", JOBRUNNER_CONFIG=str(config))
     assert dry.returncode == 0, dry.stderr
     assert "31 firing(s) in range, 29 missing" in dry.stdout
     assert len(_fired(redis_client, name)) == 2  # a dry run submits nothing
 
-    done = _cli("backfill", name, *span, "-p", "high", config=config)
+    done = run("backfill", name, *span, "-p", "high", JOBRUNNER_CONFIG=str(config))
     assert done.returncode == 0, done.stderr
     assert _fired(redis_client, name) == [start + EVERY_S * i for i in range(31)]
     assert redis_client.llen(settings.queue("high")) == 29  # -p: the tier given
 
-    again = _cli("backfill", name, *span, config=config)
+    again = run("backfill", name, *span, JOBRUNNER_CONFIG=str(config))
     assert "0 missing" in again.stdout and "submitted 0 job(s)" in again.stdout
     assert redis_client.llen(settings.queue("high")) == 29
 
@@ -180,7 +161,7 @@ def test_bad_schedules_and_backfills_are_one_line_and_exit_1(
     config = _config(tmp_path, name)
     if extra:  # the schedule's pipeline replaced
         config.write_text(config.read_text().replace('pipeline = "chain3"', extra))
-    bad = _cli(*(a.format(name=name) for a in args), config=config)
+    bad = run(*(a.format(name=name) for a in args), JOBRUNNER_CONFIG=str(config))
     assert bad.returncode == 1
     assert bad.stderr.count("\n") == 1 and message in bad.stderr, bad.stderr
 
@@ -188,5 +169,5 @@ def test_bad_schedules_and_backfills_are_one_line_and_exit_1(
 def test_a_bad_cron_is_a_configuration_error(stack_env: dict[str, str], tmp_path: Path) -> None:
     config = tmp_path / "cron.toml"
     config.write_text('[schedules.x]\npipeline = "chain3"\ncron = "61 * * * *"\n')
-    bad = _cli("schedules", config=config)
+    bad = run("schedules", JOBRUNNER_CONFIG=str(config))
     assert bad.returncode == 1 and "bad cron" in bad.stderr and bad.stderr.count("\n") == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,20 +14,20 @@ import redis
 from jobrunner.worker.broker.keys import IDEMPOTENCY, TRIGGER
 from jobrunner.worker.client import Client
 from tests.fixtures.scheduler import Schedulers
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
-
-
-def _until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _batches(client: redis.Redis, name: str) -> int:
     """Jobs the trigger submitted: its idempotency keys."""
     return len(list(client.scan_iter(IDEMPOTENCY + f"trigger:{name}:*")))
+
+
+def _last_job(client: redis.Redis, name: str) -> str | None:
+    """The trigger's last job, once its submission was recorded."""
+    raw = client.hget(TRIGGER + name, "last_job")
+    return raw.decode() if raw else None
 
 
 @pytest.mark.timeout(150)
@@ -55,14 +54,15 @@ batch_s = 1
 """
     )
     schedulers.start("a", config)
-    _until(lambda: "Acquired lock" in schedulers.log("a").read_text(), 60, "the scheduler")
+    eventually(lambda: "Acquired lock" in schedulers.log("a").read_text(), 60)
 
     dropped = [inbox / "day1" / f"{i}.csv" for i in range(3)]
     for path in dropped:
         path.write_text("a,b\n1,2\n")
     (inbox / "notes.txt").write_text("not a csv")
-    _until(lambda: _batches(redis_client, name) == 1, 30, "the first batch")
-    first = client.job(redis_client.hget(TRIGGER + name, "last_job").decode()).record()
+    eventually(lambda: _last_job(redis_client, name) is not None, 30)
+    first = client.job(str(_last_job(redis_client, name))).record()
+    assert _batches(redis_client, name) == 1
     assert first.payload["files"] == sorted(map(str, dropped))
 
     # A file written a chunk at a time for 4 s (longer than settle_s + batch_s) waits ...
@@ -74,13 +74,14 @@ batch_s = 1
             time.sleep(0.25)
             assert _batches(redis_client, name) == 1, "a half-written file was submitted"
     # ... and once it stops changing, it starts a job of its own.
-    _until(lambda: _batches(redis_client, name) == 2, 30, "the second batch")
-    second = client.job(redis_client.hget(TRIGGER + name, "last_job").decode()).record()
+    eventually(lambda: _last_job(redis_client, name) != first.id, 30)
+    second = client.job(str(_last_job(redis_client, name))).record()
+    assert _batches(redis_client, name) == 2
     assert second.payload["files"] == [str(growing)]
 
     # A restarted scheduler submits none of the files it has seen.
     schedulers.kill("a")
     schedulers.start("b", config)
-    _until(lambda: "Acquired lock" in schedulers.log("b").read_text(), 60, "the restart")
+    eventually(lambda: "Acquired lock" in schedulers.log("b").read_text(), 60)
     time.sleep(3)  # several ticks, each longer than settle_s + batch_s
     assert _batches(redis_client, name) == 2
