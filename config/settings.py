@@ -6,13 +6,24 @@ Every name the rest of the code uses (tiers, queues, pools, ports, URLs) comes f
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -260,7 +271,42 @@ class ReliabilitySettings(_Section):
     reaper_interval_s: float = Field(gt=0, description="how often deadlines are checked")
 
 
+class ResourceLimit(_Section):
+    """A shared resource's cap for the whole fleet ([limits.NAME]); steps name it in `uses`."""
+
+    concurrency: int | None = Field(
+        default=None, ge=1, description="at most this many steps using it run at once, anywhere"
+    )
+    rate: str | None = Field(default=None, description='at most this many start, e.g. "100/minute"')
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, rate: str | None) -> str | None:
+        from limits import parse
+
+        if rate is not None:
+            try:
+                parse(rate)
+            except ValueError:
+                raise ValueError(f"bad rate {rate!r} (e.g. 100/minute, 5/second)") from None
+        return rate
+
+
+def _table(value: object) -> object:
+    """Under [limits], a name that is no setting must be a table (a resource cap): a misspelt
+    setting is refused as any unknown key is."""
+    if not isinstance(value, dict | ResourceLimit):
+        raise PydanticCustomError("extra_forbidden", "Extra inputs are not permitted")
+    return value
+
+
 class LimitSettings(_Section):
+    # The other tables under [limits] are fleet-wide resource caps, [limits.NAME].
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, Annotated[ResourceLimit, BeforeValidator(_table)]] = Field(  # type: ignore[assignment]
+        init=False
+    )
+
     payload_max_bytes: int = Field(gt=0)
     step_soft_time_limit: int = Field(gt=0, description="seconds; the step gets an exception")
     step_time_limit: int = Field(gt=0, description="seconds; the process is killed")
@@ -271,6 +317,116 @@ class LimitSettings(_Section):
         if self.step_soft_time_limit >= self.step_time_limit:
             raise ValueError("step_soft_time_limit must be below step_time_limit")
         return self
+
+    @property
+    def resources(self) -> dict[str, ResourceLimit]:
+        """The fleet-wide resource caps, by resource name."""
+        return dict(self.__pydantic_extra__ or {})
+
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+SECONDS_PER = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+SCHEDULE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"  # it goes into idempotency keys and Redis keys
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds in `value`: a number, or "90s", "30m", "1h", "7d"; ValueError otherwise."""
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative, got {value}")
+        return float(value)
+    match = DURATION.match(value.strip())
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration like 90, 30m, 1h or 7d")
+    return float(match.group(1)) * SECONDS_PER[match.group(2)]
+
+
+class ScheduleSettings(_Section):
+    """A pipeline submitted on a schedule by `jobrunner scheduler` (worker/scheduling/)."""
+
+    pipeline: str = Field(min_length=1, description="the pipeline each firing submits")
+    tier: Tier | None = Field(default=None, description="its tier; none: default_tier")
+    cron: str | None = Field(default=None, description="5-field cron, in `timezone`")
+    every: float | None = Field(
+        default=None, gt=0, description="or seconds between firings, counted from the epoch"
+    )
+    timezone: str = Field(default="UTC", description="IANA zone of the cron and {scheduled}")
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="{scheduled:%Y%m%d} in a string is the firing time"
+    )
+    overlap: Literal["skip", "allow"] = Field(
+        default="skip", description="skip: no firing while the last job is unfinished"
+    )
+    catch_up: str | float = Field(
+        default=0, description="fire runs missed while no scheduler ran, up to this far back"
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, cron: str | None) -> str | None:
+        from croniter import croniter
+
+        if cron is not None and not croniter.is_valid(cron):
+            raise ValueError(f"bad cron {cron!r} (five fields: minute hour day month weekday)")
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {zone!r}") from None
+        return zone
+
+    @field_validator("catch_up")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_clock(self) -> ScheduleSettings:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give exactly one of cron and every")
+        return self
+
+    @property
+    def catch_up_s(self) -> float:
+        return parse_duration(self.catch_up)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class TriggerSettings(_Section):
+    """A pipeline submitted when files arrive in a folder, watched by `jobrunner scheduler`."""
+
+    watch: Path = Field(description="the folder watched (local; object storage URLs: later)")
+    pattern: str = Field(default="**/*", min_length=1, description="glob of the files, under watch")
+    pipeline: str = Field(min_length=1, description="the pipeline each batch submits")
+    tier: Tier | None = Field(default=None, description="its tier; none: default_tier")
+    payload: dict[str, Any] = Field(default_factory=dict, description="the rest of the payload")
+    files_field: str = Field(
+        default="files", min_length=1, description="payload key the batch's file paths go under"
+    )
+    settle_s: float = Field(
+        default=5, ge=0, description="a file unchanged (size, mtime) this long is complete"
+    )
+    batch_s: float = Field(
+        default=0, ge=0, description="after a file is complete, wait this long for more, one job"
+    )
+
+
+class SchedulerSettings(_Section):
+    """`jobrunner scheduler`: celery beat with a Redis lock (celery-redbeat); any number may run,
+    one fires."""
+
+    tick_s: float = Field(gt=0, description="how often due schedules are checked")
+    lock_timeout_s: float = Field(
+        gt=0, description="a dead scheduler's lock lapses after this; another takes over"
+    )
 
 
 class Settings(BaseSettings):
@@ -303,6 +459,13 @@ class Settings(BaseSettings):
     autoscale: AutoscaleSettings
     starvation: StarvationSettings
     reliability: ReliabilitySettings
+    scheduler: SchedulerSettings
+    schedules: dict[Annotated[str, Field(pattern=SCHEDULE_NAME)], ScheduleSettings] = Field(
+        default_factory=dict, description="[schedules.NAME]: pipelines submitted on a clock"
+    )
+    triggers: dict[Annotated[str, Field(pattern=SCHEDULE_NAME)], TriggerSettings] = Field(
+        default_factory=dict, description="[triggers.NAME]: pipelines submitted as files arrive"
+    )
 
     @field_validator("broker_url", "result_url")
     @classmethod

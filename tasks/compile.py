@@ -96,7 +96,7 @@ class _Compiler:
 
     def node(self, node: Node, *, final: bool, in_header: bool) -> Signature:
         match node:
-            case StepNode(step=name, retry=node_retry):
+            case StepNode(step=name, retry=node_retry, uses=node_uses):
                 spec = get_step(name)
                 sig = self.task(
                     spec.task_name,
@@ -109,6 +109,9 @@ class _Compiler:
                 policy = node_retry or spec.retry
                 if policy is not None:
                     sig.kwargs["job"]["retry"] = policy.model_dump(mode="json")
+                uses = sorted({*spec.uses, *node_uses})
+                if uses:  # the worker leases a slot of each (worker/runtime/limits.py)
+                    sig.kwargs["job"]["uses"] = uses
                 return sig
             case ChainNode(chain=children):
                 last = len(children) - 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -46,6 +46,7 @@ class _Node(BaseModel):
 class StepNode(_Node):
     step: str
     retry: RetryPolicy | None = None  # overrides the step's own policy
+    uses: list[str] = Field(default_factory=list)  # shared resources, besides the step's own
 
 
 class ChainNode(_Node):
@@ -116,6 +117,11 @@ class Pipeline(BaseModel):
     description: str = ""
     version: str = "1"
     flow: Node
+    # What a failed job leads to: only its dead letter, or also a new attempt (a new job linked
+    # to it, submitted job_retry_delay_s later), at most max_job_retries times in a chain.
+    on_failure: Literal["dead_letter", "retry_job"] = "dead_letter"
+    max_job_retries: int = Field(default=3, ge=1)
+    job_retry_delay_s: float = Field(default=60, ge=0)
 
     def steps(self) -> list[str]:
         return step_names(self.flow)

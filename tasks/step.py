@@ -15,7 +15,7 @@ import worker/).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -95,6 +95,7 @@ class StepSpec:
     fn: Callable[..., Any]
     needs: Resources
     retry: RetryPolicy | None = None
+    uses: tuple[str, ...] = ()  # shared resources capped fleet-wide ([limits.NAME])
 
 
 _STEPS: dict[str, StepSpec] = {}
@@ -141,12 +142,14 @@ def step(
     memory_mb: int = 0,
     resource: str | None = None,
     retry: RetryPolicy | None = None,
+    uses: Sequence[str] = (),
     time_limit: int | None = None,
     soft_time_limit: int | None = None,
 ) -> Any:
     """Register `fn` as a pipeline step: bare ``@step``, or ``@step(name=..., cpu=...,
     memory_mb=..., resource=...)`` to declare what one run needs (see `Resources`), with an
-    optional retry policy and time limits (seconds; default: the configured step limits)."""
+    optional retry policy and time limits (seconds; default: the configured step limits).
+    `uses` names shared resources whose fleet-wide caps ([limits.NAME]) hold its runs back."""
     needs = Resources(cpu=cpu, memory_mb=memory_mb, resource=resource)
 
     def register(fn: Callable[..., Any]) -> Any:
@@ -177,7 +180,9 @@ def step(
             return _jsonable(fn(payload=model.model_validate(payload), upstream=upstream, ctx=ctx))
 
         run.__doc__ = fn.__doc__
-        _STEPS[step_name] = StepSpec(step_name, task_name, model, fn, needs, retry)
+        _STEPS[step_name] = StepSpec(
+            step_name, task_name, model, fn, needs, retry, tuple(sorted(set(uses)))
+        )
         return fn
 
     return register(fn) if fn is not None else register

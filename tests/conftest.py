@@ -31,7 +31,12 @@ from jobrunner.worker.broker.keys import wake_key
 from jobrunner.worker.client import Client
 from tests.support.steps import STARTS
 
-pytest_plugins = ["tests.fixtures.api", "tests.fixtures.otlp", "tests.fixtures.prometheus"]
+pytest_plugins = [
+    "tests.fixtures.api",
+    "tests.fixtures.otlp",
+    "tests.fixtures.prometheus",
+    "tests.fixtures.scheduler",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_START_TIMEOUT_S = 60

@@ -41,7 +41,8 @@ from jobrunner.tasks.pipeline import Pipeline
 from jobrunner.tasks.registry import load_pipelines
 from jobrunner.worker.app import create_app
 from jobrunner.worker.broker import connection
-from jobrunner.worker.store.jobs import FAILURE, JobRecord, JobStore, open_store
+from jobrunner.worker.store.control import PauseStore, actor
+from jobrunner.worker.store.jobs import CANCELLED, FAILURE, JobRecord, JobStore, open_store
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 
@@ -89,7 +90,7 @@ class Job:
 
     @property
     def state(self) -> str:
-        """PENDING, STARTED, SUCCESS or FAILURE."""
+        """PENDING, STARTED, SUCCESS, FAILURE or CANCELLED."""
         return self.record().state
 
     def wait(self, timeout: float) -> JobRecord:
@@ -461,10 +462,13 @@ class Client:
         tier: str | None = None,
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
+        retry_of: str | None = None,
     ) -> Job:
         """Enqueue a job. With an `idempotency_key` already used (within the record lifetime),
         the job it was used for is returned instead and nothing is enqueued. A job unfinished
-        `deadline_s` after submission (default: the configured job deadline) fails."""
+        `deadline_s` after submission (default: the configured job deadline) fails. A job that
+        retries a failed one names it in `retry_of`: the two are linked, and the attempt
+        counted."""
         tier = tier or self.settings.default_tier
         self.settings.queue(tier)  # an unknown tier is an error before anything else
         declared = self.pipeline(pipeline)
@@ -478,13 +482,28 @@ class Client:
             existing = self.store.claim_idempotency_key(idempotency_key, job_id)
             if existing is not None:
                 return Job(existing, self.store)
+        fields = self._record_fields(declared)
+        previous = self.store.get(retry_of) if retry_of is not None else None
+        if retry_of is not None:  # its record may have expired: a dead letter outlives it
+            attempt = (previous.attempt if previous else 1) + 1
+            fields.update(retry_of=retry_of, attempt=str(attempt))
         try:
-            self._enqueue(declared, tier, deadline, [(job_id, normalized)])
+            self._enqueue(declared, tier, deadline, [(job_id, normalized)], fields)
         except Exception:
             if idempotency_key is not None:
                 self.store.release_idempotency_key(idempotency_key)
             raise
+        if previous is not None:
+            self.store.link_retry(previous.id, job_id)
         return Job(job_id, self.store)
+
+    @staticmethod
+    def _record_fields(declared: Pipeline) -> dict[str, str]:
+        """What the job record keeps of its pipeline's failure handling (read when it fails)."""
+        if declared.on_failure != "retry_job":
+            return {}
+        policy = declared.model_dump(include={"max_job_retries", "job_retry_delay_s"})
+        return {"retry_policy": json.dumps(policy)}
 
     def submit_many(
         self,
@@ -511,11 +530,17 @@ class Client:
         if not normalized:
             return []
         ids = [uuid.uuid4().hex for _ in normalized]
-        self._enqueue(declared, tier, deadline, list(zip(ids, normalized, strict=True)))
+        jobs = list(zip(ids, normalized, strict=True))
+        self._enqueue(declared, tier, deadline, jobs, self._record_fields(declared))
         return [Job(job_id, self.store) for job_id in ids]
 
     def _enqueue(
-        self, declared: Pipeline, tier: str, deadline: float, jobs: list[tuple[str, dict[str, Any]]]
+        self,
+        declared: Pipeline,
+        tier: str,
+        deadline: float,
+        jobs: list[tuple[str, dict[str, Any]]],
+        fields: dict[str, str],
     ) -> None:
         """Write the jobs' records, then send their messages. What can be built beforehand is
         (a job's canvas, a batch's messages), so a job is recorded as submitted only once it is
@@ -525,7 +550,7 @@ class Client:
         try:
             with self._sending(declared, tier, jobs) as send:
                 written = True
-                self.store.create(jobs, declared.name, tier, deadline)
+                self.store.create(jobs, declared.name, tier, deadline, fields)
                 send()
         except Exception as error:
             self._reachable = False
@@ -567,3 +592,76 @@ class Client:
 
     def job(self, job_id: str) -> Job:
         return Job(job_id, self.store)
+
+    def cancel(self, job_id: str, *, terminate: bool = False, by: str | None = None) -> JobRecord:
+        """End the job CANCELLED, recording who (`by`, default user@host) and when. None of
+        its queued steps starts (a worker drops each as it takes it); its running steps finish,
+        or with `terminate` are terminated. The job is finished first (first writer wins), and
+        only then are running steps revoked: whatever a revoked step's end triggers finds the
+        job over. JobError for an unknown or finished job."""
+        job = self.job(job_id)
+        record = job.record()
+        if record.finished or not self.store.finish(
+            job_id, CANCELLED, error=f"cancelled by {by or actor()}"
+        ):
+            raise JobError(f"job {job_id} already finished ({job.state})")
+        if terminate:
+            self._terminate_running(job_id)
+        return job.record()
+
+    def _terminate_running(self, job_id: str) -> list[str]:
+        """Terminate the job's steps running on any worker (Celery's revoke with terminate, so
+        each worker also discards them should they come again); their task ids."""
+        active = self.app.control.inspect(timeout=1.0).active() or {}
+        running = [
+            task["id"]
+            for tasks in active.values()
+            for task in tasks
+            if (task.get("kwargs") or {}).get("job", {}).get("id") == job_id
+        ]
+        if running:
+            self.app.control.revoke(running, terminate=True)
+        return running
+
+    @cached_property
+    def pauses(self) -> PauseStore:
+        """On the broker's Redis: its fetch script reads the paused queues."""
+        return PauseStore(connection.client(connection.require_url(self.settings)))
+
+    def _pause_target(self, tier: str | None, pipeline: str | None) -> None:
+        """Exactly one of a tier and a pipeline, and a known one."""
+        if (tier is None) == (pipeline is None):
+            raise JobError("name a tier or a pipeline (--pipeline NAME), not both")
+        if tier is not None:
+            self.settings.queue(tier)  # an unknown tier is an error
+        else:
+            self.pipeline(str(pipeline))
+
+    def pause(
+        self, tier: str | None = None, *, pipeline: str | None = None, by: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Stop the whole fleet running a tier's work (live: each worker's next fetch skips
+        its queues) or a pipeline's (each worker parks its steps as it receives them, within a
+        tick); what waits stays counted. Every pause now in force."""
+        self._pause_target(tier, pipeline)
+        if pipeline is not None:
+            self.pauses.pause_pipeline(pipeline, by or actor())
+        else:
+            queues = [self.settings.queue(str(tier), r) for r in self.settings.resource_classes()]
+            self.pauses.pause(str(tier), [*queues, self.settings.queue(str(tier))], by or actor())
+        return self.pauses.paused()
+
+    def resume(
+        self, tier: str | None = None, *, pipeline: str | None = None, by: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Let the fleet run the tier's or pipeline's work again (a pipeline's parked steps go
+        back to their queues); JobError if it was not paused. `by` is accepted for symmetry (a
+        resume leaves no record). Every pause still in force."""
+        self._pause_target(tier, pipeline)
+        if pipeline is not None:
+            resumed, what = self.pauses.resume_pipeline(pipeline), f"pipeline {pipeline}"
+        else:
+            resumed, what = self.pauses.resume(str(tier)), f"tier {tier}"
+        if not resumed:
+            raise JobError(f"{what} is not paused")
+        return self.pauses.paused()

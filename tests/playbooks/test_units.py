@@ -20,6 +20,7 @@ UNITS = {
     "jobrunner-worker@.service": (ROLES / "workers/templates/jobrunner-worker@.service.j2", {}),
     "jobrunner-flower.service": (MONITOR_UNIT, {"monitor": {"name": "flower", "title": "Flower"}}),
     "jobrunner-metrics.service": (MONITOR_UNIT, {"monitor": {"name": "metrics", "title": "x"}}),
+    "jobrunner-scheduler.service": (MONITOR_UNIT, {"monitor": {"name": "scheduler", "title": "x"}}),
     "jobrunner-redis.service": (ROLES / "redis/templates/jobrunner-redis.service.j2", {}),
 }
 

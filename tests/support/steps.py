@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -172,4 +173,45 @@ _pipeline(
 )
 _pipeline("fails", {"chain": [ONE, {"step": "explode"}, INC]})
 BOOM = {"step": "explode"}
+register_pipeline(
+    Pipeline.model_validate(
+        {
+            "name": "fails_retried",
+            "flow": BOOM,
+            "on_failure": "retry_job",
+            "max_job_retries": 2,
+            "job_retry_delay_s": 0,
+        }
+    )
+)
 _pipeline("group_fails", {"chain": [ONE, {"group": [INC, BOOM, {"chain": [INC, BOOM]}]}, TOTAL]})
+SLEEP = {"step": "sleep"}
+_pipeline("sleep_group", {"group": [SLEEP, SLEEP, SLEEP]})
+
+
+class FilesPayload(StepPayload):
+    files: tuple[str, ...] = ()
+
+
+@step
+def count_files(payload: FilesPayload, upstream: Any, ctx: StepContext) -> int:
+    return len(payload.files)
+
+
+_pipeline("arrivals", {"step": "count_files"})
+
+
+SPANS = "test:spans"  # Redis list: {tag, start, end} of every `load_warehouse` run
+
+
+@step(cpu=0.1, uses=["warehouse"])
+def load_warehouse(payload: SleepPayload, upstream: Any, ctx: StepContext) -> str:
+    """Uses the shared `warehouse` resource (capped fleet-wide in the limit tests)."""
+    start = time.time()
+    time.sleep(payload.sleep_ms / 1000)
+    span = {"tag": payload.tag, "start": start, "end": time.time()}
+    redis.Redis.from_url(os.environ["JOBRUNNER_BROKER_URL"]).rpush(SPANS, json.dumps(span))
+    return payload.tag
+
+
+_pipeline("warehouse", {"step": "load_warehouse"})

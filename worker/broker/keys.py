@@ -17,6 +17,7 @@ UNREADABLE = "jobrunner:unreadable"  # list: queue entries that were no kombu me
 JOB = "jobrunner:job:"  # + job id: hash, the job's record (its lists: JobKeys)
 JOBS = "jobrunner:jobs"  # sorted set: job ids by submission time
 OPEN_JOBS = "jobrunner:jobs:open"  # sorted set: unfinished job ids by deadline
+RETRY_JOBS = "jobrunner:jobs:retry"  # sorted set: failed job ids by when their next attempt goes
 IDEMPOTENCY = "jobrunner:idempotency:"  # + idempotency key: string, the job id it is bound to
 METRICS = "jobrunner:metrics"  # hash: the counters and histograms the exporter and alerts read
 
@@ -33,6 +34,17 @@ ADMISSION = "jobrunner:admission"  # hash: memory_reserve_mb overrides the confi
 TOKEN = "jobrunner:token:"  # + token id: hash, an API token's argon2 hash, role, scope, expiry
 TOKENS = "jobrunner:tokens"  # sorted set: token ids by creation time
 AUDIT = "jobrunner:audit"  # stream: who did what, when, from where, with what outcome
+# Control (worker/store/control.py, worker/scheduling/).
+PAUSED = "jobrunner:paused"  # set: queues the fetch script skips (a paused tier's queues)
+PAUSES = "jobrunner:pauses"  # hash: paused tier -> JSON {by, at}, for status and resume
+PAUSED_IDLE = "jobrunner:paused:idle"  # list, never written: blocked on when all queues pause
+PAUSED_PIPELINES = "jobrunner:paused:pipelines"  # set: pipelines whose steps workers park
+PARKED = "jobrunner:parked:"  # + pipeline: list of its parked messages (unacked-entry form)
+SCHEDULE = "jobrunner:schedule:"  # + schedule name: hash, its watermark and last firing
+TRIGGER = "jobrunner:trigger:"  # + trigger name: hash, its batch state; + ":seen", ":pending"
+LIMIT = "jobrunner:limit:"  # + resource: sorted set, task id -> its slot's lease expiry
+RATE = "jobrunner:rate"  # the `limits` package's key prefix for [limits.NAME] rates
+BEAT = "jobrunner:beat"  # celery-redbeat's key prefix: its entries and the schedulers' lock
 
 # Monitoring (worker/monitoring/alerts.py).
 ALERTS = "jobrunner:alerts"  # hash: rule name -> the firing alert (JSON)

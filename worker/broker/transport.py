@@ -48,7 +48,7 @@ from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError
 
 from jobrunner.worker.broker import scripts
-from jobrunner.worker.broker.keys import UNREADABLE, wake_key
+from jobrunner.worker.broker.keys import PAUSED, PAUSED_IDLE, UNREADABLE, wake_key
 
 KOMBU_READ_FROM = "5.7.0"  # the kombu release whose source the private names were read from
 
@@ -60,6 +60,14 @@ log = logging.getLogger("jobrunner.transport")
 def gate_fetching(channel: Any, admitting: Callable[[], bool]) -> None:
     """Fetch for `channel` only while `admitting()` says so (a worker's admission gate)."""
     channel.qos.admitting = admitting
+
+
+def park(channel: Any, delivery_tag: str, parked_key: str) -> bool:
+    """Move a fetched, unacknowledged message to `parked_key` (a paused pipeline's list) in one
+    step (lua/park.lua); the caller then rejects it, which finds nothing left to remove."""
+    with channel.conn_or_acquire() as client:
+        keys = [channel.unacked_key, channel.unacked_index_key, parked_key]
+        return bool(client.eval(scripts.load("park"), len(keys), *keys, delivery_tag))
 
 
 def serve_redis_schemes(transport: str) -> None:
@@ -129,6 +137,7 @@ class Channel(kombu_redis.Channel):
         self._detached_params = self._connparams()
         self._fetch_keys: list[tuple[str, str]] = []  # (queue name, Redis key), by priority
         self._backlog = False  # the last fetch found a message: fetch again without waiting
+        self._paused: set[str] = set()  # queue keys the last fetch found paused: not waited on
         self._fetch = self.client.register_script(scripts.load("fetch"))
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
@@ -159,8 +168,9 @@ class Channel(kombu_redis.Channel):
             self.client.connection.send_command("EVALSHA", self._fetch.sha, len(keys), *keys, *args)
             return
         wait_s = self.brpop_timeout if timeout is None else timeout
-        wake_keys = [wake_key(key) for _, key in self._fetch_keys]
-        self.client.connection.send_command("BRPOP", *wake_keys, wait_s or 0)
+        # A paused queue's tokens would wake us for nothing; the timed-out fetch sees a resume.
+        wake_keys = [wake_key(k) for _, k in self._fetch_keys if k not in self._paused]
+        self.client.connection.send_command("BRPOP", *(wake_keys or [PAUSED_IDLE]), wait_s or 0)
 
     def _brpop_read(self, **options: Any) -> bool:
         fetched, self._backlog = self._backlog, False
@@ -202,7 +212,14 @@ class Channel(kombu_redis.Channel):
         keys = [key for _, key in fetch_keys]
         woke = next((i for i, key in enumerate(keys, 1) if wake_key(key) == woke_key), 0)
         return (
-            [self.unacked_key, self.unacked_index_key, UNREADABLE, *keys, *map(wake_key, keys)],
+            [
+                self.unacked_key,
+                self.unacked_index_key,
+                UNREADABLE,
+                *keys,
+                *map(wake_key, keys),
+                PAUSED,
+            ],
             [time.time(), woke, TOKEN],
         )
 
@@ -218,7 +235,8 @@ class Channel(kombu_redis.Channel):
         self, fetch_keys: list[tuple[str, str]], reply: list[Any]
     ) -> tuple[str, dict[str, Any]] | None:
         """The (queue, message) a fetch took, if any."""
-        index, raw, unreadable = reply
+        index, raw, unreadable, paused = reply
+        self._paused = {fetch_keys[int(i) - 1][1] for i in paused}
         if unreadable:
             log.error(
                 "%d unreadable message(s) moved from the queues to %s", unreadable, UNREADABLE

@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "tokens",
     "audit",
     "keys",
+    "control",  # cancel, pause, resume
+    "schedules",  # scheduler, schedules, backfill
 )
 for _name in COMMAND_MODULES:
     import_module(f"{__name__}.{_name}")

@@ -76,7 +76,7 @@ def dlq_retry(
         entry = letters.get(old)
         if entry is None:
             fail(f"no dead letter for job {old}")
-        new = client.submit(entry["pipeline"], entry["payload"], tier=entry["tier"])
+        new = client.submit(entry["pipeline"], entry["payload"], tier=entry["tier"], retry_of=old)
         letters.remove(old)
         audit("retry", old, f"resubmitted as {new.id}")
         print(f"{old} -> {new.id}")

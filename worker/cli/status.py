@@ -44,7 +44,13 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 10 else f"{value:.1f} s"
 
 
-STATE_STYLE = {"SUCCESS": "green", "FAILURE": "red", "RETRY": "yellow", "STARTED": "cyan"}
+STATE_STYLE = {
+    "SUCCESS": "green",
+    "FAILURE": "red",
+    "CANCELLED": "magenta",
+    "RETRY": "yellow",
+    "STARTED": "cyan",
+}
 
 
 def render_overview(data: dict[str, Any], console: Console) -> None:
@@ -53,7 +59,8 @@ def render_overview(data: dict[str, Any], console: Console) -> None:
         tiers.add_column(column, justify="left" if column in ("tier", "queues") else "right")
     for row in data["tiers"]:
         age = _seconds(row["oldest_age_s"]) if row["depth"] else "-"
-        tiers.add_row(row["tier"], ", ".join(row["queues"]), str(row["depth"]), age)
+        name = f"{row['tier']} [yellow](paused)[/]" if row.get("paused") else row["tier"]
+        tiers.add_row(name, ", ".join(row["queues"]), str(row["depth"]), age)
     workers = Table(title="workers")
     workers.add_column("node", overflow="fold")
     workers.add_column("pool", no_wrap=True)
@@ -108,6 +115,8 @@ def render_overview(data: dict[str, Any], console: Console) -> None:
     if not data["alerts"]:
         console.print("no alerts firing")
     console.print(f"payloads: {data['payloads']}")
+    for pipeline, pause in data.get("paused_pipelines", {}).items():
+        console.print(f"pipeline {pipeline} paused by {pause['by']}: {pause['parked']} parked")
 
 
 def _run_label(run: dict[str, Any]) -> str:
@@ -174,6 +183,11 @@ def render_job(data: dict[str, Any], console: Console) -> None:
         table.add_row("failed step", f"{failure['step']}: {failure['error']}")
     for move in data.get("promotions", []):
         table.add_row("promoted", f"{move['from']} -> {move['to']} after {move['waited_s']:.0f} s")
+    if data.get("retry_of") or data.get("retried_as"):  # a chain of attempts
+        table.add_row("attempt", str(data["attempt"]))
+        for key, label in (("retry_of", "retries job"), ("retried_as", "retried as job")):
+            if data.get(key):
+                table.add_row(label, data[key])
     console.print(table)
     steps = data["steps"]
     tree = Tree(f"steps of {data['pipeline']} ({data['state']})")

@@ -29,6 +29,7 @@ from jobrunner.config.settings import AlertRule, AnomalySettings
 from jobrunner.worker.broker.keys import ALERTS, METRICS
 from jobrunner.worker.broker.queues import queue_stats
 from jobrunner.worker.store import heartbeat, step_stats
+from jobrunner.worker.store.control import PauseStore
 from jobrunner.worker.store.jobs import SEP
 
 KEEP_INTERVALS = 4  # the store outlives this many missed evaluations
@@ -132,6 +133,7 @@ class Evaluator:
         counters = self.results.hgetall(METRICS)
         stats = queue_stats(self.broker, self.settings, now)
         beats = heartbeat.read_all(self.results)
+        paused = PauseStore(self.broker).paused()
         holding: dict[str, Alert] = {}
         for rule in self.config.rules:
             value: float | None = None
@@ -145,7 +147,7 @@ class Evaluator:
                         if v
                     )
                     message = f"{value:.0%} of jobs{scope} failed in the last {rule.window_s:g} s"
-            elif rule.kind == "oldest_wait":
+            elif rule.kind == "oldest_wait" and rule.tier not in paused:  # paused, not stuck
                 ages = [s.oldest_age_s for s in stats if s.tier == rule.tier]
                 value = max(ages, default=0.0)
                 if value > rule.threshold:

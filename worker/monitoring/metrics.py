@@ -28,7 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from jobrunner.config import Settings
+from jobrunner.config import TIERS, Settings
 from jobrunner.worker.broker import connection
 from jobrunner.worker.broker.keys import DEAD_LETTERS, METRICS
 from jobrunner.worker.broker.queues import queue_stats
@@ -36,6 +36,7 @@ from jobrunner.worker.monitoring import alerts
 from jobrunner.worker.monitoring.flower import Credentials, generated, parse_basic_auth
 from jobrunner.worker.store import heartbeat, step_stats
 from jobrunner.worker.store.audit import DENIED
+from jobrunner.worker.store.control import PauseStore
 from jobrunner.worker.store.jobs import SEP, bound_field
 
 AUTH_FILE = "metrics.auth"
@@ -163,9 +164,18 @@ class JobrunnerCollector(Collector):
             "Age of the queue's oldest waiting message (0 when empty)",
             labels=["tier", "queue"],
         )
+        paused = GaugeMetricFamily(
+            "jobrunner_tier_paused",
+            "1 while the tier is paused (`jobrunner pause`)",
+            labels=["tier"],
+        )
+        pauses = PauseStore(self.broker).paused()
+        for tier in TIERS:
+            paused.add_metric([tier], 1.0 if tier in pauses else 0.0)
         for stat in queue_stats(self.broker, self.settings):
             depth.add_metric([stat.tier, stat.queue], stat.depth)
             age.add_metric([stat.tier, stat.queue], stat.oldest_age_s)
+        yield paused
         yield depth
         yield age
 
@@ -174,7 +184,7 @@ class JobrunnerCollector(Collector):
             fields,
             {
                 SEP.join(("jobs", outcome)): (f"jobrunner_jobs_{outcome}", f"Jobs {outcome}")
-                for outcome in ("submitted", "succeeded", "failed")
+                for outcome in ("submitted", "succeeded", "failed", "cancelled")
             },
             ["pipeline", "tier"],
         )

@@ -20,6 +20,7 @@ from jobrunner.worker.broker.queues import by_tier, queue_stats
 from jobrunner.worker.client import Client
 from jobrunner.worker.monitoring import alerts
 from jobrunner.worker.store import heartbeat, step_stats
+from jobrunner.worker.store.control import PauseStore
 from jobrunner.worker.store.dead_letters import DeadLetterStore
 
 RECENT_JOBS = 10
@@ -34,12 +35,14 @@ def overview() -> dict[str, Any]:
     redis = connection.client(settings.broker_url)
     results = client.store.redis
     stats = queue_stats(redis, settings)
+    paused = PauseStore(redis).paused()
     tiers = [
         {
             "tier": tier,
             "queues": [s.queue for s in stats if s.tier == tier],
             "depth": depth,
             "oldest_age_s": age,
+            "paused": paused.get(tier),  # {by, at, queues} while paused
         }
         for tier, (depth, age) in by_tier(stats).items()
     ]
@@ -51,6 +54,11 @@ def overview() -> dict[str, Any]:
     failures = [_failure_row(e) for i in failed_ids if (e := letters.get(i)) is not None]
     return {
         "tiers": tiers,
+        "paused_pipelines": {
+            name.removeprefix("pipeline:"): entry
+            for name, entry in paused.items()
+            if name.startswith("pipeline:")
+        },
         "workers": workers,
         "alerts": alerts.firing(results),
         "recent_failures": failures,

@@ -1,5 +1,6 @@
-"""The local stack of `jobrunner up` and `demo`: broker, one worker per pool, Flower and (for
-`up`) the metrics exporter and the HTTP API."""
+"""The local stack of `jobrunner up` and `demo`: broker, one worker per pool, Flower, and (for
+`up`) the metrics exporter, the HTTP API, and the scheduler when schedules or triggers are
+configured."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from jobrunner.tasks.registry import load_pipelines
 from jobrunner.worker.app import create_app
 from jobrunner.worker.broker import connection
 from jobrunner.worker.broker.embedded import EmbeddedRedis
+from jobrunner.worker.client import Client
 from jobrunner.worker.monitoring import flower, metrics
 from jobrunner.worker.ops.supervisor import Service, Supervisor
+from jobrunner.worker.scheduling.schedules import Schedules
+from jobrunner.worker.scheduling.triggers import Triggers
 
 
 class LocalStack:
@@ -84,6 +88,8 @@ class LocalStack:
                     {**env, **flower.flower_env(self.credentials)},
                 )
             )
+        if self.settings.schedules or self.settings.triggers:  # checked on entering
+            services.append(Service("scheduler", ["-m", "jobrunner", "scheduler"], env))
         if self.with_metrics:
             # Generated (or configured) credentials reach the exporter through its settings.
             self.metrics_credentials = metrics.credentials(self.settings)
@@ -94,6 +100,9 @@ class LocalStack:
 
     def __enter__(self) -> LocalStack:
         load_pipelines(self.settings)  # bad steps or pipelines stop us before anything starts
+        client = Client(self.settings)
+        Schedules(client, self.settings).check()  # so do bad schedules and triggers
+        Triggers(client, self.settings).check()
         self._start_broker()
         try:
             self.supervisor = Supervisor(self._services(), self.log_dir)

@@ -1,7 +1,8 @@
-"""`jobrunner.submit`: submit a job by sending one Celery task, for applications that are not
-Python. Flower's HTTP API calls it (`POST /api/task/async-apply/jobrunner.submit`), and any Celery
-client can send it by name. It validates and enqueues the job exactly as `Client.submit` does, and
-its result is the new job's id (a bad pipeline, tier or payload fails the task with one line).
+"""`jobrunner.submit` (and `jobrunner.cancel`): submit (or cancel) a job by sending one Celery
+task, for applications that are not Python. Flower's HTTP API calls it
+(`POST /api/task/async-apply/jobrunner.submit`), and any Celery client can send it by name. It
+validates and enqueues the job exactly as `Client.submit` does, and its result is the new job's
+id (a bad pipeline, tier or payload fails the task with one line).
 
 Given an API `token`, the submission is held to that token's role and scope, exactly as the HTTP
 API holds it (worker/store/tokens.py); a refusal fails the task and is audited. Without one,
@@ -65,3 +66,13 @@ def submit(
     job = client.submit(pipeline, payload, tier=tier, idempotency_key=idempotency_key)
     audit.record(who, SUBMIT, job.id, OK, "celery", f"{pipeline} at {tier}")
     return job.id
+
+
+CANCEL_TASK = "jobrunner.cancel"
+
+
+@shared_task(name=CANCEL_TASK, base=SubmitTask, bind=True, ignore_result=False)
+def cancel(self: Task, job_id: str, terminate: bool = False, by: str | None = None) -> str:
+    """Cancel a job as `Client.cancel` does (Flower: `POST /api/task/async-apply/jobrunner.cancel`
+    with `{"args": [JOB_ID]}`); its final state. An unknown or finished job fails the task."""
+    return _client(self.app).cancel(job_id, terminate=terminate, by=by or "remote").state

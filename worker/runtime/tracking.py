@@ -12,13 +12,14 @@ import time
 from typing import Any
 
 from celery import current_task
+from celery.exceptions import Ignore
 
 from jobrunner.config import get_settings
 from jobrunner.tasks.middleware import Middleware
 from jobrunner.worker.broker.connection import resolve
 from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
-from jobrunner.worker.store.jobs import FAILURE, SUCCESS, JobStore, open_store
+from jobrunner.worker.store.jobs import CANCELLED, FAILURE, SUCCESS, JobStore, open_store
 
 _store: JobStore | None = None
 
@@ -84,8 +85,19 @@ def _record_step(job: dict[str, Any], state: str, error: str | None = None) -> N
         store().add_step(job["id"], entry)
 
 
+def drop_if_cancelled(job: dict[str, Any]) -> None:
+    """A step of a cancelled job is not run. `Client.cancel` finishes the job CANCELLED before
+    revoking anything, so each of its messages still queued (chord members included) is dropped
+    here as a worker is about to start it: recorded in the step tree, then ended IGNORED
+    (Celery's outcome for a task that chose not to run: acknowledged, never dead-lettered)."""
+    if store().state(job["id"]) == CANCELLED:
+        _record_step(job, CANCELLED)
+        raise Ignore(f"job {job['id']} was cancelled")
+
+
 class JobTracking(Middleware):
     def before_task(self, job: dict[str, Any]) -> None:
+        drop_if_cancelled(job)
         if job.get("first"):
             store().mark_started(job["id"])
         request = _request()

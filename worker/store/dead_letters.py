@@ -107,6 +107,7 @@ def fail_job(
         }
     )
     if jobs.finish(job_id, FAILURE, error=summary):
+        jobs.plan_retry(job_id)  # its pipeline's on_failure = "retry_job"
         return True
     finished = jobs.get(job_id)  # it finished meanwhile: a success keeps no dead letter
     if finished is not None and finished.state == SUCCESS:

@@ -15,10 +15,20 @@ import redis
 
 from jobrunner.config import Settings
 from jobrunner.worker.broker import connection, scripts
-from jobrunner.worker.broker.keys import IDEMPOTENCY, JOBS, METRICS, OPEN_JOBS, job_keys
+from jobrunner.worker.broker.keys import (
+    IDEMPOTENCY,
+    JOBS,
+    METRICS,
+    OPEN_JOBS,
+    RETRY_JOBS,
+    job_keys,
+)
 from jobrunner.worker.store.crypto import CLEAR, Cipher, cipher
 
 PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
+CANCELLED = "CANCELLED"  # final, like SUCCESS and FAILURE: someone cancelled the job
+FINAL_STATES = (SUCCESS, FAILURE, CANCELLED)
+OUTCOMES = {SUCCESS: "succeeded", FAILURE: "failed", CANCELLED: "cancelled"}  # metric names
 
 # Metrics ride in the same scripts and pipelines as the records they describe (no extra round
 # trip): one hash of counters (METRICS), read by the exporter (worker/monitoring/metrics.py).
@@ -74,10 +84,13 @@ class JobRecord:
     retries: int = 0  # steps retried under their retry policy
     deadline_at: float | None = None
     promotions: list[dict[str, Any]] = field(default_factory=list)  # starvation guard moves
+    attempt: int = 1  # of its pipeline's on_failure = "retry_job" chain (or of `dlq retry`)
+    retry_of: str | None = None  # the failed job this one retries
+    retried_as: str | None = None  # the job that retries this one
 
     @property
     def finished(self) -> bool:
-        return self.state in (SUCCESS, FAILURE)
+        return self.state in FINAL_STATES
 
     @property
     def wait_s(self) -> float | None:
@@ -118,10 +131,16 @@ class JobStore:
         self._add_promotion = client.register_script(scripts.load("add_promotion"))
 
     def create(
-        self, jobs: list[tuple[str, dict[str, Any]]], pipeline: str, tier: str, deadline_s: float
+        self,
+        jobs: list[tuple[str, dict[str, Any]]],
+        pipeline: str,
+        tier: str,
+        deadline_s: float,
+        fields: dict[str, str] | None = None,
     ) -> None:
         """Record submitted jobs ((id, payload) each), however many, in one round trip. Not a
-        MULTI: a failure part way is undone by `delete`, as is a failure to send."""
+        MULTI: a failure part way is undone by `delete`, as is a failure to send. `fields`: more
+        of the record, the same for each (the retry policy, the attempt it is)."""
         now = time.time()
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id, payload in jobs:
@@ -133,6 +152,7 @@ class JobStore:
                         "payload": self.cipher.seal(json.dumps(payload)),
                         "submitted_at": repr(now),
                         "deadline_at": repr(now + deadline_s),
+                        **(fields or {}),
                     },
                 )
             pipe.zadd(JOBS, {job_id: now for job_id, _ in jobs})
@@ -155,8 +175,36 @@ class JobStore:
         existing = self.redis.get(IDEMPOTENCY + key)
         return existing.decode() if existing else None
 
+    def bound_jobs(self, keys: list[str]) -> list[str | None]:
+        """The job id each idempotency key is bound to (None: unused), in one round trip."""
+        if not keys:
+            return []
+        return [
+            raw.decode() if raw else None for raw in self.redis.mget(IDEMPOTENCY + k for k in keys)
+        ]
+
     def release_idempotency_key(self, key: str) -> None:
         self.redis.delete(IDEMPOTENCY + key)
+
+    def plan_retry(self, job_id: str) -> bool:
+        """After the job failed: if its pipeline retries failed jobs and attempts are left,
+        schedule the next attempt (`take_due_retries` hands it out); whether it did."""
+        raw = self.redis.hmget(job_keys(job_id).record, "retry_policy", "attempt")
+        if raw[0] is None:
+            return False
+        policy = json.loads(raw[0])
+        if int(raw[1] or 1) > policy["max_job_retries"]:
+            return False
+        self.redis.zadd(RETRY_JOBS, {job_id: time.time() + policy["job_retry_delay_s"]})
+        return True
+
+    def take_due_retries(self, now: float, limit: int = 100) -> list[str]:
+        """Failed jobs whose next attempt is due, each handed to one caller only."""
+        due = [raw.decode() for raw in self.redis.zrangebyscore(RETRY_JOBS, "-inf", now, 0, limit)]
+        return [job_id for job_id in due if self.redis.zrem(RETRY_JOBS, job_id)]
+
+    def link_retry(self, old: str, new: str) -> None:
+        self.redis.hset(job_keys(old).record, "retried_as", new)
 
     def overdue(self, now: float, limit: int = 100) -> list[str]:
         """Unfinished jobs whose deadline passed."""
@@ -170,6 +218,11 @@ class JobStore:
         self._start(
             keys=[job_keys(job_id).record, METRICS], args=[repr(time.time()), *self.wait_bounds]
         )
+
+    def state(self, job_id: str) -> str | None:
+        """The job's final state, or None while it runs (one HGET, for every step's start)."""
+        raw = self.redis.hget(job_keys(job_id).record, "state")
+        return raw.decode() if raw else None
 
     def add_step(self, job_id: str, entry: dict[str, Any]) -> None:
         """Record one run of one of the job's tasks (id, step, outcome, worker, times), for the
@@ -216,7 +269,7 @@ class JobStore:
             else ("error", error)
         )
         now = repr(time.time())
-        outcome = "succeeded" if state == SUCCESS else "failed"
+        outcome = OUTCOMES[state]
         flows = [str(part) for flow in data_flow(result) for part in flow]
         won = self._finish(
             keys=[OPEN_JOBS, METRICS, *job_keys(job_id)],
@@ -259,6 +312,9 @@ class JobStore:
             promotions=[json.loads(entry) for entry in promotions],
             retries=int(raw.get("retries", 0)),
             deadline_at=float(raw["deadline_at"]) if "deadline_at" in raw else None,
+            attempt=int(raw.get("attempt", 1)),
+            retry_of=raw.get("retry_of"),
+            retried_as=raw.get("retried_as"),
         )
 
     def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:

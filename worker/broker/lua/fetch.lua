@@ -2,36 +2,47 @@
 -- unacked as kombu would ([payload, exchange, routing key] under its delivery tag, scored by now),
 -- in one step, so a message is always in its queue or recorded unacked.
 -- KEYS: unacked hash, unacked index, unreadable list, then n queue keys highest priority first,
--- then their n wake lists. ARGV: now, the 1-based index of the queue whose wake token the caller
--- took (0: none), the token.
+-- then their n wake lists, then the set of paused queues. ARGV: now, the 1-based index of the
+-- queue whose wake token the caller took (0: none), the token.
 -- The token count stays equal to the message count per queue: taking from another queue than the
 -- token's returns that token and spends one of the queue actually taken from. A message that is
 -- not a kombu envelope goes to the unreadable list (a script error would not undo its pop).
--- Returns {index, payload, unreadable count}, index 0 when nothing was found.
-local n = (#KEYS - 3) / 2
+-- A paused queue is skipped (its messages stay queued and counted); a token taken from it goes
+-- back when nothing else was taken.
+-- Returns {index, payload, unreadable count, indices of the paused queues}, index 0 when nothing
+-- was found.
+local n = (#KEYS - 4) / 2
 local woke = tonumber(ARGV[2])
 local unreadable = 0
+local paused = {}
 for i = 1, n do
-  while true do
-    local payload = redis.call('RPOP', KEYS[3 + i])
-    if not payload then break end
-    local ok, message = pcall(cjson.decode, payload)
-    local props = ok and type(message) == 'table' and message['properties']
-    local info = type(props) == 'table' and props['delivery_info']
-    if type(info) == 'table' and type(props['delivery_tag']) == 'string' then
-      local tag = props['delivery_tag']
-      local entry = '[' .. payload .. ',' .. cjson.encode(info['exchange'] or '') .. ','
-        .. cjson.encode(info['routing_key'] or '') .. ']'
-      redis.call('ZADD', KEYS[2], ARGV[1], tag)
-      redis.call('HSET', KEYS[1], tag, entry)
-      if woke ~= i then
-        if woke > 0 then redis.call('RPUSH', KEYS[3 + n + woke], ARGV[3]) end
-        redis.call('LPOP', KEYS[3 + n + i])
+  if redis.call('SISMEMBER', KEYS[#KEYS], KEYS[3 + i]) == 1 then
+    paused[#paused + 1] = i
+  else
+    while true do
+      local payload = redis.call('RPOP', KEYS[3 + i])
+      if not payload then break end
+      local ok, message = pcall(cjson.decode, payload)
+      local props = ok and type(message) == 'table' and message['properties']
+      local info = type(props) == 'table' and props['delivery_info']
+      if type(info) == 'table' and type(props['delivery_tag']) == 'string' then
+        local tag = props['delivery_tag']
+        local entry = '[' .. payload .. ',' .. cjson.encode(info['exchange'] or '') .. ','
+          .. cjson.encode(info['routing_key'] or '') .. ']'
+        redis.call('ZADD', KEYS[2], ARGV[1], tag)
+        redis.call('HSET', KEYS[1], tag, entry)
+        if woke ~= i then
+          if woke > 0 then redis.call('RPUSH', KEYS[3 + n + woke], ARGV[3]) end
+          redis.call('LPOP', KEYS[3 + n + i])
+        end
+        return {i, payload, unreadable, paused}
       end
-      return {i, payload, unreadable}
+      redis.call('LPUSH', KEYS[3], payload)
+      unreadable = unreadable + 1
     end
-    redis.call('LPUSH', KEYS[3], payload)
-    unreadable = unreadable + 1
   end
 end
-return {0, '', unreadable}
+if woke > 0 and paused[1] and redis.call('SISMEMBER', KEYS[#KEYS], KEYS[3 + woke]) == 1 then
+  redis.call('RPUSH', KEYS[3 + n + woke], ARGV[3])
+end
+return {0, '', unreadable, paused}

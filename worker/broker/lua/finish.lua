@@ -1,9 +1,9 @@
 -- A job's outcome, recorded once: the first writer wins (worker/store/jobs.py), after
 -- observe.lua. Counts the outcome, observes the run time and the data flow per step.
 -- KEYS: the open-jobs index, the metrics hash, then every JobKeys (record first, done list
--- second). ARGV: now, state, field, value, ttl, job id, outcome ("succeeded" or "failed"), the
--- final task's step-tree entry ('' for none), n, the n run bucket bounds, then (step, rows in,
--- rows out, quarantined) per step of a data pipeline.
+-- second). ARGV: now, state, field, value, ttl, job id, outcome ("succeeded", "failed" or
+-- "cancelled"), the final task's step-tree entry ('' for none), n, the n run bucket bounds,
+-- then (step, rows in, rows out, quarantined) per step of a data pipeline.
 if ARGV[8] ~= '' then redis.call('RPUSH', KEYS[7], ARGV[8]) end
 if redis.call('HSETNX', KEYS[3], 'finished_at', ARGV[1]) == 0 then
   redis.call('EXPIRE', KEYS[7], ARGV[5])

@@ -1,6 +1,8 @@
 """What a worker takes: every message it receives passes the delivery counter (poison is
-dead-lettered) and then the admission gate (a step starts when the host has the headroom it
-declares, worker/runtime/admission.py); the consumer fetches only while the gate admits."""
+dead-lettered), the fleet-wide limits (a step starts with a slot of each shared resource it uses,
+worker/runtime/limits.py) and then the admission gate (a step starts when the host has the
+headroom it declares, worker/runtime/admission.py); the consumer fetches only while the gate
+admits."""
 
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 
 from jobrunner.tasks.step import needs_by_task
+from jobrunner.worker.broker import connection
 from jobrunner.worker.broker.transport import gate_fetching
 from jobrunner.worker.runtime.admission import AdmissionGate, DoesNotFit
 from jobrunner.worker.runtime.consumer.base import PeriodicStep, job_store
+from jobrunner.worker.runtime.limits import FleetLimits
+from jobrunner.worker.runtime.pauses import PipelinePauses
 from jobrunner.worker.store import heartbeat
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
 from jobrunner.worker.store.deliveries import DeliveryCounter
@@ -45,6 +50,15 @@ class AdmissionStep(PeriodicStep):
         self.gate = AdmissionGate(
             self.settings.admission, needs_by_task(), c.on_task_request, self._reject
         )
+        self.limits = FleetLimits(
+            self.redis,
+            self.settings.effective_result_url,
+            self.settings.limits.resources,
+            self.settings.reliability.lease_s,
+            max_held=lambda: c.pool.num_processes,
+        )
+        self.pauses = PipelinePauses(connection.client(self.settings.broker_url))
+        self.consumer = c
         # Before the Tasks step builds its strategies, which capture the handler.
         c.on_task_request = self.receive
         c.jobrunner_gate = self.gate  # for the autoscaler and the heartbeat
@@ -58,6 +72,8 @@ class AdmissionStep(PeriodicStep):
         """Asked before each fetch: only while the gate admits."""
         if self.gate.held:
             self.gate.retry_held()
+        if self.limits.leased or self.limits.held:
+            self.limits.retry_held(self.gate.submit)
         return not self.gate.paused
 
     def receive(self, request: Request) -> None:
@@ -71,11 +87,18 @@ class AdmissionStep(PeriodicStep):
             )
             self._drop(request, reason, Poison(reason), deliveries=count)
             return
-        self.gate.submit(request)
+        if self.pauses.park_if_paused(self.consumer.task_consumer.channel, request):
+            request.reject(requeue=False)  # parked already: nothing left to remove
+            state.task_ready(request)
+            return
+        if self.limits.admit(request):  # else held until a fleet-wide slot frees
+            self.gate.submit(request)
 
     def tick(self) -> None:
         was_paused = self.gate.paused
         try:
+            self.pauses.refresh()
+            self.limits.renew()
             self.gate.tick(heartbeat.reserve_override(self.redis))
         except Exception:  # never let a Redis hiccup kill the event loop; next tick retries
             log.exception("admission tick failed")

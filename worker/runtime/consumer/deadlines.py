@@ -1,4 +1,6 @@
-"""Job deadlines: a job unfinished past its deadline fails into the dead-letter store."""
+"""Job deadlines: a job unfinished past its deadline fails into the dead-letter store. And job
+retries: a failed job of a pipeline with on_failure = "retry_job" is submitted again, as a new
+job linked to it, once its delay passed (each by one worker only)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any
 
 from celery.worker.consumer import Consumer
 
+from jobrunner.worker.client import Client
 from jobrunner.worker.runtime.consumer.base import PeriodicStep, job_store
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
 
@@ -19,9 +22,21 @@ class DeadlineStep(PeriodicStep):
         super().__init__(c, **kwargs)
         self.jobs = job_store(c, self.settings)
         self.dead_letters = DeadLetterStore(self.jobs.redis, self.jobs.cipher)
+        self.client = Client(self.settings, app=c.app)
 
     def start(self, c: Consumer) -> None:
         self.every(c, self.settings.reliability.reaper_interval_s, self.fail_overdue_jobs)
+        self.every(c, self.settings.reliability.reaper_interval_s, self.retry_failed_jobs)
+
+    def retry_failed_jobs(self) -> None:
+        for job_id in self.jobs.take_due_retries(time.time()):
+            record = self.jobs.get(job_id)
+            if record is None:
+                continue
+            new = self.client.submit(
+                record.pipeline, record.payload, tier=record.tier, retry_of=job_id
+            )
+            log.warning("job %s failed; attempt %d is job %s", job_id, record.attempt + 1, new.id)
 
     def fail_overdue_jobs(self) -> None:
         for job_id in self.jobs.overdue(time.time()):
