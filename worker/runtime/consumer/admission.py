@@ -12,12 +12,14 @@ from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 
 from jobrunner.tasks.step import needs_by_task
-from jobrunner.worker.broker.transport import gate_fetching
+from jobrunner.worker.broker.transport import gate_fetching, message_text, screen_tasks
+from jobrunner.worker.runtime import acceptance
 from jobrunner.worker.runtime.admission import AdmissionGate, DoesNotFit
 from jobrunner.worker.runtime.consumer.base import PeriodicStep, job_store
 from jobrunner.worker.store import heartbeat
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
 from jobrunner.worker.store.deliveries import DeliveryCounter
+from jobrunner.worker.store.set_aside import SetAsideStore
 
 log = logging.getLogger("jobrunner.worker")
 
@@ -37,6 +39,7 @@ class AdmissionStep(PeriodicStep):
         self.jobs = job_store(c, self.settings)
         self.redis = self.jobs.redis
         self.dead_letters = DeadLetterStore(self.redis)
+        self.set_aside = SetAsideStore(self.redis)
         self.deliveries = DeliveryCounter(
             self.redis,
             self.settings.reliability.max_deliveries,
@@ -51,6 +54,7 @@ class AdmissionStep(PeriodicStep):
 
     def start(self, c: Consumer) -> None:
         gate_fetching(c.task_consumer.channel, self.admitting)
+        screen_tasks(c.task_consumer.channel, acceptance.jobrunner_tasks(c.app))
         self.tick()
         self.every(c, self.settings.admission.check_interval_s, self.tick)
 
@@ -61,7 +65,10 @@ class AdmissionStep(PeriodicStep):
         return not self.gate.paused
 
     def receive(self, request: Request) -> None:
-        """The consumer's task handler: stop poison, then let the admission gate decide."""
+        """The consumer's task handler: refuse steps of no (or another) job, skip those of a
+        finished job, stop poison, then let the admission gate decide."""
+        if request.name != acceptance.SUBMIT_TASK and not self._accepted(request):
+            return
         redelivered = bool(request.delivery_info.get("redelivered"))
         count = self.deliveries.exceeded(request.id, redelivered)
         if count is not None:
@@ -72,6 +79,34 @@ class AdmissionStep(PeriodicStep):
             self._drop(request, reason, Poison(reason), deliveries=count)
             return
         self.gate.submit(request)
+
+    def _accepted(self, request: Request) -> bool:
+        """Whether the step may run for its job; if not, it leaves the queue with one line."""
+        context = request.kwargs.get("job")
+        job_id = context.get("id") if isinstance(context, dict) else None
+        record = (
+            self.jobs.get(job_id)
+            if isinstance(job_id, str) and acceptance.JOB_ID.fullmatch(job_id)
+            else None
+        )
+        reason = acceptance.refusal(request.name, context, record)
+        if reason is not None:
+            queue = request.delivery_info.get("routing_key") or ""
+            entry = self.set_aside.add(message_text(request.message), reason, queue)
+            log.error("%s[%s] set aside as entry %s: %s", request.name, request.id, entry, reason)
+        elif record is not None and acceptance.finished(record):
+            log.info(
+                "skipping %s[%s]: job %s already %s",
+                request.name,
+                request.id,
+                record.id,
+                record.state,
+            )
+        else:
+            return True
+        request.reject(requeue=False)
+        state.task_ready(request)
+        return False
 
     def tick(self) -> None:
         was_paused = self.gate.paused
