@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "deploy",
     "bench",
     "dlq",
+    "set_aside",
 )
 for _name in COMMAND_MODULES:
     import_module(f"{__name__}.{_name}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Any, NoReturn
 
@@ -25,6 +26,18 @@ TIER_HELP = "high, medium or low (default: the configured default_tier)"
 def fail(message: str) -> NoReturn:
     print(f"jobrunner: error: {message}", file=sys.stderr)
     raise typer.Exit(1)
+
+
+DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+SECONDS_PER = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_s(text: str, option: str) -> float:
+    """Seconds in an age like 7d, 12h, 30m or 90; a one-line error naming `option` if not."""
+    match = DURATION.fullmatch(text.strip())
+    if match is None:
+        fail(f"{option} {text!r} is not a duration like 7d, 12h, 30m or 90")
+    return float(match.group(1)) * SECONDS_PER[match.group(2)]
 
 
 def print_json(data: Any) -> None:

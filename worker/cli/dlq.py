@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from jobrunner.worker.cli.base import cli, console, fail, print_json
+from jobrunner.worker.cli.base import cli, console, duration_s, fail, print_json
 
 dlq = typer.Typer(
     help="The dead-letter store: failed jobs with their reasons.", no_args_is_help=True
 )
 
 cli.add_typer(dlq, name="dlq")
-
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-
-SECONDS_PER = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _dead_letters() -> Any:
@@ -90,8 +85,5 @@ def dlq_purge(
     older_than: Annotated[str, typer.Option(help="age, e.g. 7d, 12h, 30m or seconds")],
 ) -> None:
     """Remove dead letters older than the given age (nothing else ever removes them)."""
-    match = DURATION.match(older_than.strip())
-    if match is None:
-        fail(f"--older-than {older_than!r} is not a duration like 7d, 12h, 30m or 90")
-    seconds = float(match.group(1)) * SECONDS_PER[match.group(2)]
+    seconds = duration_s(older_than, "--older-than")
     print(f"purged {_dead_letters().purge(seconds)} dead letter(s) older than {older_than}")
