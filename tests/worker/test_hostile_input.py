@@ -33,7 +33,12 @@ NODE = "general-hostile@test"
 
 @pytest.fixture(scope="module")
 def worker(workers: Workers) -> Iterator[subprocess.Popen[bytes]]:
-    yield workers.start("general", NODE, JOBRUNNER_POOLS__GENERAL__CONCURRENCY="1")
+    yield workers.start(
+        "general",
+        NODE,
+        JOBRUNNER_POOLS__GENERAL__CONCURRENCY="1",
+        JOBRUNNER_RELIABILITY__REAPER_INTERVAL_S="1",
+    )
 
 
 @pytest.fixture
@@ -228,3 +233,12 @@ def test_fuzzed_messages_never_stop_the_worker(
     leased = set(map(bytes.decode, redis_client.hkeys("unacked")))
     assert redis_client.llen(_queue()) == 0 and not leased & set().union(*map(_tags, pushed))
     assert len(store.entries()) == len(pushed)  # every one kept, none run
+
+
+def test_a_deadline_failure_names_the_jobs_own_deadline(
+    worker: subprocess.Popen[bytes], client: Client, redis_client: redis.Redis
+) -> None:
+    job = client.submit("sleepy", {"sleep_ms": 2500, "tag": "slow"}, tier="low", deadline_s=1)
+    record = job.wait(30)
+    assert record.state == FAILURE
+    assert record.error is not None and "not finished within 1 s of submission" in record.error

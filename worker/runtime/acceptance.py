@@ -10,7 +10,6 @@ asks `jobrunner_task` for every message it fetches (worker/broker/transport.py).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,8 +20,8 @@ from jobrunner.tasks.job_task import JobTask
 from jobrunner.tasks.step import STEP_TASK_PREFIX
 from jobrunner.worker.runtime.remote_submit import SUBMIT_TASK
 from jobrunner.worker.store.jobs import JobRecord
+from jobrunner.worker.validation import is_job_id
 
-JOB_ID = re.compile(r"[0-9a-f]{32}")  # what Client gives a job: uuid4().hex
 # The canvas tasks the compiler inserts, by the step name their job context carries.
 CANVAS_TASKS = {"start": START_TASK, "collect": COLLECT_TASK, "map": FAN_OUT_TASK}
 
@@ -38,12 +37,18 @@ def jobrunner_tasks(app: Celery) -> Callable[[str], bool]:
     return allowed
 
 
+def job_id(context: Any) -> str | None:
+    """The id of the job a step's context names, if it is one (never a path, never a key)."""
+    found = context.get("id") if isinstance(context, dict) else None
+    return found if is_job_id(found) else None
+
+
 def refusal(task: str, context: Any, record: JobRecord | None) -> str | None:
     """Why a step message (task `task`, job context `context`) must not run for the job whose
     record is `record` (None: no such job); None if it may."""
     if not isinstance(context, dict) or not isinstance(context.get("id"), str):
         return f"{task} carries no job context"
-    if not JOB_ID.fullmatch(context["id"]):
+    if not is_job_id(context["id"]):
         return f"job id {context['id'][:100]!r} is not a job id"
     step = context.get("step")
     if task not in (f"{STEP_TASK_PREFIX}{step}", CANVAS_TASKS.get(str(step))):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery.signals import task_rejected, task_unknown
 from celery.worker import state
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
@@ -51,6 +52,10 @@ class AdmissionStep(PeriodicStep):
         # Before the Tasks step builds its strategies, which capture the handler.
         c.on_task_request = self.receive
         c.jobrunner_gate = self.gate  # for the autoscaler and the heartbeat
+        # What Celery itself refuses (an invalid eta or expires, an unknown task), it rejects
+        # with a log line only; it is set aside too.
+        for signal in (task_rejected, task_unknown):
+            signal.connect(self._refused_by_celery, sender=c, weak=False)
 
     def start(self, c: Consumer) -> None:
         gate_fetching(c.task_consumer.channel, self.admitting)
@@ -83,17 +88,11 @@ class AdmissionStep(PeriodicStep):
     def _accepted(self, request: Request) -> bool:
         """Whether the step may run for its job; if not, it leaves the queue with one line."""
         context = request.kwargs.get("job")
-        job_id = context.get("id") if isinstance(context, dict) else None
-        record = (
-            self.jobs.get(job_id)
-            if isinstance(job_id, str) and acceptance.JOB_ID.fullmatch(job_id)
-            else None
-        )
+        job_id = acceptance.job_id(context)
+        record = self.jobs.get(job_id) if job_id else None
         reason = acceptance.refusal(request.name, context, record)
         if reason is not None:
-            queue = request.delivery_info.get("routing_key") or ""
-            entry = self.set_aside.add(message_text(request.message), reason, queue)
-            log.error("%s[%s] set aside as entry %s: %s", request.name, request.id, entry, reason)
+            self._put_aside(request.message, f"{request.name}[{request.id}]", reason)
         elif record is not None and acceptance.finished(record):
             log.info(
                 "skipping %s[%s]: job %s already %s",
@@ -107,6 +106,16 @@ class AdmissionStep(PeriodicStep):
         request.reject(requeue=False)
         state.task_ready(request)
         return False
+
+    def _refused_by_celery(self, message: Any, exc: BaseException | None = None, **_: Any) -> None:
+        reason = f"refused by Celery: {type(exc).__name__}: {exc}" if exc else "refused by Celery"
+        self._put_aside(message, "a message", reason)
+
+    def _put_aside(self, message: Any, what: str, reason: str) -> None:
+        """Keep a refused message in the set-aside store, with one log line."""
+        queue = message.delivery_info.get("routing_key") or ""
+        entry = self.set_aside.add(message_text(message), reason, queue)
+        log.error("%s set aside as entry %s: %s", what, entry, reason)
 
     def tick(self) -> None:
         was_paused = self.gate.paused
