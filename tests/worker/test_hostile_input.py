@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobrunner.config import get_settings
 from jobrunner.worker.client import Client
+from jobrunner.worker.store.dead_letters import DeadLetterStore
 from jobrunner.worker.store.jobs import FAILURE
 from jobrunner.worker.store.set_aside import SetAsideStore
 from tests.conftest import Workers
@@ -242,3 +244,21 @@ def test_a_deadline_failure_names_the_jobs_own_deadline(
     record = job.wait(30)
     assert record.state == FAILURE
     assert record.error is not None and "not finished within 1 s of submission" in record.error
+
+
+def test_a_terminated_step_fails_its_job_as_revoked(
+    worker: subprocess.Popen[bytes], app: Celery, client: Client, redis_client: redis.Redis
+) -> None:
+    job = client.submit("sleepy", {"sleep_ms": 30_000, "tag": "revoked"}, tier="low")
+
+    def running() -> list[dict[str, Any]]:
+        active = app.control.inspect(destination=[NODE], timeout=1).active() or {}
+        return [task for task in active.get(NODE, []) if job.id in str(task["kwargs"])]
+
+    eventually(lambda: bool(running()), timeout_s=30, every_s=0.3)
+    app.control.revoke(running()[0]["id"], terminate=True)
+    record = job.wait(30)
+    assert record.state == FAILURE
+    assert record.error is not None and record.error.startswith("revoked: step sleep terminated")
+    letter = DeadLetterStore(redis_client).get(job.id)
+    assert letter is not None and letter["error_type"] == "Revoked"

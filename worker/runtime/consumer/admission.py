@@ -5,9 +5,11 @@ declares, worker/runtime/admission.py); the consumer fetches only while the gate
 from __future__ import annotations
 
 import logging
+import signal
+import time
 from typing import Any
 
-from celery.signals import task_rejected, task_unknown
+from celery.signals import task_rejected, task_revoked, task_unknown
 from celery.worker import state
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
@@ -34,6 +36,10 @@ class Poison(Exception):
     """A step kept being delivered without finishing: its process died every time."""
 
 
+class Revoked(Exception):
+    """A step was revoked or terminated before it finished."""
+
+
 class AdmissionStep(PeriodicStep):
     def __init__(self, c: Consumer, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
@@ -54,8 +60,11 @@ class AdmissionStep(PeriodicStep):
         c.jobrunner_gate = self.gate  # for the autoscaler and the heartbeat
         # What Celery itself refuses (an invalid eta or expires, an unknown task), it rejects
         # with a log line only; it is set aside too.
-        for signal in (task_rejected, task_unknown):
-            signal.connect(self._refused_by_celery, sender=c, weak=False)
+        for refused in (task_rejected, task_unknown):
+            refused.connect(self._refused_by_celery, sender=c, weak=False)
+        # Sent by the task, so not filtered by sender; one consumer per worker process.
+        task_revoked.connect(self._revoked, weak=False, dispatch_uid="jobrunner.revoked")
+        self.hostname = c.hostname
 
     def start(self, c: Consumer) -> None:
         gate_fetching(c.task_consumer.channel, self.admitting)
@@ -110,6 +119,35 @@ class AdmissionStep(PeriodicStep):
     def _refused_by_celery(self, message: Any, exc: BaseException | None = None, **_: Any) -> None:
         reason = f"refused by Celery: {type(exc).__name__}: {exc}" if exc else "refused by Celery"
         self._put_aside(message, "a message", reason)
+
+    def _revoked(
+        self,
+        request: Any = None,
+        terminated: bool = False,
+        signum: Any = None,
+        expired: bool = False,
+        **_: Any,
+    ) -> None:
+        """A step revoked (by `celery control revoke`, Flower, an expiry) fails its job into the
+        dead-letter store, unless the job finished first (a cancel, say: first writer wins)."""
+        context = (getattr(request, "kwargs", None) or {}).get("job")  # a task Context
+        job_id = acceptance.job_id(context)
+        if job_id is None:
+            return
+        step = str(context.get("step"))
+        how = "it expired" if expired else "before it ran"
+        if terminated:
+            how = f"terminated by {signal.Signals(int(signum)).name if signum else 'a signal'}"
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        summary = f"revoked: step {step} {how}, on {self.hostname} at {when}"
+        fail_job(
+            self.jobs,
+            self.dead_letters,
+            job_id,
+            step=step,
+            summary=summary,
+            error=Revoked(summary),
+        )
 
     def _put_aside(self, message: Any, what: str, reason: str) -> None:
         """Keep a refused message in the set-aside store, with one log line."""
