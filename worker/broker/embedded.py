@@ -21,6 +21,7 @@ from pathlib import Path
 import redis
 
 from jobrunner.worker.broker.connection import BrokerError, client
+from jobrunner.worker.broker.lifeline import child_of_this_process
 
 START_TIMEOUT_S = 15.0
 # Renamed to nothing, i.e. off. jobrunner, Celery and kombu send none of them; the server is
@@ -111,6 +112,7 @@ class EmbeddedRedis:
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in the terminal goes to us; we stop Redis last
             umask=OWNER_ONLY,
+            preexec_fn=child_of_this_process(),  # never outlives whoever started it
         )
         self._wait_ready()
         if self.url_file is not None:

@@ -1,5 +1,6 @@
 """The local stack as a user runs it with no broker configured: `jobrunner up` starts a private
-Redis, the pools and Flower; `jobrunner submit` in another process finds it; SIGTERM stops it all.
+Redis, the pools and Flower; `jobrunner submit` in another process finds it; `jobrunner down`
+(SIGTERM to `up`) stops it all, and SIGKILL of `up` leaves nothing running.
 `jobrunner demo` runs the sample pipeline at every tier and cleans up after itself."""
 
 from __future__ import annotations
@@ -69,9 +70,14 @@ def test_up_serves_submit_then_stops_everything(tmp_path: Path) -> None:
         )
         assert submitted.returncode == 0, submitted.stderr
         assert submitted.stdout.strip() == "3"
-    finally:
-        up.send_signal(signal.SIGTERM)
+        # `jobrunner down`, from another terminal, stops it as Ctrl-C would.
+        down = subprocess.run([JOBRUNNER, "down"], env=env, capture_output=True, text=True)
+        assert down.returncode == 0 and down.stdout.startswith("stopped: up"), down.stderr
         up.wait(timeout=90)
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGTERM)
+            up.wait(timeout=90)
     assert up.returncode == 0
     assert not (tmp_path / "broker.url").exists()
     time.sleep(0.5)
@@ -95,3 +101,43 @@ def test_demo_runs_every_tier_and_cleans_up(tmp_path: Path) -> None:
     assert len(list((tmp_path / "features").glob("demo-*-?.parquet"))) == 6
     assert len(list((tmp_path / "lineage").glob("*.json"))) == 6
     assert not (tmp_path / "broker.url").exists()
+
+
+def _up(env: dict[str, str]) -> subprocess.Popen[str]:
+    """`jobrunner up` (one small pool, no Flower, no exporter), once it says it runs."""
+    up = subprocess.Popen(
+        [JOBRUNNER, "up", "--no-flower", "--no-metrics"],
+        env={**env, "JOBRUNNER_POOLS__GENERAL__CONCURRENCY": "1"},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert up.stdout is not None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and up.poll() is None:
+        if "running; Ctrl-C stops" in up.stdout.readline():
+            return up
+    raise AssertionError(f"jobrunner up did not start (exit {up.poll()})")
+
+
+def _running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_up_killed_with_sigkill_leaves_nothing_running(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    up = _up(env)
+    children = _descendants(up.pid)
+    assert any("redis-server" in " ".join(p.cmdline()) for p in children)
+    up.kill()
+    up.wait()
+    deadline = time.monotonic() + 30
+    while _running(children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    leftover = _running(children)
+    for process in leftover:  # clean up after a failure
+        process.kill()
+    assert leftover == []
+    # What it left behind is recognized as stale: `down` has nothing to stop.
+    down = subprocess.run([JOBRUNNER, "down"], env=env, capture_output=True, text=True, timeout=60)
+    assert (down.returncode, down.stdout.strip()) == (0, "no local stack runs")
