@@ -5,6 +5,7 @@ Redis, the pools and Flower; `jobrunner submit` in another process finds it; `jo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from jobrunner.worker.broker.embedded import free_port
 from tests.conftest import ROOT
-from tests.support.cli import JOBRUNNER
+from tests.support.cli import JOBRUNNER, run
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +142,22 @@ def test_up_killed_with_sigkill_leaves_nothing_running(tmp_path: Path) -> None:
     # What it left behind is recognized as stale: `down` has nothing to stop.
     down = subprocess.run([JOBRUNNER, "down"], env=env, capture_output=True, text=True, timeout=60)
     assert (down.returncode, down.stdout.strip()) == (0, "no local stack runs")
+
+
+def test_down_stops_what_a_vanished_up_left_running(tmp_path: Path) -> None:
+    """Where children do not die with `up` (not Linux, an older jobrunner), its record names
+    them; `down` stops them and forgets the stale broker URL."""
+    orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        started = psutil.Process(orphan.pid).create_time()
+        gone = {"name": "up", "pid": 2**22 + 1, "started": 0.0}
+        record = [gone, {"name": "worker-general", "pid": orphan.pid, "started": started}]
+        (tmp_path / "stack.json").write_text(json.dumps(record))
+        (tmp_path / "broker.url").write_text("redis://:x@127.0.0.1:1/0\n")
+        down = run("down", JOBRUNNER_DATA_DIR=str(tmp_path))
+        assert (down.returncode, down.stdout.strip()) == (0, "stopped: worker-general")
+        assert orphan.wait(10) == -signal.SIGTERM
+        assert not (tmp_path / "stack.json").exists() and not (tmp_path / "broker.url").exists()
+    finally:
+        orphan.kill()
+        orphan.wait()
