@@ -102,7 +102,9 @@ class EmbeddedRedis:
 
     def start(self, port: int | None = None) -> str:
         """Start the server (on `port`, or a free one) and wait until it answers."""
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # A data dir made here is the owner's only too (one given is left as it is).
+        self.dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, exist_ok=True)
         self.dir.chmod(0o700)
         self.port = port or free_port()
         conf = self._write_conf()
