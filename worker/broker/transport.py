@@ -13,6 +13,12 @@ nothing), then runs the script, which takes the highest-priority message among a
 message pushed without a token (by hand, by another client) is found by the same script when the
 BRPOP times out (the transport's `brpop_timeout`, 1 s), so it is late at worst, never stranded.
 
+Nothing in a queue may stop a worker: Celery treats an exception raised while it takes a message
+in (a body it cannot decode, say) as unrecoverable. So each fetched message is screened before
+Celery sees it (`_screen`, `task_refusal`), whatever the consumer still raises on is caught
+(`_hand_over`), and either way the message is set aside with its reason
+(worker/broker/set_aside.py), out of its queue and its lease in one step.
+
 This is the one module that uses kombu's private names; read from kombu 5.7.0
 (`KOMBU_READ_FROM`). pyproject.toml pins kombu to that minor version, and
 tests/worker/broker/test_kombu_contract.py checks each name below against the installed kombu.
