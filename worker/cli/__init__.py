@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "keys",
     "control",  # cancel, pause, resume
     "schedules",  # scheduler, schedules, backfill
+    "set_aside",
 )
 for _name in COMMAND_MODULES:
     import_module(f"{__name__}.{_name}")

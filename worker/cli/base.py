@@ -23,21 +23,21 @@ console = Console()
 TIER_HELP = "high, medium or low (default: the configured default_tier)"
 
 
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+def fail(message: str) -> NoReturn:
+    print(f"jobrunner: error: {message}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 SECONDS_PER = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def duration_s(text: str, option: str) -> float:
-    """Seconds in `text` (7d, 12h, 30m, 90), or a one-line error naming `option`."""
-    match = DURATION.match(text.strip())
+    """Seconds in an age like 7d, 12h, 30m or 90; a one-line error naming `option` if not."""
+    match = DURATION.fullmatch(text.strip())
     if match is None:
         fail(f"{option} {text!r} is not a duration like 7d, 12h, 30m or 90")
     return float(match.group(1)) * SECONDS_PER[match.group(2)]
-
-
-def fail(message: str) -> NoReturn:
-    print(f"jobrunner: error: {message}", file=sys.stderr)
-    raise typer.Exit(1)
 
 
 def print_json(data: Any) -> None:

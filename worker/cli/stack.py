@@ -26,6 +26,8 @@ def up(
     with LocalStack(
         settings, with_flower=not no_flower, with_metrics=not no_metrics, with_api=not no_api
     ) as stack:
+        for notice in stack.notices:
+            console.print(notice)
         nodes = stack.wait_for_workers()
         console.print(f"broker: {_redacted(stack.settings.broker_url)}")
         console.print(f"workers: {', '.join(nodes)}")
@@ -42,6 +44,16 @@ def up(
         console.print("running; Ctrl-C stops")
         assert stack.supervisor is not None
         stack.supervisor.run()
+
+
+@cli.command()
+def down() -> None:
+    """Stop the local stack of `jobrunner up` (warmly: running steps finish), or what is left of
+    one whose `jobrunner up` was killed."""
+    from jobrunner.worker.ops.stack import stop_stack
+
+    stopped = stop_stack(get_settings())
+    print(f"stopped: {', '.join(stopped)}" if stopped else "no local stack runs")
 
 
 def _redacted(url: str) -> str:

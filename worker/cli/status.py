@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from jobrunner.config import get_settings
-from jobrunner.worker.cli.base import cli, console, print_json
+from jobrunner.worker.cli.base import cli, console, fail, print_json
 
 JOB_ID_CHARS = 12  # of a job id in tables; --json has it whole
 
@@ -29,6 +29,10 @@ def status(
     from jobrunner.worker.monitoring.status import job_status, overview
 
     if job_id:
+        from jobrunner.worker.validation import is_job_id
+
+        if not is_job_id(job_id):
+            fail(f"{job_id!r} is not a job id (32 hex digits)")
         data = job_status(job_id)
         print_json(data) if as_json else render_job(data, console)
     else:
@@ -176,6 +180,8 @@ def render_job(data: dict[str, Any], console: Console) -> None:
     for key in ("pipeline", "tier", "state", "payload", "wait_s", "run_s", "error", "result"):
         value = data[key]
         shown = "" if value is None else _seconds(value) if key.endswith("_s") else str(value)
+        # A record written before payloads were checked may hold a lone surrogate.
+        shown = shown.encode("utf-8", "backslashreplace").decode("utf-8")
         if len(shown) > LONG_VALUE_CHARS:
             shown = shown[:LONG_VALUE_CHARS] + " ... (--json shows all)"
         table.add_row(key, shown)

@@ -23,10 +23,12 @@ def _read_payload(payload: str | None, payload_file: Path | None) -> Any:
         source = "--payload"
     if payload is None:
         return {}
-    try:
-        return json.loads(payload)
-    except json.JSONDecodeError as error:
-        fail(f"{source} is not valid JSON: {error}")
+    from jobrunner.worker.validation import parse_json
+
+    data = parse_json(payload, source)
+    if data is None:  # the API's "no payload"; on the command line, a mistake
+        fail(f"{source} must be a JSON object, got null")
+    return data
 
 
 @cli.command()

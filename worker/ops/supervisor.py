@@ -2,6 +2,8 @@
 
 Children run in their own session, so a Ctrl-C in the terminal reaches only us; we then send each
 child SIGTERM, which Celery treats as a warm shutdown (running steps finish), and wait for it.
+Each child dies with us too (PR_SET_PDEATHSIG, worker/broker/lifeline.py): killed with SIGKILL,
+we leave nothing running unsupervised.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from jobrunner.worker.broker.lifeline import child_of_this_process
 
 log = logging.getLogger("jobrunner.supervisor")
 
@@ -34,10 +39,17 @@ class Service:
 
 
 class Supervisor:
-    def __init__(self, services: list[Service], log_dir: Path | None = None) -> None:
-        """With `log_dir`, each child's output goes to <log_dir>/<name>.log, else to ours."""
+    def __init__(
+        self,
+        services: list[Service],
+        log_dir: Path | None = None,
+        on_spawn: Callable[[], object] | None = None,
+    ) -> None:
+        """With `log_dir`, each child's output goes to <log_dir>/<name>.log, else to ours.
+        `on_spawn` is called after each child (re)started (to record the stack's pids)."""
         self.services = services
         self.log_dir = log_dir
+        self.on_spawn = on_spawn
         self.stopping = False
         self._logs: list[IO[bytes]] = []
 
@@ -53,8 +65,11 @@ class Supervisor:
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             start_new_session=True,
+            preexec_fn=child_of_this_process(),
         )
         log.info("started %s (pid %s)", service.name, service.process.pid)
+        if self.on_spawn is not None:
+            self.on_spawn()
 
     def start(self) -> None:
         for service in self.services:

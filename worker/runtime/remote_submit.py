@@ -76,3 +76,7 @@ def cancel(self: Task, job_id: str, terminate: bool = False, by: str | None = No
     """Cancel a job as `Client.cancel` does (Flower: `POST /api/task/async-apply/jobrunner.cancel`
     with `{"args": [JOB_ID]}`); its final state. An unknown or finished job fails the task."""
     return _client(self.app).cancel(job_id, terminate=terminate, by=by or "remote").state
+
+
+# The tasks a client may send by name that are not steps of a job (no job context to check).
+REMOTE_TASKS = frozenset({SUBMIT_TASK, CANCEL_TASK})

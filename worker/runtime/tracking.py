@@ -19,7 +19,7 @@ from jobrunner.tasks.middleware import Middleware
 from jobrunner.worker.broker.connection import resolve
 from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
-from jobrunner.worker.store.jobs import CANCELLED, FAILURE, SUCCESS, JobStore, open_store
+from jobrunner.worker.store.jobs import FAILURE, FINAL_STATES, SUCCESS, JobStore, open_store
 
 _store: JobStore | None = None
 
@@ -85,19 +85,23 @@ def _record_step(job: dict[str, Any], state: str, error: str | None = None) -> N
         store().add_step(job["id"], entry)
 
 
-def drop_if_cancelled(job: dict[str, Any]) -> None:
-    """A step of a cancelled job is not run. `Client.cancel` finishes the job CANCELLED before
-    revoking anything, so each of its messages still queued (chord members included) is dropped
-    here as a worker is about to start it: recorded in the step tree, then ended IGNORED
-    (Celery's outcome for a task that chose not to run: acknowledged, never dead-lettered)."""
-    if store().state(job["id"]) == CANCELLED:
-        _record_step(job, CANCELLED)
-        raise Ignore(f"job {job['id']} was cancelled")
+def drop_if_finished(job: dict[str, Any]) -> None:
+    """A step of a finished job is not run. The admission bootstep skips one whose job had
+    finished when the worker received it (`acceptance.finished`); this catches a job that
+    finished while its step waited in the worker (admission, a fleet-wide limit, the pool).
+    `Client.cancel` finishes the job CANCELLED before revoking anything, so each of its steps
+    still waiting (chord members included) is dropped here: recorded in the step tree, then
+    ended IGNORED (Celery's outcome for a task that chose not to run: acknowledged, never
+    dead-lettered)."""
+    state = store().state(job["id"])
+    if state in FINAL_STATES:
+        _record_step(job, state)
+        raise Ignore(f"job {job['id']} already {state}")
 
 
 class JobTracking(Middleware):
     def before_task(self, job: dict[str, Any]) -> None:
-        drop_if_cancelled(job)
+        drop_if_finished(job)
         if job.get("first"):
             store().mark_started(job["id"])
         request = _request()

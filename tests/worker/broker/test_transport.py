@@ -13,7 +13,8 @@ import redis
 from kombu import Connection, Consumer, Message, Producer, Queue
 
 from jobrunner.worker.app import TRANSPORT
-from jobrunner.worker.broker.keys import UNREADABLE, wake_key
+from jobrunner.worker.broker.keys import SET_ASIDE, wake_key
+from jobrunner.worker.store.set_aside import SetAsideStore
 
 pytestmark = pytest.mark.integration
 
@@ -126,12 +127,16 @@ def test_an_unreadable_entry_is_set_aside_and_the_next_message_taken(
     connection: Connection, queues: list[Queue], redis_client: redis.Redis
 ) -> None:
     low = queues[2]
-    redis_client.delete(UNREADABLE)
+    store = SetAsideStore(redis_client)
+    redis_client.delete(SET_ASIDE)
     redis_client.lpush(low.name, "not json", json.dumps({"no": "envelope"}))
     _publish(connection, low, {"n": 1})  # pushed after: taken after the two bad entries
     assert _consume_all(connection, queues, 1) == [{"n": 1}]
-    assert redis_client.lrange(UNREADABLE, 0, -1) == [b'{"no": "envelope"}', b"not json"]
-    redis_client.delete(UNREADABLE)
+    assert [(e["message"], e["reason"], e["queue"]) for e in store.entries()] == [
+        ("not json", "not a kombu message", low.name),
+        ('{"no": "envelope"}', "not a kombu message", low.name),
+    ]
+    redis_client.delete(SET_ASIDE)
 
 
 def test_a_channel_closed_after_its_transport_was_torn_down_returns_what_it_held(

@@ -10,10 +10,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from jobrunner.config import TIERS, get_settings
 from jobrunner.worker.client import Client
 from jobrunner.worker.runtime.remote_submit import SUBMIT_TASK
+from jobrunner.worker.store.set_aside import SetAsideStore
 from tests.conftest import Server, Workers
 from tests.support.cli import run
 
@@ -43,6 +45,31 @@ def test_refuses_without_credentials(flower_server: Server) -> None:
     assert flower_server.get("/api/workers", auth=False).status == 401
     assert flower_server.get("/", auth=False).status == 401
     assert flower_server.get("/api/workers").status == 200
+
+
+def test_metrics_asks_for_credentials_too(flower_server: Server) -> None:
+    """Flower's own /metrics answered anyone (task and worker names, counts)."""
+    assert flower_server.get("/metrics", auth=False).status == 401
+    assert b"flower_" in flower_server.get("/metrics").body
+
+
+def test_a_step_applied_directly_through_flower_is_refused(
+    flower_server: Server, redis_client: redis.Redis
+) -> None:
+    """Flower's HTTP API applies any registered task: a step with a forged job context (a path
+    for a job id) is set aside by the worker, never run."""
+    store = SetAsideStore(redis_client)
+    store.purge(0)
+    job = {"id": "/tmp/x", "pipeline": "chain3", "tier": "high", "step": "one"}
+    body = {
+        "kwargs": {"job": job, "payload": {"start": 1}},
+        "options": {"queue": get_settings().queue("high")},
+    }
+    reply = flower_server.request("/api/task/async-apply/step.one", body)
+    assert reply.status == 200, reply.body
+    entries = _eventually(store.entries, "the step in the set-aside store")
+    assert "is not a job id" in entries[0]["reason"]  # type: ignore[index]
+    store.purge(0)
 
 
 def test_flower_refuses_to_start_without_credentials() -> None:

@@ -7,15 +7,19 @@ admits."""
 from __future__ import annotations
 
 import logging
+import signal
+import time
 from typing import Any
 
+from celery.signals import task_rejected, task_revoked, task_unknown
 from celery.worker import state
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 
 from jobrunner.tasks.step import needs_by_task
 from jobrunner.worker.broker import connection
-from jobrunner.worker.broker.transport import gate_fetching
+from jobrunner.worker.broker.transport import gate_fetching, message_text, screen_tasks
+from jobrunner.worker.runtime import acceptance
 from jobrunner.worker.runtime.admission import AdmissionGate, DoesNotFit
 from jobrunner.worker.runtime.consumer.base import PeriodicStep, job_store
 from jobrunner.worker.runtime.limits import FleetLimits
@@ -23,6 +27,7 @@ from jobrunner.worker.runtime.pauses import PipelinePauses
 from jobrunner.worker.store import heartbeat
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
 from jobrunner.worker.store.deliveries import DeliveryCounter
+from jobrunner.worker.store.set_aside import SetAsideStore
 
 log = logging.getLogger("jobrunner.worker")
 
@@ -36,12 +41,17 @@ class Poison(Exception):
     """A step kept being delivered without finishing: its process died every time."""
 
 
+class Revoked(Exception):
+    """A step was revoked or terminated before it finished."""
+
+
 class AdmissionStep(PeriodicStep):
     def __init__(self, c: Consumer, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
         self.jobs = job_store(c, self.settings)
         self.redis = self.jobs.redis
         self.dead_letters = DeadLetterStore(self.redis, self.jobs.cipher)
+        self.set_aside = SetAsideStore(self.redis)
         self.deliveries = DeliveryCounter(
             self.redis,
             self.settings.reliability.max_deliveries,
@@ -62,9 +72,17 @@ class AdmissionStep(PeriodicStep):
         # Before the Tasks step builds its strategies, which capture the handler.
         c.on_task_request = self.receive
         c.jobrunner_gate = self.gate  # for the autoscaler and the heartbeat
+        # What Celery itself refuses (an invalid eta or expires, an unknown task), it rejects
+        # with a log line only; it is set aside too.
+        for refused in (task_rejected, task_unknown):
+            refused.connect(self._refused_by_celery, sender=c, weak=False)
+        # Sent by the task, so not filtered by sender; one consumer per worker process.
+        task_revoked.connect(self._revoked, weak=False, dispatch_uid="jobrunner.revoked")
+        self.hostname = c.hostname
 
     def start(self, c: Consumer) -> None:
         gate_fetching(c.task_consumer.channel, self.admitting)
+        screen_tasks(c.task_consumer.channel, acceptance.jobrunner_tasks(c.app))
         self.tick()
         self.every(c, self.settings.admission.check_interval_s, self.tick)
 
@@ -77,7 +95,10 @@ class AdmissionStep(PeriodicStep):
         return not self.gate.paused
 
     def receive(self, request: Request) -> None:
-        """The consumer's task handler: stop poison, then let the admission gate decide."""
+        """The consumer's task handler: refuse steps of no (or another) job, skip those of a
+        finished job, stop poison, then let the admission gate decide."""
+        if request.name not in acceptance.REMOTE_TASKS and not self._accepted(request):
+            return
         redelivered = bool(request.delivery_info.get("redelivered"))
         count = self.deliveries.exceeded(request.id, redelivered)
         if count is not None:
@@ -93,6 +114,67 @@ class AdmissionStep(PeriodicStep):
             return
         if self.limits.admit(request):  # else held until a fleet-wide slot frees
             self.gate.submit(request)
+
+    def _accepted(self, request: Request) -> bool:
+        """Whether the step may run for its job; if not, it leaves the queue with one line."""
+        context = request.kwargs.get("job")
+        job_id = acceptance.job_id(context)
+        record = self.jobs.get(job_id) if job_id else None
+        reason = acceptance.refusal(request.name, context, record)
+        if reason is not None:
+            self._put_aside(request.message, f"{request.name}[{request.id}]", reason)
+        elif record is not None and acceptance.finished(record):
+            log.info(
+                "skipping %s[%s]: job %s already %s",
+                request.name,
+                request.id,
+                record.id,
+                record.state,
+            )
+        else:
+            return True
+        request.reject(requeue=False)
+        state.task_ready(request)
+        return False
+
+    def _refused_by_celery(self, message: Any, exc: BaseException | None = None, **_: Any) -> None:
+        reason = f"refused by Celery: {type(exc).__name__}: {exc}" if exc else "refused by Celery"
+        self._put_aside(message, "a message", reason)
+
+    def _revoked(
+        self,
+        request: Any = None,
+        terminated: bool = False,
+        signum: Any = None,
+        expired: bool = False,
+        **_: Any,
+    ) -> None:
+        """A step revoked (by `celery control revoke`, Flower, an expiry) fails its job into the
+        dead-letter store, unless the job finished first (a cancel, say: first writer wins)."""
+        context = (getattr(request, "kwargs", None) or {}).get("job")  # a task Context
+        job_id = acceptance.job_id(context)
+        if job_id is None:
+            return
+        step = str(context.get("step"))
+        how = "it expired" if expired else "before it ran"
+        if terminated:
+            how = f"terminated by {signal.Signals(int(signum)).name if signum else 'a signal'}"
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        summary = f"revoked: step {step} {how}, on {self.hostname} at {when}"
+        fail_job(
+            self.jobs,
+            self.dead_letters,
+            job_id,
+            step=step,
+            summary=summary,
+            error=Revoked(summary),
+        )
+
+    def _put_aside(self, message: Any, what: str, reason: str) -> None:
+        """Keep a refused message in the set-aside store, with one log line."""
+        queue = message.delivery_info.get("routing_key") or ""
+        entry = self.set_aside.add(message_text(message), reason, queue)
+        log.error("%s set aside as entry %s: %s", what, entry, reason)
 
     def tick(self) -> None:
         was_paused = self.gate.paused

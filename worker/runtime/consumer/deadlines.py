@@ -42,8 +42,11 @@ class DeadlineStep(PeriodicStep):
         for job_id in self.jobs.overdue(time.time()):
             record = self.jobs.get(job_id)
             state_now = record.state if record else "unknown"
+            deadline_s = self.settings.reliability.job_deadline_s
+            if record is not None and record.deadline_at is not None:  # the job's own deadline
+                deadline_s = record.deadline_at - record.submitted_at
             summary = (
-                f"deadline passed: not finished within {self.settings.reliability.job_deadline_s:g}"
+                f"deadline passed: not finished within {deadline_s:g}"
                 f" s of submission (it was {state_now})"
             )
             if fail_job(self.jobs, self.dead_letters, job_id, step="", summary=summary):
