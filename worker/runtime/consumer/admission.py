@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from celery.signals import task_rejected, task_revoked, task_unknown
@@ -24,6 +25,7 @@ from jobrunner.worker.runtime.admission import AdmissionGate, DoesNotFit
 from jobrunner.worker.runtime.consumer.base import PeriodicStep, job_store
 from jobrunner.worker.runtime.limits import FleetLimits
 from jobrunner.worker.runtime.pauses import PipelinePauses
+from jobrunner.worker.runtime.tracking import step_entry
 from jobrunner.worker.store import heartbeat
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
 from jobrunner.worker.store.deliveries import DeliveryCounter
@@ -131,6 +133,9 @@ class AdmissionStep(PeriodicStep):
                 record.id,
                 record.state,
             )
+            # Shown in the job's step tree (`status JOB_ID`) as ended with its job's state.
+            run = SimpleNamespace(**request.request_dict)  # the message's headers, as attributes
+            self.jobs.add_step(record.id, step_entry(context, run, record.state, time.time()))
         else:
             return True
         request.reject(requeue=False)
