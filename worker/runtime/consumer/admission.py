@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from celery.signals import task_rejected, task_revoked, task_unknown
@@ -18,8 +19,9 @@ from celery.worker.request import Request
 
 from jobrunner.tasks.step import needs_by_task
 from jobrunner.worker.broker import connection
+from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
 from jobrunner.worker.broker.transport import gate_fetching, message_text, screen_tasks
-from jobrunner.worker.runtime import acceptance
+from jobrunner.worker.runtime import acceptance, tracking
 from jobrunner.worker.runtime.admission import AdmissionGate, DoesNotFit
 from jobrunner.worker.runtime.consumer.base import PeriodicStep, job_store
 from jobrunner.worker.runtime.limits import FleetLimits
@@ -131,6 +133,9 @@ class AdmissionStep(PeriodicStep):
                 record.id,
                 record.state,
             )
+            tracking.record_drop(
+                self.jobs, context, _skipped(request, context, record.state), record.state
+            )
         else:
             return True
         request.reject(requeue=False)
@@ -212,3 +217,17 @@ class AdmissionStep(PeriodicStep):
             )
         request.reject(requeue=False)
         state.task_ready(request)
+
+
+def _skipped(request: Request, context: dict[str, Any], state: str) -> dict[str, Any]:
+    """The step-tree entry of a step skipped on receipt (its job had finished), as the pool's
+    entry for one dropped there (worker/runtime/tracking.py), from the request's headers."""
+    headers = request.request_dict
+    received = SimpleNamespace(
+        id=request.id,
+        task=request.name,
+        hostname=request.hostname,
+        retries=headers.get("retries", 0),
+        **{QUEUED_AT_HEADER: headers.get(QUEUED_AT_HEADER)},
+    )
+    return tracking.step_entry(context, received, state, time.time())
