@@ -10,9 +10,9 @@ job's done list (the list `Job.wait` blocks on) with an asyncio Redis client.
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
@@ -21,12 +21,12 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobrunner.config import Settings
+from jobrunner.config import JobrunnerError, Settings
 from jobrunner.tasks.pipeline import Pipeline
 from jobrunner.worker.api import problems
 from jobrunner.worker.api.problems import Problem
 from jobrunner.worker.broker.keys import IDEMPOTENCY, job_keys
-from jobrunner.worker.client import Client, validate_payload
+from jobrunner.worker.client import Client, JobError, validate_payload
 from jobrunner.worker.monitoring.status import step_tree
 from jobrunner.worker.store.audit import DENIED, FAILED, OK, audit_log
 from jobrunner.worker.store.dead_letters import DeadLetterStore
@@ -41,9 +41,9 @@ from jobrunner.worker.store.tokens import (
     TokenStore,
 )
 
+T = TypeVar("T")
 EVENT_BLOCK_S = 1.0  # an event stream re-reads the step list at least this often
 KEEPALIVE_S = 15.0  # an idle event stream sends a comment this often (proxies close silent ones)
-NOT_YET = "{what} is not available yet (it lands with the control-plane issue)"
 # Declares the scheme in the OpenAPI document; missing or malformed headers come through as None.
 BEARER = HTTPBearer(
     auto_error=False, bearerFormat="jr_<id>.<secret>", description="`jobrunner tokens create`"
@@ -120,6 +120,19 @@ class Api:
 
     def record(self, token: Token, request: Request, what: str, target: str, detail: str) -> None:
         self.audit.record(token.who, what, target, OK, where(request), detail)
+
+    def act(
+        self, token: Token, request: Request, what: str, target: str, call: Callable[[], T]
+    ) -> T:
+        """A control call (cancel, pause, resume), its failure audited. A JobError is the
+        target's state refusing it (a job already finished, a tier not paused): 409."""
+        try:
+            return call()
+        except JobrunnerError as error:
+            self.audit.record(token.who, what, target, FAILED, where(request), str(error))
+            if isinstance(error, JobError):
+                raise Problem(409, str(error)) from None
+            raise
 
     def job(self, token: Token, request: Request, job_id: str) -> JobRecord:
         """The job's record, if the token may read its pipeline; else 404 or 403."""
@@ -331,21 +344,43 @@ def create_api(settings: Settings) -> FastAPI:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    @app.delete("/jobs/{job_id}", summary="Cancel a job (501 until cancel lands)")
-    def cancel(job_id: str, token: Caller, request: Request) -> Any:
+    @app.delete("/jobs/{job_id}", summary="Cancel a job: it ends CANCELLED (409 if it had ended)")
+    def cancel(
+        job_id: str,
+        token: Caller,
+        request: Request,
+        terminate: Annotated[bool, Query(description="also terminate its running steps")] = False,
+    ) -> dict[str, Any]:
         record = api.job(token, request, job_id)
         api.allow(token, request, OPERATE, job_id, pipeline=record.pipeline)
-        return _not_yet(api, token, request, "cancel", job_id)
+        cancelled = api.act(
+            token,
+            request,
+            "cancel",
+            job_id,
+            lambda: api.client.cancel(job_id, terminate=terminate, by=token.who),
+        )
+        detail = f"{cancelled.error}{', terminating its running steps' if terminate else ''}"
+        api.record(token, request, "cancel", job_id, detail)
+        return summary(cancelled)
 
-    @app.post("/tiers/{tier}:pause", summary="Pause a tier (501 until pause lands)")
-    def pause(tier: str, token: Caller, request: Request) -> Any:
+    @app.post("/tiers/{tier}:pause", summary="Pause a tier fleet-wide; every pause in force")
+    def pause(tier: str, token: Caller, request: Request) -> dict[str, dict[str, Any]]:
         api.allow(token, request, OPERATE, tier, tier=tier)
-        return _not_yet(api, token, request, "pause", tier)
+        pauses = api.act(
+            token, request, "pause", tier, lambda: api.client.pause(tier, by=token.who)
+        )
+        api.record(token, request, "pause", tier, f"tier {tier}")
+        return pauses
 
-    @app.post("/tiers/{tier}:resume", summary="Resume a tier (501 until resume lands)")
-    def resume(tier: str, token: Caller, request: Request) -> Any:
+    @app.post("/tiers/{tier}:resume", summary="Resume a paused tier (409 if it was not paused)")
+    def resume(tier: str, token: Caller, request: Request) -> dict[str, dict[str, Any]]:
         api.allow(token, request, OPERATE, tier, tier=tier)
-        return _not_yet(api, token, request, "resume", tier)
+        pauses = api.act(
+            token, request, "resume", tier, lambda: api.client.resume(tier, by=token.who)
+        )
+        api.record(token, request, "resume", tier, f"tier {tier}")
+        return pauses
 
     @app.get("/dlq", summary="Dead letters: failed jobs with why, where and their payload")
     def dead_letters(token: Caller) -> list[dict[str, Any]]:
@@ -373,11 +408,3 @@ def _bound_job(api: Api, key: str | None) -> JobRecord | None:
         return None
     bound = api.client.store.redis.get(IDEMPOTENCY + key)
     return api.client.store.get(bound.decode()) if bound else None
-
-
-def _not_yet(api: Api, token: Token, request: Request, what: str, target: str) -> Any:
-    """Until the control-plane issue lands cancel/pause/resume on Client: 501, audited. Then
-    each route calls `api.client.cancel(job_id, by=token.who)` (or pause/resume) instead."""
-    detail = NOT_YET.format(what=what)
-    api.audit.record(token.who, what, target, FAILED, where(request), detail)
-    raise Problem(501, detail)

@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from jobrunner.worker.cli.base import cli, print_json
+from jobrunner.config import JobrunnerError
+from jobrunner.worker.cli.base import audit, cli, print_json
+
+T = TypeVar("T")
 
 TARGET_TIER = "the tier (high, medium or low) whose queues the whole fleet stops taking from"
 TARGET_PIPELINE = "a pipeline instead of a tier: its steps are parked as workers take them"
 BY_HELP = "who acts, recorded with it (default: user@host)"
+
+
+def _audited(action: str, target: str, detail: str, call: Callable[[], T]) -> T:
+    """Run the call, then audit it as the local user; a failure too, before its one line."""
+    try:
+        done = call()
+    except JobrunnerError as error:
+        audit(action, target, f"{detail}: {error}" if detail else str(error), "failed", quiet=True)
+        raise
+    audit(action, target, detail)
+    return done
+
+
+def _detail(by: str | None, *more: str) -> str:
+    return ", ".join([*more, *([f"by {by}"] if by else [])])
 
 
 @cli.command()
@@ -27,7 +46,10 @@ def cancel(
     are terminated), and it ends CANCELLED. An unknown or finished job is an error."""
     from jobrunner.worker.client import Client
 
-    record = Client().cancel(job_id, terminate=terminate, by=by)
+    detail = _detail(by, *(["--terminate"] if terminate else []))
+    record = _audited(
+        "cancel", job_id, detail, lambda: Client().cancel(job_id, terminate=terminate, by=by)
+    )
     if as_json:
         print_json({"job_id": record.id, "state": record.state, "error": record.error})
     else:
@@ -46,6 +68,21 @@ def _show(pauses: dict[str, dict[str, Any]], as_json: bool) -> None:
         print("nothing paused")
 
 
+def _change(
+    action: str, tier: str | None, pipeline: str | None, by: str | None, as_json: bool
+) -> None:
+    """Pause or resume (`action`) a tier or pipeline, audited; print every pause in force."""
+    from jobrunner.worker.client import Client
+
+    client = Client()
+    change = {"pause": client.pause, "resume": client.resume}[action]
+    target = f"pipeline:{pipeline}" if pipeline else str(tier)
+    _show(
+        _audited(action, target, _detail(by), lambda: change(tier, pipeline=pipeline, by=by)),
+        as_json,
+    )
+
+
 @cli.command()
 def pause(
     tier: Annotated[str | None, typer.Argument(help=TARGET_TIER)] = None,
@@ -56,9 +93,7 @@ def pause(
     """Pause a tier (or with --pipeline, a pipeline) for the whole fleet, live: workers run none
     of its work, which stays queued (a pipeline's: parked) and counted, until `jobrunner resume`.
     Prints every pause in force."""
-    from jobrunner.worker.client import Client
-
-    _show(Client().pause(tier, pipeline=pipeline, by=by), as_json)
+    _change("pause", tier, pipeline, by, as_json)
 
 
 @cli.command()
@@ -70,6 +105,4 @@ def resume(
 ) -> None:
     """Resume a paused tier or pipeline: workers take its work again within about a second.
     Prints every pause still in force."""
-    from jobrunner.worker.client import Client
-
-    _show(Client().resume(tier, pipeline=pipeline, by=by), as_json)
+    _change("resume", tier, pipeline, by, as_json)

@@ -19,9 +19,9 @@ from typing import Any
 
 from celery import Celery, Task, shared_task
 
-from jobrunner.config import get_settings
+from jobrunner.config import JobrunnerError, get_settings
 from jobrunner.worker.client import Client
-from jobrunner.worker.store.audit import DENIED, OK, audit_log
+from jobrunner.worker.store.audit import DENIED, FAILED, OK, audit_log
 from jobrunner.worker.store.tokens import SUBMIT, AuthError, Denied, TokenStore
 
 SUBMIT_TASK = "jobrunner.submit"
@@ -74,8 +74,18 @@ CANCEL_TASK = "jobrunner.cancel"
 @shared_task(name=CANCEL_TASK, base=SubmitTask, bind=True, ignore_result=False)
 def cancel(self: Task, job_id: str, terminate: bool = False, by: str | None = None) -> str:
     """Cancel a job as `Client.cancel` does (Flower: `POST /api/task/async-apply/jobrunner.cancel`
-    with `{"args": [JOB_ID]}`); its final state. An unknown or finished job fails the task."""
-    return _client(self.app).cancel(job_id, terminate=terminate, by=by or "remote").state
+    with `{"args": [JOB_ID]}`); its final state. An unknown or finished job fails the task. The
+    sender is trusted as an operator (as `jobrunner.submit` without a token); audited either way."""
+    client = _client(self.app)
+    audit = audit_log(client.store.redis, client.settings)
+    who = "celery:jobrunner.cancel (operator)"
+    try:
+        record = client.cancel(job_id, terminate=terminate, by=by or "remote")
+    except JobrunnerError as error:
+        audit.record(who, "cancel", job_id, FAILED, "celery", str(error))
+        raise
+    audit.record(who, "cancel", job_id, OK, "celery", str(record.error))
+    return record.state
 
 
 # The tasks a client may send by name that are not steps of a job (no job context to check).

@@ -18,8 +18,16 @@ from jobrunner.config import get_settings
 from jobrunner.tasks.middleware import Middleware
 from jobrunner.worker.broker.connection import resolve
 from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
+from jobrunner.worker.store import step_stats
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
-from jobrunner.worker.store.jobs import FAILURE, FINAL_STATES, SUCCESS, JobStore, open_store
+from jobrunner.worker.store.jobs import (
+    CANCELLED,
+    FAILURE,
+    FINAL_STATES,
+    SUCCESS,
+    JobStore,
+    open_store,
+)
 
 _store: JobStore | None = None
 
@@ -85,6 +93,18 @@ def _record_step(job: dict[str, Any], state: str, error: str | None = None) -> N
         store().add_step(job["id"], entry)
 
 
+def record_drop(
+    jobs: JobStore, job: dict[str, Any], entry: dict[str, Any] | None, state: str
+) -> None:
+    """A step not run because its job had finished (`state`): shown in the step tree in that
+    state and, for a cancelled job, counted as a cancelled run of its step (the step metrics
+    middleware never sees it: it never started)."""
+    if entry is not None:
+        jobs.add_step(job["id"], entry)
+    if state == CANCELLED:
+        step_stats.count(jobs.redis, job["pipeline"], job["step"], "cancelled")
+
+
 def drop_if_finished(job: dict[str, Any]) -> None:
     """A step of a finished job is not run. The admission bootstep skips one whose job had
     finished when the worker received it (`acceptance.finished`); this catches a job that
@@ -95,7 +115,7 @@ def drop_if_finished(job: dict[str, Any]) -> None:
     dead-lettered)."""
     state = store().state(job["id"])
     if state in FINAL_STATES:
-        _record_step(job, state)
+        record_drop(store(), job, _ended_run(job, state), state)
         raise Ignore(f"job {job['id']} already {state}")
 
 

@@ -40,7 +40,7 @@ class StepRun:
 
     pipeline: str
     step: str
-    outcome: str  # succeeded, failed, retried (cancelled and cached, where a layer reports them)
+    outcome: str  # succeeded, failed, retried (cached where a layer reports it; cancelled: count)
     run_s: float
     wait_s: float | None = None  # from publishing to this run starting
     peak_rss_bytes: int | None = None
@@ -108,6 +108,11 @@ def record(
     keys = [METRICS, STEP_VALUES, job_keys(job_id).record, STEP_HISTORIES]
     # register_script only hashes the source; redis-py loads it on the first NOSCRIPT.
     client.register_script(scripts.load("step_run"))(keys=keys, args=[json.dumps(figures)])
+
+
+def count(client: redis.Redis, pipeline: str, step: str, outcome: str) -> None:
+    """Count a run that was never measured: a step dropped because its job was cancelled."""
+    client.hincrby(METRICS, SEP.join(("step_runs", outcome, pipeline, step)), 1)
 
 
 def reported(client: redis.Redis, job_id: str) -> dict[str, dict[str, float]]:

@@ -42,8 +42,9 @@ def test_role_table(
     api_server: ApiServer, make_token: MakeToken, redis_client: redis.Redis, client: Client
 ) -> None:
     """Each role's allowed and refused calls: 401 without a live token, 403 out of role or
-    scope, 200/202 (501 for what has not landed) within it; each refusal and submission is
-    audited, and refusals are counted for the exporter."""
+    scope, 200/202 within it, 404/409 for an unknown or finished job and a tier not paused;
+    each refusal, submission and control call is audited, and refusals are counted for the
+    exporter. A cancelled job reads CANCELLED; a paused tier shows in `jobrunner status`."""
     since = time.time()
     viewer = make_token("viewer")
     submitter = make_token("submitter", pipelines=["chain3"], tiers=["low", "medium"])
@@ -54,6 +55,8 @@ def test_role_table(
     run("tokens", "revoke", revoked_id)
     job_id = client.submit("chain3", {"start": 1}, tier="low").id
     sleepy = client.submit("sleepy", {}, tier="low").id
+    # Cannot finish before it is cancelled (terminated if it started: the worker stays free).
+    doomed = client.submit("sleepy", {"sleep_ms": 60_000, "tag": "doomed"}, tier="low").id
     chain3 = {"pipeline": "chain3", "payload": {"start": 1}}
     table = [
         # (token, method, path, body, status)
@@ -88,15 +91,28 @@ def test_role_table(
         (submitter, "POST", "/tiers/low:pause", None, 403),
         (submitter, "POST", f"/dlq/{job_id}:retry", None, 404),
         (operator, "POST", "/jobs", {**chain3, "tier": "high"}, 202),
-        (operator, "DELETE", f"/jobs/{job_id}", None, 501),
-        (operator, "POST", "/tiers/low:pause", None, 501),
-        (operator, "POST", "/tiers/low:resume", None, 501),
+        (operator, "DELETE", f"/jobs/{doomed}?terminate=true", None, 200),
+        (operator, "DELETE", f"/jobs/{doomed}", None, 409),  # already finished: CANCELLED
+        (operator, "DELETE", "/jobs/no-such-job", None, 404),
+        (operator, "POST", "/tiers/low:resume", None, 409),  # not paused
+        (operator, "POST", "/tiers/urgent:pause", None, 422),
+        (operator, "POST", "/tiers/low:pause", None, 200),
     ]
     got = [
         (token, method, path, body, api_server.call(method, path, token, body).status)
         for token, method, path, body, _ in table
     ]
-    assert got == table
+    try:
+        assert got == table
+        shown = json.loads(run("status", "--json").stdout)["tiers"]
+        assert [row["tier"] for row in shown if row["paused"]] == ["low"]
+    finally:
+        resumed = api_server.call("POST", "/tiers/low:resume", operator)
+    assert resumed.status == 200 and "low" not in resumed.json()
+    cancelled = api_server.call("GET", f"/jobs/{doomed}", viewer).json()
+    operator_who = "token:" + operator.removeprefix("jr_").split(".")[0]
+    assert cancelled["state"] == "CANCELLED"
+    assert cancelled["error"] == f"cancelled by {operator_who}"
     listed = api_server.call("GET", "/pipelines", submitter).json()
     assert [p["name"] for p in listed] == ["chain3"]  # a scoped token sees its pipelines only
 
@@ -113,6 +129,19 @@ def test_role_table(
     submits = [e for e in entries if e["action"] == "submit" and e["outcome"] == "ok"]
     assert len(submits) == 4
     assert any(e["action"] == "token revoke" and e["target"] == revoked_id for e in entries)
+    control = [
+        (e["action"], e["target"], e["outcome"])
+        for e in entries
+        if e["who"] == operator_who and e["action"] in ("cancel", "pause", "resume")
+    ]
+    assert control == [
+        ("cancel", doomed, "ok"),
+        ("cancel", doomed, "failed"),
+        ("resume", "low", "failed"),
+        ("pause", "urgent", "failed"),
+        ("pause", "low", "ok"),
+        ("resume", "low", "ok"),
+    ]
 
     exported = {
         sample.labels["action"]: sample.value
@@ -132,7 +161,11 @@ def test_role_table(
         ({"pipeline": "chain3", "payload": {"start": "x"}}, 422, "payload for chain3: start:"),
         ({"pipeline": "chain3", "payload": [1]}, 422, "payload for chain3 must be a JSON object"),
         ({"pipeline": "sleepy", "payload": {"tag": "x" * 70000}}, 413, "over the 65536 limit"),
-        ({"pipeline": "chain3", "deadline_s": -1}, 422, "deadline must be positive"),
+        (
+            {"pipeline": "chain3", "deadline_s": -1},
+            422,
+            "deadline must be a finite number of seconds",
+        ),
         ({"tier": "low"}, 422, "pipeline: Field required"),
     ],
 )

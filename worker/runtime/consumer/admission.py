@@ -19,13 +19,13 @@ from celery.worker.request import Request
 
 from jobrunner.tasks.step import needs_by_task
 from jobrunner.worker.broker import connection
+from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
 from jobrunner.worker.broker.transport import gate_fetching, message_text, screen_tasks
-from jobrunner.worker.runtime import acceptance
+from jobrunner.worker.runtime import acceptance, tracking
 from jobrunner.worker.runtime.admission import AdmissionGate, DoesNotFit
 from jobrunner.worker.runtime.consumer.base import PeriodicStep, job_store
 from jobrunner.worker.runtime.limits import FleetLimits
 from jobrunner.worker.runtime.pauses import PipelinePauses
-from jobrunner.worker.runtime.tracking import step_entry
 from jobrunner.worker.store import heartbeat
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
 from jobrunner.worker.store.deliveries import DeliveryCounter
@@ -133,9 +133,9 @@ class AdmissionStep(PeriodicStep):
                 record.id,
                 record.state,
             )
-            # Shown in the job's step tree (`status JOB_ID`) as ended with its job's state.
-            run = SimpleNamespace(**request.request_dict)  # the message's headers, as attributes
-            self.jobs.add_step(record.id, step_entry(context, run, record.state, time.time()))
+            tracking.record_drop(
+                self.jobs, context, _skipped(request, context, record.state), record.state
+            )
         else:
             return True
         request.reject(requeue=False)
@@ -217,3 +217,17 @@ class AdmissionStep(PeriodicStep):
             )
         request.reject(requeue=False)
         state.task_ready(request)
+
+
+def _skipped(request: Request, context: dict[str, Any], state: str) -> dict[str, Any]:
+    """The step-tree entry of a step skipped on receipt (its job had finished), as the pool's
+    entry for one dropped there (worker/runtime/tracking.py), from the request's headers."""
+    headers = request.request_dict
+    received = SimpleNamespace(
+        id=request.id,
+        task=request.name,
+        hostname=request.hostname,
+        retries=headers.get("retries", 0),
+        **{QUEUED_AT_HEADER: headers.get(QUEUED_AT_HEADER)},
+    )
+    return tracking.step_entry(context, received, state, time.time())
