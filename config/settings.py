@@ -212,6 +212,17 @@ class LimitSettings(_Section):
         return self
 
 
+class DataSettings(_Section):
+    """Where pipelines may read raw inputs, and how what they write is protected."""
+
+    input_roots: list[Path] = Field(
+        description="extra roots inputs may be read under, besides <data_dir>/inputs and the sample"
+    )
+    file_mode: int = Field(ge=0, le=0o777, description="mode of files holding payloads or rows")
+    dir_mode: int = Field(ge=0, le=0o777, description="mode of directories holding them")
+    failed_work_retention_s: float = Field(gt=0, description="an unfinished job's work dir age")
+
+
 class Settings(BaseSettings):
     """The whole configuration; build it with `get_settings()`."""
 
@@ -238,6 +249,7 @@ class Settings(BaseSettings):
     autoscale: AutoscaleSettings
     starvation: StarvationSettings
     reliability: ReliabilitySettings
+    data: DataSettings
 
     @field_validator("broker_url", "result_url")
     @classmethod

@@ -13,12 +13,15 @@
 
 Steps hand rows to each other through files in <data_dir>/work/<job_id>/ (see `partitions`), so
 results in Redis stay small however many partitions there are; on a fleet spanning hosts the data
-dir must be shared storage, as the feature store itself is. `jobrunner demo` runs this pipeline on
+dir must be shared storage, as the feature store itself is. Every path a step is handed is
+checked first (`paths`): inputs only under the input roots, work files only in the job's own
+work directory. `jobrunner demo` runs this pipeline on
 the sample data in tasks/sample_data/.
 """
 
 from jobrunner.tasks.features.aggregate import aggregate
-from jobrunner.tasks.features.ingest import SAMPLE_DATA_DIR, ingest
+from jobrunner.tasks.features.ingest import ingest
+from jobrunner.tasks.features.paths import SAMPLE_DATA_DIR
 from jobrunner.tasks.features.store import store
 from jobrunner.tasks.features.transform import transform
 from jobrunner.tasks.features.validate import validate

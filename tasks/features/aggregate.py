@@ -10,16 +10,17 @@ reproducible.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from statistics import fmean, pstdev
 from typing import Any
 
 from pydantic import BaseModel
 
-from jobrunner.tasks.features.files import read_jsonl, work_dir, write_jsonl
+from jobrunner.tasks.features.files import read_jsonl, write_jsonl
 from jobrunner.tasks.features.lineage import PartitionSummary, StepFact, merge_facts, source_hash
 from jobrunner.tasks.features.partitions import PartitionResult
+from jobrunner.tasks.features.paths import own_work_file, work_dir
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
@@ -91,10 +92,14 @@ def aggregate(
     work directory, with the dataset statistics."""
     started = time.time()
     parts = [PartitionResult.model_validate(part) for part in upstream]
-    rows = sorted((row for part in parts for row in read_jsonl(Path(part.rows_path))), key=_order)
+
+    def rows_of(path: str) -> Iterator[dict[str, Any]]:
+        return read_jsonl(own_work_file(ctx.data_dir, ctx.job_id, path))
+
+    rows = sorted((row for part in parts for row in rows_of(part.rows_path)), key=_order)
     standardize(rows, "temperature_c", "temperature_z")
     bad = sorted(
-        (row for part in parts for row in read_jsonl(Path(part.quarantine_path))),
+        (row for part in parts for row in rows_of(part.quarantine_path)),
         key=lambda row: (row["file"], row["line"]),
     )
     work = work_dir(ctx.data_dir, ctx.job_id)

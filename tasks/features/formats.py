@@ -11,9 +11,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 BOM = b"\xef\xbb\xbf"  # spreadsheet exports start with one; it is not part of the first column
@@ -120,13 +124,31 @@ def records(
         yield Record(start, count, lines.offset, text, fields)
 
 
+@contextmanager
+def open_regular(path: Path) -> Iterator[BinaryIO]:
+    """`path` opened for reading if it is a regular file. Opened non-blocking first, so a FIFO
+    named x.csv cannot stall the step, then checked on the open descriptor, so nothing can swap
+    the file between the check and the read."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise InputError("not a regular file")
+        os.set_blocking(descriptor, True)
+        handle = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    with handle:
+        yield handle
+
+
 def scan(path: Path, fmt: str, rows_per_range: int) -> Scan:
     """Hash `path`, read its header (CSV), and cut its rows into ranges of `rows_per_range` rows
     (0: one range for the whole file)."""
     digest = hashlib.sha256()
     ranges: list[Range] = []
     columns: tuple[str, ...] = ()
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         found = records(handle, fmt, on_bytes=digest.update)
         offset, first_line = 0, 1
         if fmt == "csv":
@@ -152,7 +174,7 @@ def scan(path: Path, fmt: str, rows_per_range: int) -> Scan:
 
 def read(path: Path, fmt: str, offset: int, end: int, first_line: int) -> Iterator[Record]:
     """The records in bytes [offset, end) of `path`, the first starting at line `first_line`."""
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         handle.seek(offset)
         data = handle.read(end - offset)
     yield from records(io.BytesIO(data), fmt, offset=offset, first_line=first_line)

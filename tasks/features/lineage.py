@@ -22,7 +22,6 @@ import hashlib
 import inspect
 import json
 import platform
-import re
 import sys
 import time
 from collections.abc import Iterable
@@ -35,11 +34,11 @@ from pydantic import BaseModel
 
 from jobrunner.config import get_settings
 from jobrunner.tasks.features.files import write_bytes, write_json
+from jobrunner.tasks.features.paths import check_job_id
 from jobrunner.tasks.registry import load_pipelines
 from jobrunner.tasks.step import StepContext, StepPayload
 
 CODE_VERSION_CHARS = 16
-JOB_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 INGEST_FACTS = "ingest.json"  # in the job's work directory
 
 
@@ -176,9 +175,7 @@ def lineage_dir(data_dir: Path) -> Path:
 
 
 def record_path(data_dir: Path, job_id: str) -> Path:
-    if not JOB_ID.match(job_id):
-        raise ValueError(f"{job_id!r} is not a job id")
-    return lineage_dir(data_dir) / f"{job_id}.json"
+    return lineage_dir(data_dir) / f"{check_job_id(job_id)}.json"
 
 
 def _output_index(data_dir: Path, digest: str) -> Path:

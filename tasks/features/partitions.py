@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from jobrunner.tasks.features.files import work_dir
 from jobrunner.tasks.features.lineage import PartitionSummary, StepFact
+from jobrunner.tasks.features.paths import work_dir
 from jobrunner.tasks.step import StepContext
 
 

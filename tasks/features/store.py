@@ -25,13 +25,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from jobrunner.tasks.features.aggregate import AggregateResult
-from jobrunner.tasks.features.files import (
-    atomic_path,
-    read_jsonl,
-    sha256_file,
-    work_dir,
-    write_json,
-)
+from jobrunner.tasks.features.files import atomic_path, read_jsonl, sha256_file, write_json
 from jobrunner.tasks.features.lineage import (
     INGEST_FACTS,
     IngestFacts,
@@ -43,6 +37,7 @@ from jobrunner.tasks.features.lineage import (
     source_hash,
     write_record,
 )
+from jobrunner.tasks.features.paths import own_work_file, work_dir
 from jobrunner.tasks.features.schema import FEATURE_SCHEMA
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
@@ -122,11 +117,13 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
     features = out / f"{payload.output_name}.parquet"
     quarantine = out / f"{payload.output_name}.quarantine.jsonl"
     manifest = out / f"{payload.output_name}.manifest.json"
-    table = feature_table(read_jsonl(Path(merged.features_path)))
+    features_in = own_work_file(ctx.data_dir, ctx.job_id, merged.features_path)
+    quarantine_in = own_work_file(ctx.data_dir, ctx.job_id, merged.quarantine_path)
+    table = feature_table(read_jsonl(features_in))
     output = OutputFile(path=str(features), sha256=write_parquet(table, features), rows=len(table))
     rejected = OutputFile(
         path=str(quarantine),
-        sha256=copy_file(Path(merged.quarantine_path), quarantine),
+        sha256=copy_file(quarantine_in, quarantine),
         rows=merged.quarantined,
     )
     fact = StepFact.since(

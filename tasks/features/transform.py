@@ -13,12 +13,12 @@ from __future__ import annotations
 import math
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from jobrunner.tasks.features.files import read_jsonl, write_jsonl
 from jobrunner.tasks.features.lineage import StepFact, source_hash
 from jobrunner.tasks.features.partitions import PartitionResult, failures_named, partition_file
+from jobrunner.tasks.features.paths import own_work_file
 from jobrunner.tasks.retry import RetryPolicy
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
@@ -57,9 +57,10 @@ def transform(
     """Derive the per-row features of one partition."""
     started = time.time()
     done = PartitionResult.model_validate(upstream)
+    rows = own_work_file(ctx.data_dir, ctx.job_id, done.rows_path)
     features = partition_file(ctx, done.partition, "features")
     with failures_named(done.partition):
-        write_jsonl(features, (derive_features(row) for row in read_jsonl(Path(done.rows_path))))
+        write_jsonl(features, (derive_features(row) for row in read_jsonl(rows)))
     fact = StepFact.since(
         ctx, CODE_VERSION, started, payload, rows_in=done.rows, rows_out=done.rows
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError
@@ -26,6 +25,7 @@ from jobrunner.tasks.features.partitions import (
     failures_named,
     partition_file,
 )
+from jobrunner.tasks.features.paths import confined_input
 from jobrunner.tasks.features.schema import Reading
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
@@ -84,11 +84,14 @@ def validate(
     """Split a partition into valid rows and quarantined rows (line, reason, raw text)."""
     started = time.time()
     partition = Partition.model_validate(upstream)
+    source = confined_input(ctx.data_dir, partition.path)  # checked before anything is read
+    valid_path = partition_file(ctx, partition, "valid")
+    quarantine_path = partition_file(ctx, partition, "quarantine")
     good: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
     with failures_named(partition):
         for record in read(
-            Path(partition.path),
+            source,
             partition.format,
             partition.offset,
             partition.end,
@@ -99,8 +102,6 @@ def validate(
                 bad.append(quarantined(partition, record, checked))
             else:
                 good.append({**checked, "source_file": partition.file, "source_line": record.line})
-        valid_path = partition_file(ctx, partition, "valid")
-        quarantine_path = partition_file(ctx, partition, "quarantine")
         write_jsonl(valid_path, good)
         write_jsonl(quarantine_path, bad)
     total = len(good) + len(bad)

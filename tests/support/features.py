@@ -18,6 +18,7 @@ from jobrunner.tasks.step import StepContext, get_step
 from tests.support.sample_data import bad_rows, sample_files
 
 CSV_HEADER = ",".join(RAW_COLUMNS) + "\n"
+JOB_ID = "0123456789abcdef0123456789abcdef"  # the client's format (uuid4 hex)
 
 
 def run_step(name: str, payload: dict[str, Any], upstream: Any, data_dir: Path, job_id: str) -> Any:
@@ -27,7 +28,7 @@ def run_step(name: str, payload: dict[str, Any], upstream: Any, data_dir: Path, 
     return json.loads(json.dumps(result.model_dump() if isinstance(result, BaseModel) else result))
 
 
-def run_features(data_dir: Path, payload: dict[str, Any], job_id: str = "job-1") -> dict[str, Any]:
+def run_features(data_dir: Path, payload: dict[str, Any], job_id: str = JOB_ID) -> dict[str, Any]:
     """The result of one job of the feature pipeline: `store`'s."""
 
     def run(name: str, upstream: Any) -> Any:
@@ -47,10 +48,15 @@ def csv_readings(count: int) -> str:
     )
 
 
+def inputs_under(data_dir: Path, name: str = "in") -> Path:
+    """A directory for raw inputs under `data_dir`'s input root (inputs are read nowhere else)."""
+    return data_dir / "inputs" / name
+
+
 def write_inputs(directory: Path, files: dict[str, str | bytes | None]) -> Path:
     """`directory`, created, holding `files` (name: content). None makes a link to nowhere: a
     file that cannot be read, even by root."""
-    directory.mkdir()
+    directory.mkdir(parents=True)
     for name, content in files.items():
         path = directory / name
         if content is None:

@@ -23,20 +23,24 @@ from jobrunner.tasks.features.store import feature_table, write_parquet
 from jobrunner.tasks.features.transform import derive_features
 from tests.support.features import (
     CSV_HEADER,
+    JOB_ID,
     check_lineage,
     check_quarantine,
     csv_readings,
+    inputs_under,
     run_features,
     run_step,
     write_inputs,
 )
 from tests.support.sample_data import ROWS_PER_FILE, bad_rows, sample_files
 
+SAMPLE_JOB = "5a3d1e0f9b7c4d2e8f6a1b3c5d7e9f00"
+
 
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     data_dir = tmp_path_factory.mktemp("data")
-    return data_dir, run_features(data_dir, {"output_name": "sample"}, job_id="sample-job")
+    return data_dir, run_features(data_dir, {"output_name": "sample"}, job_id=SAMPLE_JOB)
 
 
 def test_shipped_sample_data_is_what_the_generator_makes() -> None:
@@ -74,7 +78,7 @@ def test_lineage_record_is_consistent_with_the_files(
     data_dir, result = sample_run
     record = json.loads(Path(result["lineage_path"]).read_text())
     check_lineage(record, result)
-    assert record["job_id"] == "sample-job"
+    assert record["job_id"] == SAMPLE_JOB
     assert (record["pipeline"], record["pipeline_version"], record["tier"]) == (
         "features",
         "1",
@@ -82,14 +86,14 @@ def test_lineage_record_is_consistent_with_the_files(
     )
     assert [i["file"] for i in record["inputs"]] == sorted(sample_files())
     assert len(record["partitions"]) == result["partitions"] == len(sample_files())
-    assert not (data_dir / "work" / "sample-job").exists()
+    assert not (data_dir / "work" / SAMPLE_JOB).exists()
 
 
 def test_rerun_writes_the_same_bytes(
     sample_run: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
     _, first = sample_run
-    again = run_features(tmp_path, {"output_name": "sample"}, job_id="another-job")
+    again = run_features(tmp_path, {"output_name": "sample"}, job_id="a" * 32)
     assert Path(again["path"]).read_bytes() == Path(first["path"]).read_bytes()
     assert again["sha256"] == first["sha256"]
     assert again["steps"][1]["code_version"] == first["steps"][1]["code_version"]
@@ -147,8 +151,8 @@ def test_derived_columns() -> None:
 
 
 def _partition(tmp_path: Path, text: str) -> dict[str, Any]:
-    directory = write_inputs(tmp_path / "in", {"part.csv": text})
-    (partition,) = run_step("ingest", {"input_dir": str(directory)}, None, tmp_path, "job-1")
+    directory = write_inputs(inputs_under(tmp_path), {"part.csv": text})
+    (partition,) = run_step("ingest", {"input_dir": str(directory)}, None, tmp_path, JOB_ID)
     return partition
 
 
@@ -157,9 +161,9 @@ def test_too_many_bad_rows_fail_the_partition_naming_it_after_quarantining_them(
 ) -> None:
     partition = _partition(tmp_path, csv_readings(1) + "E01,2026-06-01T01:00:00,15,60\n")
     with pytest.raises(PartitionError) as failed:
-        run_step("validate", {"max_bad_row_rate": 0.4}, partition, tmp_path, "job-1")
+        run_step("validate", {"max_bad_row_rate": 0.4}, partition, tmp_path, JOB_ID)
     message = str(failed.value)
-    assert message.startswith(f"partition part.csv (file {tmp_path / 'in' / 'part.csv'}): ")
+    assert message.startswith(f"partition part.csv (file {inputs_under(tmp_path) / 'part.csv'}): ")
     assert "1 of 2 rows are bad, over the 40% limit" in message
     quarantine = Path(message.rsplit("see ", 1)[1])
     assert list(read_jsonl(quarantine)) == [
@@ -171,7 +175,7 @@ def test_too_many_bad_rows_fail_the_partition_naming_it_after_quarantining_them(
             "raw": "E01,2026-06-01T01:00:00,15,60",
         }
     ]
-    passed = run_step("validate", {"max_bad_row_rate": 0.5}, partition, tmp_path, "job-1")
+    passed = run_step("validate", {"max_bad_row_rate": 0.5}, partition, tmp_path, JOB_ID)
     assert (passed["rows"], passed["quarantined"]) == (1, 1)
 
 
@@ -181,7 +185,7 @@ def test_columns_may_come_in_any_order(tmp_path: Path) -> None:
         "wind_ms,station,timestamp,temperature_c,humidity_pct\n"
         "2.5,E01,2026-06-01T00:00:00,15.5,60\n",
     )
-    result = run_step("validate", {}, partition, tmp_path, "job-1")
+    result = run_step("validate", {}, partition, tmp_path, JOB_ID)
     (row,) = read_jsonl(Path(result["rows_path"]))
     assert (row["station"], row["wind_ms"], row["source_line"]) == ("E01", 2.5, 2)
 
@@ -206,27 +210,29 @@ def test_columns_may_come_in_any_order(tmp_path: Path) -> None:
 def test_bad_input_is_one_clear_error_and_nothing_is_written(
     tmp_path: Path, files: dict[str, str | bytes | None], error: str
 ) -> None:
-    directory = write_inputs(tmp_path / "in", files)
     data_dir = tmp_path / "data"
+    directory = write_inputs(inputs_under(data_dir), files)
     with pytest.raises(InputError, match=error):
         run_features(data_dir, {"input_dir": str(directory)})
-    assert not data_dir.exists()
+    assert [p.name for p in data_dir.iterdir()] == ["inputs"]  # nothing written
 
 
 def test_input_dir_must_be_a_directory(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"input_dir .*/nowhere is not a directory"):
-        run_step("ingest", {"input_dir": str(tmp_path / "nowhere")}, None, tmp_path, "job-1")
+        run_step(
+            "ingest", {"input_dir": str(inputs_under(tmp_path, "nowhere"))}, None, tmp_path, JOB_ID
+        )
 
 
 def test_pattern_selects_files_and_descends(tmp_path: Path) -> None:
-    shutil.copytree(SAMPLE_DATA_DIR, tmp_path / "in" / "2026" / "june")
-    (tmp_path / "in" / "README.md").write_text("not data")
+    shutil.copytree(SAMPLE_DATA_DIR, inputs_under(tmp_path) / "2026" / "june")
+    (inputs_under(tmp_path) / "README.md").write_text("not data")
     partitions = run_step(
         "ingest",
-        {"input_dir": str(tmp_path / "in"), "pattern": "**/*.csv", "partition_rows": 100},
+        {"input_dir": str(inputs_under(tmp_path)), "pattern": "**/*.csv", "partition_rows": 100},
         None,
         tmp_path,
-        "job-1",
+        JOB_ID,
     )
     assert [p["name"] for p in partitions[:4]] == [
         "2026/june/readings_east.csv:2-101",

@@ -16,7 +16,13 @@ from jobrunner.tasks.features.transform import RETRY
 from jobrunner.worker.client import Client
 from jobrunner.worker.monitoring.lineage import LineageError, find_by_output, lineage_of
 from tests.conftest import Workers
-from tests.support.features import check_lineage, check_quarantine, csv_readings, write_inputs
+from tests.support.features import (
+    check_lineage,
+    check_quarantine,
+    csv_readings,
+    inputs_under,
+    write_inputs,
+)
 from tests.support.sample_data import ROWS_PER_FILE, bad_rows, sample_files
 
 pytestmark = pytest.mark.integration
@@ -33,6 +39,11 @@ def general(workers: Workers) -> Iterator[None]:
         JOBRUNNER_IMPORTS="tests.support.steps,tests.support.feature_faults",
     )
     yield
+
+
+def _inputs(tmp_path: Path) -> Path:
+    """A fresh input directory under the workers' input root (<data_dir>/inputs)."""
+    return inputs_under(get_settings().data_dir, tmp_path.name)
 
 
 def _feature_store() -> Path:
@@ -68,7 +79,7 @@ def test_failing_transform_is_retried_then_fails_the_job_naming_partition_and_fi
 ) -> None:
     # tests/support/feature_faults.py makes transform raise on every row of explode*.
     inputs = write_inputs(
-        tmp_path / "in", {"fine.csv": csv_readings(5), "explode.csv": csv_readings(5)}
+        _inputs(tmp_path), {"fine.csv": csv_readings(5), "explode.csv": csv_readings(5)}
     )
     job = client.submit("features", {"input_dir": str(inputs), "output_name": "exploded"})
     record = job.wait(TIMEOUT_S)
@@ -86,7 +97,7 @@ def test_transform_failing_once_is_retried_and_the_job_succeeds(
     client: Client, tmp_path: Path
 ) -> None:
     # feature_faults fails a flaky* partition on its first attempt only.
-    inputs = write_inputs(tmp_path / "in", {f"flaky-{uuid.uuid4().hex}.csv": csv_readings(5)})
+    inputs = write_inputs(_inputs(tmp_path), {f"flaky-{uuid.uuid4().hex}.csv": csv_readings(5)})
     job = client.submit("features", {"input_dir": str(inputs)})
     assert job.result(timeout=TIMEOUT_S)["rows"] == 5
     assert job.record().retries == 1
@@ -109,7 +120,7 @@ def test_transform_failing_once_is_retried_and_the_job_succeeds(
 def test_bad_input_fails_at_ingest_and_writes_nothing(
     client: Client, tmp_path: Path, files: dict[str, str | None], error: str
 ) -> None:
-    inputs = write_inputs(tmp_path / "in", files)
+    inputs = write_inputs(_inputs(tmp_path), files)
     name = f"bad-{tmp_path.name}"
     job = client.submit("features", {"input_dir": str(inputs), "output_name": name})
     record = job.wait(TIMEOUT_S)
@@ -121,7 +132,7 @@ def test_bad_input_fails_at_ingest_and_writes_nothing(
 
 
 def test_a_thousand_partitions(client: Client, tmp_path: Path) -> None:
-    inputs = write_inputs(tmp_path / "in", {"many.csv": csv_readings(1000)})
+    inputs = write_inputs(_inputs(tmp_path), {"many.csv": csv_readings(1000)})
     payload = {"input_dir": str(inputs), "partition_rows": 1, "output_name": "thousand"}
     job = client.submit("features", payload)
     result = job.result(timeout=120)
