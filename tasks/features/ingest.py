@@ -155,6 +155,7 @@ def ingest(payload: IngestPayload, upstream: Any, ctx: StepContext) -> list[dict
                 end=rows.end,
                 first_line=rows.first_line,
                 rows=rows.rows,
+                sha256=rows.sha256,
             )
             for i, rows in enumerate(found.ranges)
         ]

@@ -133,6 +133,7 @@ class PartitionSummary(BaseModel):
     partition: str
     file: str
     first_line: int
+    sha256: str  # of the bytes the partition's rows came from, checked when they were read
     rows_in: int
     rows_out: int
     quarantined: int

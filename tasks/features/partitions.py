@@ -34,6 +34,7 @@ class Partition(BaseModel):
     end: int
     first_line: int
     rows: int
+    sha256: str  # of bytes [offset, end) as ingest read them; validate reads only these
 
 
 class PartitionResult(BaseModel):
@@ -51,6 +52,7 @@ class PartitionResult(BaseModel):
             partition=self.partition.name,
             file=self.partition.file,
             first_line=self.partition.first_line,
+            sha256=self.partition.sha256,
             rows_in=self.partition.rows,
             rows_out=self.rows,
             quarantined=self.quarantined,

@@ -96,6 +96,7 @@ def validate(
             partition.offset,
             partition.end,
             partition.first_line,
+            partition.sha256,
         ):
             checked = check_row(record, partition.columns)
             if isinstance(checked, str):

@@ -242,3 +242,26 @@ def test_pattern_selects_files_and_descends(tmp_path: Path) -> None:
     ]
     assert len(partitions) == 16
     assert [p["index"] for p in partitions] == list(range(16))
+
+
+def test_an_input_changed_after_ingest_fails_its_partition_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    """Lineage cannot name bytes the rows did not come from: validate hashes what it reads."""
+    directory = write_inputs(inputs_under(tmp_path), {"a.csv": csv_readings(6)})
+    partitions = run_step(
+        "ingest", {"input_dir": str(directory), "partition_rows": 3}, None, tmp_path, JOB_ID
+    )
+    path = directory / "a.csv"
+    same_size = path.read_text().replace("E04,", "E05,")  # in the second range only
+    path.write_text(same_size)
+    first = run_step("validate", {}, partitions[0], tmp_path, JOB_ID)  # untouched bytes: fine
+    assert first["rows"] == 3
+    with pytest.raises(PartitionError) as failed:
+        run_step("validate", {}, partitions[1], tmp_path, JOB_ID)
+    message = str(failed.value)
+    assert message.startswith(f"partition a.csv:5-7 (file {path}): InputError: bytes ")
+    assert "changed since ingest hashed them" in message
+    assert "\n" not in message
+    lineage = [p["sha256"] for p in partitions]
+    assert len(set(lineage)) == 2 and all(len(digest) == 64 for digest in lineage)
