@@ -31,6 +31,8 @@ from jobrunner.worker.broker.keys import wake_key
 from jobrunner.worker.client import Client
 from tests.support.steps import STARTS
 
+pytest_plugins = ["tests.fixtures.s3"]
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_START_TIMEOUT_S = 60
 

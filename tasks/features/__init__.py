@@ -8,8 +8,8 @@
   quarantine with file, line and reason, and too many bad rows fail the partition;
 - `transform` derives the per-row features of each partition;
 - `aggregate`, the fan-in, merges the partitions in a fixed order and computes dataset statistics;
-- `store` writes the features as Parquet, the quarantine and a manifest, each by atomic rename,
-  and the job's lineage record (see `lineage`).
+- `store` publishes the features (Parquet) and the quarantine as a new version of the versioned
+  feature store (see `versions`), then the job's lineage record (see `lineage`).
 
 Steps hand rows to each other through files in <data_dir>/work/<job_id>/ (see `partitions`), so
 results in Redis stay small however many partitions there are; on a fleet spanning hosts the data

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -71,3 +72,10 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def copy_file(source: Path, path: Path) -> str:
+    """Copy atomically (the source stays for a redelivered run); returns the sha256."""
+    with atomic_path(path) as temp:
+        shutil.copyfile(source, temp)
+        return sha256_file(temp)

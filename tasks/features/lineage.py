@@ -156,7 +156,9 @@ class LineageRecord(BaseModel):
     partitions: list[PartitionSummary]
     output: OutputFile
     quarantine: OutputFile
-    manifest: str
+    feature_set: str
+    version: int  # of the feature set, in the feature store (`versions`)
+    store: str  # the feature store's URL
     statistics: dict[str, Any]
     environment: dict[str, str]  # what else decides the output's bytes
 

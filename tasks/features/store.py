@@ -1,18 +1,22 @@
-"""`store`: write the feature set into the feature store, <data_dir>/features/:
+"""`store`: publish the feature set as a new version of the versioned feature store
+(`versions`: layout, commit protocol, rollback), at `data.store_url` or <data_dir>/features:
 
-- `<name>.parquet`: the features, columns in `schema.FEATURE_SCHEMA` order, written by pyarrow
-  with every option that shapes the bytes pinned and nothing time-dependent inside (Parquet's
+- the features as Parquet, columns in `schema.FEATURE_SCHEMA` order, written by pyarrow with
+  every option that shapes the bytes pinned and nothing time-dependent inside (Parquet's
   `created_by` names only the library version), so the same raw input gives the same bytes, and
   the same sha256, on every rerun with the same pyarrow;
-- `<name>.quarantine.jsonl`: the rows validate rejected, ordered by file and line;
-- `<name>.manifest.json`: what the feature file holds and which job wrote it, written last.
+- the quarantine: the rows validate rejected, ordered by file and line;
+- then one commit naming both, the job and its statistics: the new current version.
 
-Each file is written beside its target and renamed into place. Then the job's lineage record goes
-to <data_dir>/lineage/ and the job's work directory is removed.
+Both files are first written and hashed in the job's work directory, then uploaded under their
+content names; the commit comes last. Then the job's lineage record (naming the version) goes to
+<data_dir>/lineage/ and the work directory is removed. If anything fails before the commit, the
+files this run uploaded that no version uses are removed: the current version stays as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Iterable
@@ -25,7 +29,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from jobrunner.tasks.features.aggregate import AggregateResult
-from jobrunner.tasks.features.files import atomic_path, read_jsonl, sha256_file, write_json
+from jobrunner.tasks.features.files import atomic_path, read_jsonl, sha256_file
 from jobrunner.tasks.features.lineage import (
     INGEST_FACTS,
     IngestFacts,
@@ -39,6 +43,14 @@ from jobrunner.tasks.features.lineage import (
 )
 from jobrunner.tasks.features.paths import own_work_file, work_dir
 from jobrunner.tasks.features.schema import FEATURE_SCHEMA
+from jobrunner.tasks.features.versions import (
+    Commit,
+    DataFile,
+    collect,
+    publish,
+    store_root,
+    upload,
+)
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
@@ -55,7 +67,9 @@ PARQUET_OPTIONS: dict[str, Any] = {
 
 
 class StorePayload(StepPayload):
-    output_name: str = Field(default="features", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    output_name: str = Field(
+        default="features", pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="the feature set"
+    )
 
 
 def feature_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
@@ -75,64 +89,67 @@ def write_parquet(table: pa.Table, path: Path) -> str:
         return sha256_file(temp)
 
 
-def copy_file(source: Path, path: Path) -> str:
-    """Copy atomically (the source stays for a redelivered run); returns the sha256."""
-    with atomic_path(path) as temp:
-        shutil.copyfile(source, temp)
-        return sha256_file(temp)
-
-
-def _manifest(name: str, record: LineageRecord, lineage: Path) -> dict[str, Any]:
-    return {
-        "name": name,
-        "features": {
-            "file": Path(record.output.path).name,
-            "format": "parquet",
-            "sha256": record.output.sha256,
-            "rows": record.output.rows,
-            "columns": [{"name": f.name, "type": str(f.type)} for f in FEATURE_SCHEMA],
-        },
-        "quarantine": {
-            "file": Path(record.quarantine.path).name,
-            "sha256": record.quarantine.sha256,
-            "rows": record.quarantine.rows,
-        },
-        "statistics": record.statistics,
-        "job_id": record.job_id,
-        "pipeline": record.pipeline,
-        "pipeline_version": record.pipeline_version,
-        "lineage": str(lineage),
-    }
-
-
 @step
 def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-    """Write features, quarantine, lineage record and manifest; returns where they are, and the
-    rows in/out/quarantined of every step (the job's data-flow metrics)."""
+    """Publish features and quarantine as a new version, then the lineage record; returns where
+    they are, the version, and the rows in/out/quarantined of every step (the job's data-flow
+    metrics)."""
     started = time.time()
     merged = AggregateResult.model_validate(upstream)
     work = work_dir(ctx.data_dir, ctx.job_id)
     ingested = IngestFacts.model_validate_json((work / INGEST_FACTS).read_text(encoding="utf-8"))
-    out = ctx.data_dir / "features"
-    features = out / f"{payload.output_name}.parquet"
-    quarantine = out / f"{payload.output_name}.quarantine.jsonl"
-    manifest = out / f"{payload.output_name}.manifest.json"
     features_in = own_work_file(ctx.data_dir, ctx.job_id, merged.features_path)
     quarantine_in = own_work_file(ctx.data_dir, ctx.job_id, merged.quarantine_path)
     table = feature_table(read_jsonl(features_in))
-    output = OutputFile(path=str(features), sha256=write_parquet(table, features), rows=len(table))
-    rejected = OutputFile(
-        path=str(quarantine),
-        sha256=copy_file(quarantine_in, quarantine),
-        rows=merged.quarantined,
-    )
+    parquet = work / "features.parquet"
+    features_sha = write_parquet(table, parquet)
+    quarantine_sha = sha256_file(quarantine_in)
+    name, root = payload.output_name, store_root(ctx.data_dir)
+    uploaded: list[str] = []
+    try:
+        for source, digest, suffix in (
+            (parquet, features_sha, ".parquet"),
+            (quarantine_in, quarantine_sha, ".quarantine.jsonl"),
+        ):
+            uploaded.append(upload(root, name, source, digest, suffix))
+        version = publish(
+            root,
+            Commit(
+                name=name,
+                version=0,  # assigned by publish
+                action="publish",
+                committed_at="",
+                job_id=ctx.job_id,
+                features=DataFile(file=uploaded[0], sha256=features_sha, rows=len(table)),
+                quarantine=DataFile(
+                    file=uploaded[1], sha256=quarantine_sha, rows=merged.quarantined
+                ),
+                statistics=merged.statistics,
+                pipeline=ctx.pipeline,
+                pipeline_version=pipeline_version(ctx.pipeline),
+            ),
+        )
+    except BaseException:
+        # Remove what this run uploaded and no version uses; if the store is gone too, the
+        # first error is the one to report (what is left is unreferenced, never read).
+        with contextlib.suppress(Exception):
+            collect(root, name, uploaded)
+        raise
     fact = StepFact.since(
         ctx, CODE_VERSION, started, payload, rows_in=merged.rows, rows_out=len(table)
+    )
+    output = OutputFile(
+        path=root.where(f"{name}/{version.features.file}"), sha256=features_sha, rows=len(table)
+    )
+    rejected = OutputFile(
+        path=root.where(f"{name}/{version.quarantine.file}"),
+        sha256=quarantine_sha,
+        rows=merged.quarantined,
     )
     record = LineageRecord(
         job_id=ctx.job_id,
         pipeline=ctx.pipeline,
-        pipeline_version=pipeline_version(ctx.pipeline),
+        pipeline_version=version.pipeline_version,
         tier=ctx.tier,
         recorded_at=fact.ended_at,
         inputs=ingested.inputs,
@@ -140,12 +157,13 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
         partitions=merged.partitions,
         output=output,
         quarantine=rejected,
-        manifest=str(manifest),
+        feature_set=name,
+        version=version.version,
+        store=root.url,
         statistics=merged.statistics,
         environment=environment(),
     )
     lineage = write_record(ctx.data_dir, record)
-    write_json(manifest, _manifest(payload.output_name, record, lineage))
     shutil.rmtree(work)
     return {
         "path": output.path,
@@ -153,7 +171,8 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
         "rows": output.rows,
         "quarantined": rejected.rows,
         "quarantine_path": rejected.path,
-        "manifest_path": str(manifest),
+        "feature_set": name,
+        "version": version.version,
         "lineage_path": str(lineage),
         "partitions": len(merged.partitions),
         "steps": [f.model_dump(exclude={"params"}) for f in record.steps],

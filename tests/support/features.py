@@ -13,7 +13,9 @@ from pydantic import BaseModel
 
 import jobrunner.tasks.features  # noqa: F401 - registers the steps
 from jobrunner.tasks.features.files import read_jsonl, sha256_file
+from jobrunner.tasks.features.objects import open_root
 from jobrunner.tasks.features.schema import RAW_COLUMNS
+from jobrunner.tasks.features.versions import versions
 from jobrunner.tasks.step import StepContext, get_step
 from tests.support.sample_data import bad_rows, sample_files
 
@@ -106,7 +108,8 @@ def check_lineage(record: dict[str, Any], result: dict[str, Any]) -> None:
         assert before["rows_out"] == after["rows_in"], (before["step"], after["step"])
     assert steps["store"]["rows_out"] == result["rows"]
     assert [fact["step"] for fact in result["steps"]] == list(steps)  # the data-flow metrics
-    manifest = json.loads(Path(result["manifest_path"]).read_text())
-    assert manifest["features"]["sha256"] == record["output"]["sha256"]
-    assert manifest["job_id"] == record["job_id"]
-    assert manifest["lineage"] == result["lineage_path"]
+    commit = versions(open_root(record["store"]), record["feature_set"])[result["version"] - 1]
+    assert (commit.version, commit.job_id) == (record["version"], record["job_id"])
+    assert commit.features.sha256 == record["output"]["sha256"]
+    assert commit.quarantine.sha256 == record["quarantine"]["sha256"]
+    assert record["output"]["path"].endswith(commit.features.file)

@@ -55,7 +55,8 @@ def test_sample_data_end_to_end(client: Client) -> None:
     result = job.result(timeout=TIMEOUT_S)
     rows = ROWS_PER_FILE * len(sample_files())
     assert pq.read_table(result["path"]).num_rows == result["rows"] == rows - len(bad_rows())
-    assert result["path"] == str(_feature_store().resolve() / "end-to-end.parquet")
+    published = _feature_store().resolve() / "end-to-end" / "data" / f"{result['sha256']}.parquet"
+    assert result["path"] == str(published)
     check_quarantine(result["quarantine_path"])
     record = lineage_of(job.id)
     check_lineage(record, result)
@@ -70,7 +71,7 @@ def test_rerun_writes_a_byte_identical_feature_file(client: Client) -> None:
         result = jobs[-1].result(timeout=TIMEOUT_S)
         files.append((Path(result["path"]).read_bytes(), result["sha256"]))
     assert files[0] == files[1]
-    writers = [job["job_id"] for job in find_by_output(_feature_store() / "rerun.parquet")["jobs"]]
+    writers = [job["job_id"] for job in find_by_output(Path(result["path"]))["jobs"]]
     assert {job.id for job in jobs} <= set(writers)
 
 

@@ -68,7 +68,9 @@ def render_lineage(record: dict[str, Any], console: Console) -> None:
     for key in ("output", "quarantine"):
         written = record[key]
         job.add_row(key, f"{written['path']}\n{written['rows']} rows, sha256 {written['sha256']}")
-    job.add_row("manifest", record["manifest"])
+    job.add_row(
+        "version", f"{record['feature_set']} version {record['version']} in {record['store']}"
+    )
     job.add_row("partitions", str(len(record["partitions"])))
     steps = Table(title="steps")
     for column in ("step", "code", "runs", "started", "took", "rows in", "out", "quarantined"):

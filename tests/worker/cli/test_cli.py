@@ -26,6 +26,7 @@ COMMANDS = [
     "metrics",
     "deploy",
     "bench",
+    "features",
 ]
 
 
