@@ -60,6 +60,25 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+class JsonLinesWriter:
+    """Rows written one at a time to `path` (atomically, on a clean exit), so a step holds one
+    row, not all of them; several can be open at once (valid rows and quarantine)."""
+
+    def __init__(self, path: Path) -> None:
+        self._atomic = atomic_path(path)
+
+    def __enter__(self) -> JsonLinesWriter:
+        self._handle = self._atomic.__enter__().open("w", encoding="utf-8")
+        return self
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.close()
+        self._atomic.__exit__(*exc)
+
+
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         for line in handle:

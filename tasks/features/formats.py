@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -192,14 +191,29 @@ def read(
     path: Path, fmt: str, offset: int, end: int, first_line: int, sha256: str
 ) -> Iterator[Record]:
     """The records in bytes [offset, end) of `path`, the first starting at line `first_line`,
-    if those bytes still hash to `sha256` (what ingest read); an InputError otherwise."""
+    streamed one line at a time and hashed on the way; once they are read, an InputError if
+    they do not hash to `sha256` (what ingest read), so nothing built from changed bytes can
+    succeed."""
+    digest = hashlib.sha256()
     with open_regular(path) as handle:
         handle.seek(offset)
-        data = handle.read(end - offset)
-    found = hashlib.sha256(data).hexdigest()
+        yield from records(
+            _between(handle, end - offset),
+            fmt,
+            offset=offset,
+            first_line=first_line,
+            on_bytes=digest.update,
+        )
+    found = digest.hexdigest()
     if found != sha256:
         raise InputError(
             f"bytes {offset}-{end} changed since ingest hashed them (sha256 {found[:12]}, "
             f"ingest read {sha256[:12]}): rerun the job on the new content"
         )
-    yield from records(io.BytesIO(data), fmt, offset=offset, first_line=first_line)
+
+
+def _between(handle: BinaryIO, size: int) -> Iterator[bytes]:
+    """The next `size` bytes of `handle`, line by line (a range ends at a line's end)."""
+    while size > 0 and (line := handle.readline(size)):
+        size -= len(line)
+        yield line

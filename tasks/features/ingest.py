@@ -119,7 +119,7 @@ def _name(file: str, rows: Range, whole_file: bool) -> str:
     return file if whole_file else f"{file}:{rows.first_line}-{rows.last_line}"
 
 
-@step
+@step(memory_mb=64)  # streams: one line at a time (measured well under this)
 def ingest(payload: IngestPayload, upstream: Any, ctx: StepContext) -> list[dict[str, Any]]:
     """One partition per input file, or per `partition_rows` rows; every file checked and
     hashed first. Its fact and the inputs go to the work directory for `store`'s lineage."""

@@ -1,17 +1,15 @@
 """`store`: publish the feature set as a new version of the versioned feature store
 (`versions`: layout, commit protocol, rollback), at `data.store_url` or <data_dir>/features:
 
-- the features as Parquet, columns in `schema.FEATURE_SCHEMA` order, written by pyarrow with
-  every option that shapes the bytes pinned and nothing time-dependent inside (Parquet's
-  `created_by` names only the library version), so the same raw input gives the same bytes, and
-  the same sha256, on every rerun with the same pyarrow;
+- the features as Parquet, as `aggregate` wrote them (`parquet`: pinned options, fixed row
+  groups, so the same raw input gives the same bytes and sha256 on every rerun);
 - the quarantine: the rows validate rejected, ordered by file and line;
 - then one commit naming both, the job and its statistics: the new current version.
 
-Both files are first written and hashed in the job's work directory, then uploaded under their
-content names; the commit comes last. Then the job's lineage record (naming the version) goes to
-<data_dir>/lineage/ and the work directory is removed. If anything fails before the commit, the
-files this run uploaded that no version uses are removed: the current version stays as it was.
+Both files are hashed in the job's work directory, then uploaded under their content names; the
+commit comes last. Then the job's lineage record (naming the version) goes to <data_dir>/lineage/
+and the work directory is removed. If anything fails before the commit, the files this run
+uploaded that no version uses are removed: the current version stays as it was.
 """
 
 from __future__ import annotations
@@ -19,17 +17,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Iterable
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from jobrunner.tasks.features.aggregate import AggregateResult
-from jobrunner.tasks.features.files import atomic_path, read_jsonl, sha256_file
+from jobrunner.tasks.features.files import sha256_file
 from jobrunner.tasks.features.lineage import (
     INGEST_FACTS,
     IngestFacts,
@@ -42,7 +35,6 @@ from jobrunner.tasks.features.lineage import (
     write_record,
 )
 from jobrunner.tasks.features.paths import own_work_file, work_dir
-from jobrunner.tasks.features.schema import FEATURE_SCHEMA
 from jobrunner.tasks.features.versions import (
     Commit,
     DataFile,
@@ -55,16 +47,6 @@ from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 
-# Pinned rather than left to pyarrow's defaults, which may change between releases.
-PARQUET_OPTIONS: dict[str, Any] = {
-    "compression": "zstd",
-    "version": "2.6",
-    "data_page_version": "1.0",
-    "use_dictionary": True,
-    "write_statistics": True,
-    "row_group_size": 1 << 20,
-}
-
 
 class StorePayload(StepPayload):
     output_name: str = Field(
@@ -72,24 +54,7 @@ class StorePayload(StepPayload):
     )
 
 
-def feature_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
-    """The rows as a table of exactly the feature columns; a missing column is a KeyError, not a
-    column of nulls."""
-    listed = list(rows)
-    columns = {name: [row[name] for row in listed] for name in FEATURE_SCHEMA.names}
-    columns["timestamp"] = [datetime.fromisoformat(value) for value in columns["timestamp"]]
-    return pa.Table.from_pydict(columns, schema=FEATURE_SCHEMA)
-
-
-def write_parquet(table: pa.Table, path: Path) -> str:
-    """Write `table` to `path` atomically; returns the sha256 of the bytes written (hashed before
-    the rename, so a concurrent writer of the same name cannot swap them)."""
-    with atomic_path(path) as temp:
-        pq.write_table(table, temp, **PARQUET_OPTIONS)
-        return sha256_file(temp)
-
-
-@step
+@step(memory_mb=64)  # hashes and uploads files in chunks
 def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     """Publish features and quarantine as a new version, then the lineage record; returns where
     they are, the version, and the rows in/out/quarantined of every step (the job's data-flow
@@ -100,15 +65,12 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
     ingested = IngestFacts.model_validate_json((work / INGEST_FACTS).read_text(encoding="utf-8"))
     features_in = own_work_file(ctx.data_dir, ctx.job_id, merged.features_path)
     quarantine_in = own_work_file(ctx.data_dir, ctx.job_id, merged.quarantine_path)
-    table = feature_table(read_jsonl(features_in))
-    parquet = work / "features.parquet"
-    features_sha = write_parquet(table, parquet)
-    quarantine_sha = sha256_file(quarantine_in)
+    features_sha, quarantine_sha = sha256_file(features_in), sha256_file(quarantine_in)
     name, root = payload.output_name, store_root(ctx.data_dir)
     uploaded: list[str] = []
     try:
         for source, digest, suffix in (
-            (parquet, features_sha, ".parquet"),
+            (features_in, features_sha, ".parquet"),
             (quarantine_in, quarantine_sha, ".quarantine.jsonl"),
         ):
             uploaded.append(upload(root, name, source, digest, suffix))
@@ -120,7 +82,7 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
                 action="publish",
                 committed_at="",
                 job_id=ctx.job_id,
-                features=DataFile(file=uploaded[0], sha256=features_sha, rows=len(table)),
+                features=DataFile(file=uploaded[0], sha256=features_sha, rows=merged.rows),
                 quarantine=DataFile(
                     file=uploaded[1], sha256=quarantine_sha, rows=merged.quarantined
                 ),
@@ -136,10 +98,10 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
             collect(root, name, uploaded)
         raise
     fact = StepFact.since(
-        ctx, CODE_VERSION, started, payload, rows_in=merged.rows, rows_out=len(table)
+        ctx, CODE_VERSION, started, payload, rows_in=merged.rows, rows_out=merged.rows
     )
     output = OutputFile(
-        path=root.where(f"{name}/{version.features.file}"), sha256=features_sha, rows=len(table)
+        path=root.where(f"{name}/{version.features.file}"), sha256=features_sha, rows=merged.rows
     )
     rejected = OutputFile(
         path=root.where(f"{name}/{version.quarantine.file}"),

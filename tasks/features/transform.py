@@ -50,7 +50,7 @@ def derive_features(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@step(retry=RETRY)
+@step(retry=RETRY, memory_mb=64)  # streams: one row at a time
 def transform(
     payload: TransformPayload, upstream: dict[str, Any], ctx: StepContext
 ) -> PartitionResult:

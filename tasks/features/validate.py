@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from jobrunner.tasks.features.files import write_jsonl
+from jobrunner.tasks.features.files import JsonLinesWriter
 from jobrunner.tasks.features.formats import Record, read
 from jobrunner.tasks.features.lineage import StepFact, source_hash
 from jobrunner.tasks.features.partitions import (
@@ -77,7 +77,7 @@ def quarantined(partition: Partition, record: Record, reason: str) -> dict[str, 
     }
 
 
-@step
+@step(memory_mb=64)  # streams: one row at a time, into two files
 def validate(
     payload: ValidatePayload, upstream: dict[str, Any], ctx: StepContext
 ) -> PartitionResult:
@@ -87,9 +87,12 @@ def validate(
     source = confined_input(ctx.data_dir, partition.path)  # checked before anything is read
     valid_path = partition_file(ctx, partition, "valid")
     quarantine_path = partition_file(ctx, partition, "quarantine")
-    good: list[dict[str, Any]] = []
-    bad: list[dict[str, Any]] = []
-    with failures_named(partition):
+    good = bad = 0
+    with (
+        failures_named(partition),
+        JsonLinesWriter(valid_path) as valid_out,
+        JsonLinesWriter(quarantine_path) as bad_out,
+    ):
         for record in read(
             source,
             partition.format,
@@ -100,25 +103,27 @@ def validate(
         ):
             checked = check_row(record, partition.columns)
             if isinstance(checked, str):
-                bad.append(quarantined(partition, record, checked))
+                bad_out.write(quarantined(partition, record, checked))
+                bad += 1
             else:
-                good.append({**checked, "source_file": partition.file, "source_line": record.line})
-        write_jsonl(valid_path, good)
-        write_jsonl(quarantine_path, bad)
-    total = len(good) + len(bad)
-    if total and len(bad) / total > payload.max_bad_row_rate:
+                valid_out.write(
+                    {**checked, "source_file": partition.file, "source_line": record.line}
+                )
+                good += 1
+    total = good + bad
+    if total and bad / total > payload.max_bad_row_rate:
         raise PartitionError(
-            f"{describe(partition)}: {len(bad)} of {total} rows are bad, over the "
+            f"{describe(partition)}: {bad} of {total} rows are bad, over the "
             f"{payload.max_bad_row_rate:.0%} limit (max_bad_row_rate); see {quarantine_path}"
         )
     fact = StepFact.since(
-        ctx, CODE_VERSION, started, payload, rows_in=total, rows_out=len(good), quarantined=len(bad)
+        ctx, CODE_VERSION, started, payload, rows_in=total, rows_out=good, quarantined=bad
     )
     return PartitionResult(
         partition=partition,
         rows_path=str(valid_path),
         quarantine_path=str(quarantine_path),
-        rows=len(good),
-        quarantined=len(bad),
+        rows=good,
+        quarantined=bad,
         steps=[fact],
     )
