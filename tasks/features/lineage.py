@@ -65,6 +65,7 @@ class StepFact(BaseModel):
     rows_in: int
     rows_out: int
     quarantined: int = 0
+    cached: int = 0  # runs that reused an earlier run's output (`cache`)
     params: dict[str, Any]  # the step's payload: what to pass to reproduce the run
 
     @classmethod
@@ -78,6 +79,7 @@ class StepFact(BaseModel):
         rows_in: int,
         rows_out: int,
         quarantined: int = 0,
+        cached: bool = False,
     ) -> StepFact:
         """The fact of the run of `ctx.step` that began at `started` (time.time()) and ends now."""
         return cls(
@@ -88,6 +90,7 @@ class StepFact(BaseModel):
             rows_in=rows_in,
             rows_out=rows_out,
             quarantined=quarantined,
+            cached=int(cached),
             params=payload.model_dump(mode="json"),
         )
 
@@ -109,6 +112,7 @@ def merge_facts(facts: Iterable[StepFact]) -> list[StepFact]:
                     "rows_in": seen.rows_in + fact.rows_in,
                     "rows_out": seen.rows_out + fact.rows_out,
                     "quarantined": seen.quarantined + fact.quarantined,
+                    "cached": seen.cached + fact.cached,
                 }
             )
         )

@@ -46,6 +46,7 @@ class PartitionResult(BaseModel):
     rows: int
     quarantined: int
     steps: list[StepFact]
+    cache_key: str  # of the step that wrote rows_path (`cache`)
 
     def summary(self) -> PartitionSummary:
         return PartitionSummary(

@@ -205,7 +205,13 @@ def test_outputs_work_files_and_lineage_are_owner_only_by_default(data_dir: Path
     finally:
         os.umask(old)
     assert _modes(data_dir) == {("dir", 0o700), ("file", 0o600)}
-    assert {p.name for p in data_dir.iterdir()} == {"inputs", "work", "features", "lineage"}
+    assert {p.name for p in data_dir.iterdir()} == {
+        "inputs",
+        "work",
+        "cache",
+        "features",
+        "lineage",
+    }
 
 
 def _partition_in(data_dir: Path, inputs: Path) -> dict[str, Any]:

@@ -73,13 +73,15 @@ def render_lineage(record: dict[str, Any], console: Console) -> None:
     )
     job.add_row("partitions", str(len(record["partitions"])))
     steps = Table(title="steps")
-    for column in ("step", "code", "runs", "started", "took", "rows in", "out", "quarantined"):
+    columns = ("step", "code", "runs", "cached", "started", "took", "rows in", "out", "quarantined")
+    for column in columns:
         steps.add_column(column, justify="left" if column in ("step", "code") else "right")
     for fact in record["steps"]:
         steps.add_row(
             fact["step"],
             fact["code_version"],
             str(fact["runs"]),
+            str(fact.get("cached", 0)),  # runs that reused an earlier run's output
             fact["started_at"][11:23],  # the time of day; the date is the record's
             _took(fact),
             str(fact["rows_in"]),
