@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from importlib.util import find_spec
 from pathlib import Path
 from types import FrameType
@@ -37,6 +38,7 @@ from jobrunner.benchmarks.scenarios import (
     Bench,
     Plan,
     chain,
+    data,
     fan_out,
     memory,
     priority,
@@ -51,6 +53,7 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     fan_out.NAME: fan_out.run,
     chain.NAME: chain.run,
     memory.NAME: memory.run,
+    data.NAME: data.run,
 }
 
 
@@ -111,13 +114,21 @@ def bench_stack(plan: Plan, peers: bool) -> Iterator[Bench]:
 
 
 def run_benchmarks(
-    *, quick: bool, as_json: bool, only: str | None, peers: bool, console: Console
+    *,
+    quick: bool,
+    as_json: bool,
+    only: str | None,
+    peers: bool,
+    console: Console,
+    data_sizes_mb: tuple[float, ...] = (),
 ) -> list[Row]:
     """Run the selected scenarios and print the report; the rows, for callers and tests."""
     names = selected(only)
     if peers and find_spec("huey") is None:
         raise JobrunnerError("--peers needs Huey: pip install 'jobrunner[bench]'")
     plan = QUICK if quick else FULL
+    if data_sizes_mb:
+        plan = replace(plan, data_sizes_mb=data_sizes_mb)
     host = machine()
     began = time.monotonic()
     rows: list[Row] = []
