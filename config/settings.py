@@ -219,6 +219,7 @@ class DataSettings(_Section):
         description="extra roots inputs may be read under, besides <data_dir>/inputs and the sample"
     )
     store_url: str = Field(description="feature store: a path or s3://, gs://, az:// URL")
+    work_url: str = Field(description="where steps share work files across hosts; empty: local")
     file_mode: int = Field(ge=0, le=0o777, description="mode of files holding payloads or rows")
     dir_mode: int = Field(ge=0, le=0o777, description="mode of directories holding them")
     failed_work_retention_s: float = Field(gt=0, description="an unfinished job's work dir age")

@@ -12,11 +12,11 @@
   feature store (see `versions`), then the job's lineage record (see `lineage`).
 
 Steps hand rows to each other through files in <data_dir>/work/<job_id>/ (see `partitions`), so
-results in Redis stay small however many partitions there are; on a fleet spanning hosts the data
-dir must be shared storage, as the feature store itself is. Every path a step is handed is
-checked first (`paths`): inputs only under the input roots, work files only in the job's own
-work directory. `jobrunner demo` runs this pipeline on
-the sample data in tasks/sample_data/.
+results in Redis stay small however many partitions there are; across hosts, `data.work_url`
+names a bucket that carries those files between workers (`shared`), so no disk is shared. Every
+path a step is handed is checked first (`paths`): inputs only under the input roots, work files
+only in the job's own work directory. `jobrunner demo` runs this pipeline on the sample data in
+tasks/sample_data/.
 """
 
 from jobrunner.tasks.features.aggregate import aggregate

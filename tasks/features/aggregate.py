@@ -30,8 +30,9 @@ from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.lineage import PartitionSummary, StepFact, merge_facts, source_hash
 from jobrunner.tasks.features.parquet import write_batches
 from jobrunner.tasks.features.partitions import PartitionResult
-from jobrunner.tasks.features.paths import make_dirs, own_work_file, work_dir
+from jobrunner.tasks.features.paths import make_dirs, work_dir
 from jobrunner.tasks.features.schema import FEATURE_SCHEMA
+from jobrunner.tasks.features.shared import fetch, share
 from jobrunner.tasks.step import StepContext, step
 
 CODE_VERSION = source_hash(__name__)
@@ -165,8 +166,8 @@ def aggregate(
     when every partition's key and this code match an earlier run)."""
     started = time.time()
     parts = [PartitionResult.model_validate(part) for part in upstream]
-    features_in = [own_work_file(ctx.data_dir, ctx.job_id, p.rows_path) for p in parts]
-    quarantine_in = [own_work_file(ctx.data_dir, ctx.job_id, p.quarantine_path) for p in parts]
+    features_in = [fetch(ctx, p.rows_path) for p in parts]
+    quarantine_in = [fetch(ctx, p.quarantine_path) for p in parts]
     work = work_dir(ctx.data_dir, ctx.job_id)
     features_path, quarantine_path = work / "features.parquet", work / "quarantine.jsonl"
     digest = key("aggregate", CODE_VERSION, payload.key_params(), [p.cache_key for p in parts])
@@ -197,7 +198,7 @@ def aggregate(
             _, written = write_batches(reader, FEATURE_SCHEMA, features_path)
         return result(written, bad, stats, cached=False)
 
-    return cached(
+    merged = cached(
         payload,
         ctx.data_dir,
         "aggregate",
@@ -207,6 +208,8 @@ def aggregate(
         compute,
         lambda old: result(old.rows, old.quarantined, old.statistics, cached=True),
     )
+    share(ctx, features_path, quarantine_path)
+    return merged
 
 
 def _exact_moments(db: duckdb.DuckDBPyConnection, rows: str) -> tuple[float, float]:

@@ -36,6 +36,7 @@ from jobrunner.tasks.features.paths import (
     work_dir,
 )
 from jobrunner.tasks.features.schema import RAW_COLUMNS
+from jobrunner.tasks.features.shared import share
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
@@ -163,4 +164,5 @@ def ingest(payload: IngestPayload, upstream: Any, ctx: StepContext) -> list[dict
     fact = StepFact.since(ctx, CODE_VERSION, started, payload, rows_in=total, rows_out=total)
     facts = IngestFacts(inputs=inputs, step=fact)
     write_json(work / INGEST_FACTS, facts.model_dump(mode="json"))
+    share(ctx, work / INGEST_FACTS)
     return [partition.model_dump(mode="json") for partition in partitions]

@@ -109,6 +109,11 @@ class Root:
         with _named(self, name), contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._path(name))
 
+    def remove_tree(self, prefix: str) -> None:
+        """Remove everything under `prefix`, if anything is there."""
+        with _named(self, prefix), contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self._path(prefix), recursive=True)
+
     def download(self, name: str, target: Path) -> None:
         with _named(self, name):
             self.fs.get_file(self._path(name), str(target))

@@ -34,7 +34,8 @@ from jobrunner.tasks.features.lineage import (
     source_hash,
     write_record,
 )
-from jobrunner.tasks.features.paths import own_work_file, work_dir
+from jobrunner.tasks.features.paths import work_dir
+from jobrunner.tasks.features.shared import fetch, unshare
 from jobrunner.tasks.features.versions import (
     Commit,
     DataFile,
@@ -62,9 +63,10 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
     started = time.time()
     merged = AggregateResult.model_validate(upstream)
     work = work_dir(ctx.data_dir, ctx.job_id)
-    ingested = IngestFacts.model_validate_json((work / INGEST_FACTS).read_text(encoding="utf-8"))
-    features_in = own_work_file(ctx.data_dir, ctx.job_id, merged.features_path)
-    quarantine_in = own_work_file(ctx.data_dir, ctx.job_id, merged.quarantine_path)
+    facts = fetch(ctx, str(work / INGEST_FACTS))
+    ingested = IngestFacts.model_validate_json(facts.read_text(encoding="utf-8"))
+    features_in = fetch(ctx, merged.features_path)
+    quarantine_in = fetch(ctx, merged.quarantine_path)
     features_sha, quarantine_sha = sha256_file(features_in), sha256_file(quarantine_in)
     name, root = payload.output_name, store_root(ctx.data_dir)
     uploaded: list[str] = []
@@ -127,6 +129,7 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
     )
     lineage = write_record(ctx.data_dir, record)
     shutil.rmtree(work)
+    unshare(ctx)
     return {
         "path": output.path,
         "sha256": output.sha256,

@@ -19,7 +19,7 @@ from jobrunner.tasks.features.cache import CachedPayload, cached, key
 from jobrunner.tasks.features.files import read_jsonl, write_jsonl
 from jobrunner.tasks.features.lineage import StepFact, source_hash
 from jobrunner.tasks.features.partitions import PartitionResult, failures_named, partition_file
-from jobrunner.tasks.features.paths import own_work_file
+from jobrunner.tasks.features.shared import fetch, share
 from jobrunner.tasks.retry import RetryPolicy
 from jobrunner.tasks.step import StepContext, step
 
@@ -59,7 +59,7 @@ def transform(
     rows were transformed by the same code before)."""
     started = time.time()
     done = PartitionResult.model_validate(upstream)
-    rows = own_work_file(ctx.data_dir, ctx.job_id, done.rows_path)
+    rows = fetch(ctx, done.rows_path)
     features = partition_file(ctx, done.partition, "features")
     digest = key("transform", CODE_VERSION, payload.key_params(), done.cache_key)
 
@@ -82,7 +82,7 @@ def transform(
             write_jsonl(features, (derive_features(row) for row in read_jsonl(rows)))
         return result(cached=False)
 
-    return cached(
+    transformed = cached(
         payload,
         ctx.data_dir,
         "transform",
@@ -92,3 +92,5 @@ def transform(
         compute,
         lambda _: result(cached=True),
     )
+    share(ctx, features)
+    return transformed

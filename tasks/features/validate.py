@@ -29,6 +29,7 @@ from jobrunner.tasks.features.partitions import (
 )
 from jobrunner.tasks.features.paths import confined_input
 from jobrunner.tasks.features.schema import Reading
+from jobrunner.tasks.features.shared import share
 from jobrunner.tasks.step import StepContext, step
 
 CODE_VERSION = source_hash(__name__)
@@ -159,7 +160,7 @@ def validate(
             )
         return result(good, bad, cached=False)
 
-    return cached(
+    done = cached(
         payload,
         ctx.data_dir,
         "validate",
@@ -169,3 +170,5 @@ def validate(
         compute,
         lambda old: result(old.rows, old.quarantined, cached=True),
     )
+    share(ctx, valid_path, quarantine_path)
+    return done

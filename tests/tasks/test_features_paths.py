@@ -250,3 +250,24 @@ def test_failed_jobs_work_dirs_are_swept_after_the_retention(data_dir: Path) -> 
     assert stray.is_dir()  # only job ids are removed
     assert work_dir(data_dir, JOB_ID).is_dir()
     assert partition["rows"] == 3
+
+
+def test_shared_work_files_are_fetched_only_for_this_jobs_own_names(
+    tmp_path: Path, secret: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With data.work_url, a step fetches upstream files another host wrote; a forged path is
+    still refused, whatever host it claims to come from."""
+    monkeypatch.setenv("JOBRUNNER_DATA__WORK_URL", str(tmp_path / "shared"))
+    get_settings.cache_clear()
+    try:
+        host_a, host_b = tmp_path / "a", tmp_path / "b"
+        validated = run_step("validate", {}, _partition(host_a), host_a, JOB_ID)
+        transformed = run_step("transform", {}, validated, host_b, JOB_ID)  # fetched from shared
+        assert transformed["rows"] == 3
+        assert (work_dir(host_b, JOB_ID) / "part-00000.valid.jsonl").is_file()
+        for forged in (str(secret), str(host_a / "work" / OTHER_JOB / "part-00000.valid.jsonl")):
+            with pytest.raises(ForgedPathError, match="is not a file of job"):
+                run_step("transform", {}, {**validated, "rows_path": forged}, host_b, JOB_ID)
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
