@@ -25,14 +25,14 @@ from typing import Any
 import duckdb
 from pydantic import BaseModel
 
-from jobrunner.tasks.features.cache import CachedPayload, cached, key
+from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
 from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.lineage import PartitionSummary, StepFact, merge_facts, source_hash
 from jobrunner.tasks.features.parquet import write_batches
 from jobrunner.tasks.features.partitions import PartitionResult
 from jobrunner.tasks.features.paths import make_dirs, work_dir
 from jobrunner.tasks.features.schema import FEATURE_SCHEMA
-from jobrunner.tasks.features.shared import fetch, share
+from jobrunner.tasks.features.shared import fetch
 from jobrunner.tasks.step import StepContext, step
 
 CODE_VERSION = source_hash(__name__)
@@ -198,18 +198,17 @@ def aggregate(
             _, written = write_batches(reader, FEATURE_SCHEMA, features_path)
         return result(written, bad, stats, cached=False)
 
-    merged = cached(
-        payload,
-        ctx.data_dir,
-        "aggregate",
-        digest,
-        {"features.parquet": features_path, "quarantine.jsonl": quarantine_path},
-        AggregateResult,
-        compute,
-        lambda old: result(old.rows, old.quarantined, old.statistics, cached=True),
+    return cached(
+        CachedRun(
+            ctx,
+            payload,
+            digest,
+            {"features.parquet": features_path, "quarantine.jsonl": quarantine_path},
+            AggregateResult,
+            compute,
+            lambda old: result(old.rows, old.quarantined, old.statistics, cached=True),
+        )
     )
-    share(ctx, features_path, quarantine_path)
-    return merged
 
 
 def _exact_moments(db: duckdb.DuckDBPyConnection, rows: str) -> tuple[float, float]:

@@ -26,14 +26,16 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
 from jobrunner.tasks.features.files import write_json
 from jobrunner.tasks.features.paths import make_dirs
-from jobrunner.tasks.step import StepPayload
+from jobrunner.tasks.features.shared import share
+from jobrunner.tasks.step import StepContext, StepPayload
 
 RESULT = "result.json"
 
@@ -69,25 +71,33 @@ def _link(source: Path, target: Path) -> None:
     os.replace(temp, target)
 
 
-def cached(
-    payload: CachedPayload,
-    data_dir: Path,
-    step: str,
-    digest: str,
-    outputs: dict[str, Path],
-    model: type[Result],
-    compute: Callable[[], Result],
-    reuse: Callable[[Result], Result],
-) -> Result:
-    """The step's result: from the entry `digest` if there is one (its files linked to `outputs`,
-    its result passed through `reuse` to point at this job), else `compute()`d and saved."""
-    entry = _entry(data_dir, step, digest)
-    if payload.cache and (entry / RESULT).is_file():
-        for name, target in outputs.items():
+@dataclass(frozen=True)
+class CachedRun(Generic[Result]):
+    """One run of a cached step: where its entry is, which files it writes, how to compute its
+    result, and how to point a cached result at this job."""
+
+    ctx: StepContext
+    payload: CachedPayload
+    digest: str
+    outputs: dict[str, Path]  # entry file name -> the file in this job's work directory
+    model: type[Result]
+    compute: Callable[[], Result]
+    reuse: Callable[[Result], Result]
+
+
+def cached(run: CachedRun[Result]) -> Result:
+    """The step's result: from the entry `run.digest` if there is one (its files linked to the
+    outputs, its result passed through `reuse`), else computed and saved; either way the output
+    files are then shared with the job's other hosts (`shared.share`)."""
+    entry = _entry(run.ctx.data_dir, run.ctx.step, run.digest)
+    if run.payload.cache and (entry / RESULT).is_file():
+        for name, target in run.outputs.items():
             _link(entry / name, target)
-        return reuse(model.model_validate_json((entry / RESULT).read_bytes()))
-    result = compute()
-    _save(entry, outputs, result)
+        result = run.reuse(run.model.model_validate_json((entry / RESULT).read_bytes()))
+    else:
+        result = run.compute()
+        _save(entry, run.outputs, result)
+    share(run.ctx, *run.outputs.values())
     return result
 
 

@@ -15,11 +15,11 @@ import time
 from datetime import datetime
 from typing import Any
 
-from jobrunner.tasks.features.cache import CachedPayload, cached, key
+from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
 from jobrunner.tasks.features.files import read_jsonl, write_jsonl
 from jobrunner.tasks.features.lineage import StepFact, source_hash
 from jobrunner.tasks.features.partitions import PartitionResult, failures_named, partition_file
-from jobrunner.tasks.features.shared import fetch, share
+from jobrunner.tasks.features.shared import fetch
 from jobrunner.tasks.retry import RetryPolicy
 from jobrunner.tasks.step import StepContext, step
 
@@ -82,15 +82,14 @@ def transform(
             write_jsonl(features, (derive_features(row) for row in read_jsonl(rows)))
         return result(cached=False)
 
-    transformed = cached(
-        payload,
-        ctx.data_dir,
-        "transform",
-        digest,
-        {"features.jsonl": features},
-        PartitionResult,
-        compute,
-        lambda _: result(cached=True),
+    return cached(
+        CachedRun(
+            ctx,
+            payload,
+            digest,
+            {"features.jsonl": features},
+            PartitionResult,
+            compute,
+            lambda _: result(cached=True),
+        )
     )
-    share(ctx, features)
-    return transformed

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from jobrunner.tasks.features.cache import CachedPayload, cached, key
+from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
 from jobrunner.tasks.features.files import JsonLinesWriter
 from jobrunner.tasks.features.formats import Record, read
 from jobrunner.tasks.features.lineage import StepFact, source_hash
@@ -29,7 +29,6 @@ from jobrunner.tasks.features.partitions import (
 )
 from jobrunner.tasks.features.paths import confined_input
 from jobrunner.tasks.features.schema import Reading
-from jobrunner.tasks.features.shared import share
 from jobrunner.tasks.step import StepContext, step
 
 CODE_VERSION = source_hash(__name__)
@@ -160,15 +159,14 @@ def validate(
             )
         return result(good, bad, cached=False)
 
-    done = cached(
-        payload,
-        ctx.data_dir,
-        "validate",
-        digest,
-        {"valid.jsonl": valid_path, "quarantine.jsonl": quarantine_path},
-        PartitionResult,
-        compute,
-        lambda old: result(old.rows, old.quarantined, cached=True),
+    return cached(
+        CachedRun(
+            ctx,
+            payload,
+            digest,
+            {"valid.jsonl": valid_path, "quarantine.jsonl": quarantine_path},
+            PartitionResult,
+            compute,
+            lambda old: result(old.rows, old.quarantined, cached=True),
+        )
     )
-    share(ctx, valid_path, quarantine_path)
-    return done
