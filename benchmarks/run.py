@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from importlib.util import find_spec
 from pathlib import Path
 from types import FrameType
@@ -38,6 +39,7 @@ from jobrunner.benchmarks.scenarios import (
     Plan,
     api,
     chain,
+    data,
     fan_out,
     memory,
     priority,
@@ -55,6 +57,7 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     memory.NAME: memory.run,
     api.NAME: api.run,
     tracing.NAME: tracing.run,
+    data.NAME: data.run,
 }
 # Left out of --quick unless named with --only: it starts an API server beside its workers.
 NOT_QUICK = {api.NAME}
@@ -117,13 +120,21 @@ def bench_stack(plan: Plan, peers: bool) -> Iterator[Bench]:
 
 
 def run_benchmarks(
-    *, quick: bool, as_json: bool, only: str | None, peers: bool, console: Console
+    *,
+    quick: bool,
+    as_json: bool,
+    only: str | None,
+    peers: bool,
+    console: Console,
+    data_sizes_mb: tuple[float, ...] = (),
 ) -> list[Row]:
     """Run the selected scenarios and print the report; the rows, for callers and tests."""
     names = selected(only, quick)
     if peers and find_spec("huey") is None:
         raise JobrunnerError("--peers needs Huey: pip install 'jobrunner[bench]'")
     plan = QUICK if quick else FULL
+    if data_sizes_mb:
+        plan = replace(plan, data_sizes_mb=data_sizes_mb)
     host = machine()
     began = time.monotonic()
     rows: list[Row] = []

@@ -429,6 +429,19 @@ class SchedulerSettings(_Section):
     )
 
 
+class DataSettings(_Section):
+    """Where pipelines may read raw inputs, and how what they write is protected."""
+
+    input_roots: list[Path] = Field(
+        description="extra roots inputs may be read under, besides <data_dir>/inputs and the sample"
+    )
+    store_url: str = Field(description="feature store: a path or s3://, gs://, az:// URL")
+    work_url: str = Field(description="where steps share work files across hosts; empty: local")
+    file_mode: int = Field(ge=0, le=0o777, description="mode of files holding payloads or rows")
+    dir_mode: int = Field(ge=0, le=0o777, description="mode of directories holding them")
+    failed_work_retention_s: float = Field(gt=0, description="an unfinished job's work dir age")
+
+
 class Settings(BaseSettings):
     """The whole configuration; build it with `get_settings()`."""
 
@@ -466,6 +479,7 @@ class Settings(BaseSettings):
     triggers: dict[Annotated[str, Field(pattern=SCHEDULE_NAME)], TriggerSettings] = Field(
         default_factory=dict, description="[triggers.NAME]: pipelines submitted as files arrive"
     )
+    data: DataSettings
 
     @field_validator("broker_url", "result_url")
     @classmethod

@@ -35,6 +35,7 @@ pytest_plugins = [
     "tests.fixtures.api",
     "tests.fixtures.otlp",
     "tests.fixtures.prometheus",
+    "tests.fixtures.s3",
     "tests.fixtures.scheduler",
 ]
 

@@ -22,6 +22,7 @@ class Plan:
     fan_out: tuple[int, int]  # chord sizes; the scaling is time(large) / time(small)
     chain_depth: int
     memory_jobs: int  # jobs between the two RSS readings
+    data_sizes_mb: tuple[float, ...]  # generated inputs of the data scenario (none: skipped)
 
 
 FULL = Plan(
@@ -31,6 +32,7 @@ FULL = Plan(
     fan_out=(1000, 5000),
     chain_depth=200,
     memory_jobs=20000,
+    data_sizes_mb=(20, 200),
 )
 QUICK = Plan(
     probes=12,
@@ -39,6 +41,7 @@ QUICK = Plan(
     fan_out=(100, 500),
     chain_depth=50,
     memory_jobs=1000,
+    data_sizes_mb=(),  # the data scenario takes minutes: out of --quick unless --data-sizes
 )
 
 

@@ -1,38 +1,77 @@
 """`aggregate`: the fan-in after the partitions. Merges them in a fixed order, standardizes
-temperature over the whole dataset, and computes the dataset statistics (data quality included:
-the share of bad rows).
+temperature over the whole dataset, computes the dataset statistics (data quality included: the
+share of bad rows), and writes the feature file (Parquet) and the merged quarantine.
 
 The order is (station, timestamp, source file, source line): it depends only on the data, never
 on partitioning or on which worker finished first, which is what makes the feature file
 reproducible.
+
+Out of core, in bounded memory: DuckDB reads the partitions' JSON Lines, computes the statistics
+and sorts, spilling to the work directory past `DUCKDB_MEMORY`, and hands the sorted rows on as
+Arrow batches that `parquet.write_batches` writes one row group at a time. Why DuckDB: the sort
+over the whole dataset is the one operation here that cannot stream, and DuckDB's sort is
+external with an explicit memory limit (pyarrow has no external sort; Polars' streaming engine
+would be the other candidate, not measured here). One thread, so the floating-point sums behind
+the statistics are always added in the same order: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from datetime import datetime
 from pathlib import Path
-from statistics import fmean, pstdev
 from typing import Any
 
+import duckdb
 from pydantic import BaseModel
 
-from jobrunner.tasks.features.files import read_jsonl, work_dir, write_jsonl
+from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
+from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.lineage import PartitionSummary, StepFact, merge_facts, source_hash
+from jobrunner.tasks.features.parquet import write_batches
 from jobrunner.tasks.features.partitions import PartitionResult
-from jobrunner.tasks.step import StepContext, StepPayload, step
+from jobrunner.tasks.features.paths import make_dirs, work_dir
+from jobrunner.tasks.features.schema import FEATURE_SCHEMA
+from jobrunner.tasks.features.shared import fetch
+from jobrunner.tasks.step import StepContext, step
 
 CODE_VERSION = source_hash(__name__)
 
 STATISTICS_COLUMNS = ("temperature_c", "humidity_pct", "wind_ms", "dew_point_c")
+DUCKDB_MEMORY = "256MB"  # DuckDB's own limit; it spills to the work directory beyond it
+MEMORY_MB = 384  # declared: DuckDB's limit, a row group in Arrow, duckdb itself (measured ~260)
+BATCH_ROWS = 1 << 16
+
+# Column types of the partitions' feature rows (transform's output), as DuckDB reads them.
+FEATURE_COLUMNS = {
+    "station": "VARCHAR",
+    "timestamp": "TIMESTAMP",
+    "temperature_c": "DOUBLE",
+    "humidity_pct": "DOUBLE",
+    "wind_ms": "DOUBLE",
+    "temperature_f": "DOUBLE",
+    "dew_point_c": "DOUBLE",
+    "humidity_frac": "DOUBLE",
+    "hour": "TINYINT",
+    "weekday": "TINYINT",
+    "source_file": "VARCHAR",
+    "source_line": "BIGINT",
+}
+QUARANTINE_COLUMNS = {
+    "file": "VARCHAR",
+    "line": "BIGINT",
+    "partition": "VARCHAR",
+    "reason": "VARCHAR",
+    "raw": "VARCHAR",
+}
 
 
-class AggregatePayload(StepPayload):
+class AggregatePayload(CachedPayload):
     pass
 
 
 class AggregateResult(BaseModel):
-    features_path: str
+    features_path: str  # Parquet, in the job's work directory
     quarantine_path: str
     rows: int
     quarantined: int
@@ -41,76 +80,140 @@ class AggregateResult(BaseModel):
     steps: list[StepFact]  # validate and transform merged over partitions, then aggregate's
 
 
-def _order(row: dict[str, Any]) -> tuple[str, datetime, str, int]:
-    timestamp = datetime.fromisoformat(row["timestamp"])
-    return row["station"], timestamp, row["source_file"], row["source_line"]
+def _connect(work: Path) -> duckdb.DuckDBPyConnection:
+    spill = make_dirs(work / "duckdb")
+    return duckdb.connect(
+        config={
+            "memory_limit": DUCKDB_MEMORY,
+            "threads": 1,
+            "temp_directory": str(spill),
+            "preserve_insertion_order": True,
+        }
+    )
 
 
-def _column(values: list[float]) -> dict[str, float]:
+def _source(files: list[Path], columns: dict[str, str]) -> str:
+    """A DuckDB table function over JSON Lines files with fixed column types."""
+    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    typed = ", ".join(f"'{name}': '{kind}'" for name, kind in columns.items())
+    return f"read_json([{listed}], format = 'newline_delimited', columns = {{{typed}}})"
+
+
+def statistics(db: duckdb.DuckDBPyConnection, rows: str, quarantined: int) -> dict[str, Any]:
+    """Dataset statistics, for the version's commit and the lineage record."""
+    parts = ", ".join(f"avg({c}), stddev_pop({c}), min({c}), max({c})" for c in STATISTICS_COLUMNS)
+    found = db.execute(
+        f"SELECT count(*), count(DISTINCT station), min(timestamp), max(timestamp), {parts} "
+        f"FROM {rows}"
+    ).fetchall()[0]
+    count, stations, first, last, *columns = found
+    seen = count + quarantined
     return {
-        "mean": round(fmean(values), 6),
-        "std": round(pstdev(values), 6),
-        "min": min(values),
-        "max": max(values),
-    }
-
-
-def statistics(rows: list[dict[str, Any]], quarantined: int) -> dict[str, Any]:
-    """Dataset statistics, for the manifest and the lineage record."""
-    seen = len(rows) + quarantined
-    times = [datetime.fromisoformat(row["timestamp"]) for row in rows]
-    return {
-        "rows": len(rows),
+        "rows": count,
         "quarantined": quarantined,
         "bad_row_rate": round(quarantined / seen, 6) if seen else 0.0,
-        "stations": len({row["station"] for row in rows}),
-        "first_timestamp": min(times).isoformat() if rows else None,
-        "last_timestamp": max(times).isoformat() if rows else None,
+        "stations": stations,
+        "first_timestamp": first.isoformat() if count else None,
+        "last_timestamp": last.isoformat() if count else None,
         "columns": (
-            {name: _column([row[name] for row in rows]) for name in STATISTICS_COLUMNS}
-            if rows
+            {
+                name: {
+                    "mean": round(columns[4 * i], 6),
+                    "std": round(columns[4 * i + 1], 6),
+                    "min": columns[4 * i + 2],
+                    "max": columns[4 * i + 3],
+                }
+                for i, name in enumerate(STATISTICS_COLUMNS)
+            }
+            if count
             else {}
         ),
     }
 
 
-def standardize(rows: list[dict[str, Any]], column: str, into: str) -> None:
-    """Add `into`: `column` as a z-score over all rows (0 when every value is the same)."""
-    values = [row[column] for row in rows]
-    mean = fmean(values) if values else 0.0
-    spread = pstdev(values) if len(values) > 1 else 0.0
-    for row in rows:
-        row[into] = round((row[column] - mean) / spread, 6) if spread else 0.0
+def _feature_query(rows: str, mean: float, spread: float) -> str:
+    """The feature rows in their fixed order, temperature standardized over the dataset (0 when
+    every value is the same)."""
+    z = f"round((temperature_c - {mean!r}) / {spread!r}, 6)" if spread else "0.0"
+    columns = [f"{z} AS temperature_z" if n == "temperature_z" else n for n in FEATURE_SCHEMA.names]
+    return (
+        f"SELECT {', '.join(columns)} FROM {rows} "
+        "ORDER BY station, timestamp, source_file, source_line"
+    )
 
 
-@step
+def _write_quarantine(db: duckdb.DuckDBPyConnection, rows: str, path: Path) -> int:
+    """The quarantined rows in file and line order, as JSON Lines; returns how many."""
+    count = 0
+    cursor = db.execute(f"SELECT * FROM {rows} ORDER BY file, line")
+    names = [d[0] for d in cursor.description]
+    with atomic_path(path) as temp, temp.open("w", encoding="utf-8") as out:
+        while chunk := cursor.fetchmany(BATCH_ROWS):
+            for values in chunk:
+                out.write(
+                    json.dumps(dict(zip(names, values, strict=True)), ensure_ascii=False) + "\n"
+                )
+            count += len(chunk)
+    return count
+
+
+@step(memory_mb=MEMORY_MB)
 def aggregate(
     payload: AggregatePayload, upstream: list[dict[str, Any]], ctx: StepContext
 ) -> AggregateResult:
-    """Merge the partitions' features and quarantines, each in a fixed order, into the job's
-    work directory, with the dataset statistics."""
+    """Merge the partitions' features into one sorted Parquet file and their quarantines into
+    one file, in the job's work directory, with the dataset statistics (reused from the cache
+    when every partition's key and this code match an earlier run)."""
     started = time.time()
     parts = [PartitionResult.model_validate(part) for part in upstream]
-    rows = sorted((row for part in parts for row in read_jsonl(Path(part.rows_path))), key=_order)
-    standardize(rows, "temperature_c", "temperature_z")
-    bad = sorted(
-        (row for part in parts for row in read_jsonl(Path(part.quarantine_path))),
-        key=lambda row: (row["file"], row["line"]),
-    )
+    features_in = [fetch(ctx, p.rows_path) for p in parts]
+    quarantine_in = [fetch(ctx, p.quarantine_path) for p in parts]
     work = work_dir(ctx.data_dir, ctx.job_id)
-    features_path, quarantine_path = work / "features.jsonl", work / "quarantine.jsonl"
-    write_jsonl(features_path, rows)
-    write_jsonl(quarantine_path, bad)
-    merged_in = sum(part.rows for part in parts)
-    fact = StepFact.since(
-        ctx, CODE_VERSION, started, payload, rows_in=merged_in, rows_out=len(rows)
+    features_path, quarantine_path = work / "features.parquet", work / "quarantine.jsonl"
+    digest = key("aggregate", CODE_VERSION, payload.key_params(), [p.cache_key for p in parts])
+
+    def result(rows: int, bad: int, stats: dict[str, Any], cached: bool) -> AggregateResult:
+        merged_in = sum(part.rows for part in parts)
+        fact = StepFact.since(
+            ctx, CODE_VERSION, started, payload, rows_in=merged_in, rows_out=rows, cached=cached
+        )
+        return AggregateResult(
+            features_path=str(features_path),
+            quarantine_path=str(quarantine_path),
+            rows=rows,
+            quarantined=bad,
+            statistics=stats,
+            partitions=[part.summary() for part in parts],
+            steps=[*merge_facts(f for part in parts for f in part.steps), fact],
+        )
+
+    def compute() -> AggregateResult:
+        with _connect(work) as db:
+            bad = _write_quarantine(db, _source(quarantine_in, QUARANTINE_COLUMNS), quarantine_path)
+            rows = _source(features_in, FEATURE_COLUMNS)
+            stats = statistics(db, rows, bad)
+            temperature = stats["columns"].get("temperature_c", {})
+            mean, spread = _exact_moments(db, rows) if temperature else (0.0, 0.0)
+            reader = db.sql(_feature_query(rows, mean, spread)).to_arrow_reader(BATCH_ROWS)
+            _, written = write_batches(reader, FEATURE_SCHEMA, features_path)
+        return result(written, bad, stats, cached=False)
+
+    return cached(
+        CachedRun(
+            ctx,
+            payload,
+            digest,
+            {"features.parquet": features_path, "quarantine.jsonl": quarantine_path},
+            AggregateResult,
+            compute,
+            lambda old: result(old.rows, old.quarantined, old.statistics, cached=True),
+        )
     )
-    return AggregateResult(
-        features_path=str(features_path),
-        quarantine_path=str(quarantine_path),
-        rows=len(rows),
-        quarantined=len(bad),
-        statistics=statistics(rows, len(bad)),
-        partitions=[part.summary() for part in parts],
-        steps=[*merge_facts(f for part in parts for f in part.steps), fact],
-    )
+
+
+def _exact_moments(db: duckdb.DuckDBPyConnection, rows: str) -> tuple[float, float]:
+    """Mean and population standard deviation of temperature, unrounded."""
+    (found,) = db.execute(
+        f"SELECT avg(temperature_c), stddev_pop(temperature_c) FROM {rows}"
+    ).fetchall()
+    return float(found[0]), float(found[1] or 0.0)

@@ -2,6 +2,10 @@
 line). `scan` reads a file once, hashing it on the way, and cuts its rows into byte ranges;
 `read` gives back the rows of one range, so a partition reads only its own slice.
 
+Each range carries the sha256 of its bytes, taken in the same pass as the file's; `read` hashes
+the bytes it reads and refuses them if they differ. So what lineage records as read is exactly
+what the rows came from: a file modified after ingest fails its partition, naming the file.
+
 Line numbers are 1-based lines of the file (what an editor shows), and a row spanning lines (a
 quoted CSV field with a newline) is numbered by its first. Blank lines are not rows.
 """
@@ -10,10 +14,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
+import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 BOM = b"\xef\xbb\xbf"  # spreadsheet exports start with one; it is not part of the first column
@@ -45,6 +52,7 @@ class Range:
     first_line: int
     last_line: int
     rows: int
+    sha256: str  # of bytes [offset, end)
 
 
 @dataclass(frozen=True)
@@ -120,39 +128,92 @@ def records(
         yield Record(start, count, lines.offset, text, fields)
 
 
+@contextmanager
+def open_regular(path: Path) -> Iterator[BinaryIO]:
+    """`path` opened for reading if it is a regular file. Opened non-blocking first, so a FIFO
+    named x.csv cannot stall the step, then checked on the open descriptor, so nothing can swap
+    the file between the check and the read."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise InputError("not a regular file")
+        os.set_blocking(descriptor, True)
+        handle = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    with handle:
+        yield handle
+
+
 def scan(path: Path, fmt: str, rows_per_range: int) -> Scan:
     """Hash `path`, read its header (CSV), and cut its rows into ranges of `rows_per_range` rows
     (0: one range for the whole file)."""
     digest = hashlib.sha256()
+    in_range = [hashlib.sha256()]  # of the bytes since the current range began
+
+    def seen(raw: bytes) -> None:
+        digest.update(raw)
+        in_range[0].update(raw)
+
+    def cut() -> str:
+        done, in_range[0] = in_range[0].hexdigest(), hashlib.sha256()
+        return done
+
     ranges: list[Range] = []
     columns: tuple[str, ...] = ()
-    with path.open("rb") as handle:
-        found = records(handle, fmt, on_bytes=digest.update)
+    with open_regular(path) as handle:
+        found = records(handle, fmt, on_bytes=seen)
         offset, first_line = 0, 1
         if fmt == "csv":
             header = next(found, None)
             if header is not None:
                 columns = tuple(header.fields or ())
                 offset, first_line = header.end, header.next_line
+                cut()
         rows, last = 0, None
         for last in found:
             rows += 1
             if rows_per_range and rows % rows_per_range == 0:
                 ranges.append(
-                    Range(offset, last.end, first_line, last.next_line - 1, rows_per_range)
+                    Range(offset, last.end, first_line, last.next_line - 1, rows_per_range, cut())
                 )
                 offset, first_line = last.end, last.next_line
         size = handle.tell()
     in_last = rows - sum(r.rows for r in ranges)
     if in_last or not ranges:
         last_line = last.next_line - 1 if last is not None else first_line
-        ranges.append(Range(offset, size, first_line, last_line, in_last))
+        ranges.append(Range(offset, size, first_line, last_line, in_last, cut()))
     return Scan(digest.hexdigest(), size, columns, rows, tuple(ranges))
 
 
-def read(path: Path, fmt: str, offset: int, end: int, first_line: int) -> Iterator[Record]:
-    """The records in bytes [offset, end) of `path`, the first starting at line `first_line`."""
-    with path.open("rb") as handle:
+def read(
+    path: Path, fmt: str, offset: int, end: int, first_line: int, sha256: str
+) -> Iterator[Record]:
+    """The records in bytes [offset, end) of `path`, the first starting at line `first_line`,
+    streamed one line at a time and hashed on the way; once they are read, an InputError if
+    they do not hash to `sha256` (what ingest read), so nothing built from changed bytes can
+    succeed."""
+    digest = hashlib.sha256()
+    with open_regular(path) as handle:
         handle.seek(offset)
-        data = handle.read(end - offset)
-    yield from records(io.BytesIO(data), fmt, offset=offset, first_line=first_line)
+        yield from records(
+            _between(handle, end - offset),
+            fmt,
+            offset=offset,
+            first_line=first_line,
+            on_bytes=digest.update,
+        )
+    found = digest.hexdigest()
+    if found != sha256:
+        raise InputError(
+            f"bytes {offset}-{end} changed since ingest hashed them (sha256 {found[:12]}, "
+            f"ingest read {sha256[:12]}): rerun the job on the new content"
+        )
+
+
+def _between(handle: BinaryIO, size: int) -> Iterator[bytes]:
+    """The next `size` bytes of `handle`, line by line (a range ends at a line's end)."""
+    while size > 0 and (line := handle.readline(size)):
+        size -= len(line)
+        yield line

@@ -3,6 +3,10 @@
 Every check that can fail on a whole file (no files, a format we cannot read, an unreadable or
 non-UTF-8 file, a CSV header that is not the schema's) happens here, before anything fans out:
 a bad input fails the job at its first step, and nothing is written to the feature store.
+
+Inputs are confined (see `paths`): `input_dir` must lie under an input root, `pattern` cannot
+leave it, a match whose symlinks lead out of it is refused, and only regular files are read.
+Each ingest also sweeps work directories left by failed jobs (`paths.sweep_work`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 from pydantic import Field
 
-from jobrunner.tasks.features.files import work_dir, write_json
+from jobrunner.tasks.features.files import write_json
 from jobrunner.tasks.features.formats import FORMATS, InputError, Range, Scan, scan
 from jobrunner.tasks.features.lineage import (
     INGEST_FACTS,
@@ -23,17 +27,27 @@ from jobrunner.tasks.features.lineage import (
     source_hash,
 )
 from jobrunner.tasks.features.partitions import Partition
+from jobrunner.tasks.features.paths import (
+    SAMPLE_DATA_DIR,
+    check_pattern,
+    confined_input_dir,
+    inside,
+    sweep_work,
+    work_dir,
+)
 from jobrunner.tasks.features.schema import RAW_COLUMNS
+from jobrunner.tasks.features.shared import share
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 
-SAMPLE_DATA_DIR = Path(__file__).resolve().parents[1] / "sample_data"
-
 
 class IngestPayload(StepPayload):
-    input_dir: str = str(SAMPLE_DATA_DIR)
-    pattern: str = Field(default="*", description="glob under input_dir; ** descends")
+    input_dir: str = Field(
+        default=str(SAMPLE_DATA_DIR),
+        description="under an input root; relative: to <data_dir>/inputs",
+    )
+    pattern: str = Field(default="*", description="glob under input_dir; ** descends; no ..")
     partition_rows: int = Field(
         default=0, ge=0, description="rows per partition; 0: one partition per file"
     )
@@ -41,16 +55,17 @@ class IngestPayload(StepPayload):
 
 def input_files(directory: Path, pattern: str) -> list[Path]:
     """The files `pattern` matches under `directory`, in name order; hidden files are skipped,
-    any other file must be a supported format (nothing matched is silently left out)."""
-    if not directory.is_dir():
-        raise InputError(f"input_dir {directory} is not a directory")
+    any other file must be a supported format (nothing matched is silently left out), and must
+    stay inside `directory` once its symlinks are resolved."""
     try:
-        matches = sorted(directory.glob(pattern))
+        matches = sorted(directory.glob(check_pattern(pattern)))
     except (ValueError, NotImplementedError) as error:
         raise InputError(f"pattern {pattern!r}: {error}") from None
     files = [p for p in matches if not p.name.startswith(".") and not p.is_dir()]
     supported = ", ".join(FORMATS)
     for path in files:
+        if not inside(path, directory):
+            raise InputError(f"{path}: a link out of input_dir {directory}, refused")
         if path.suffix not in FORMATS:
             raise InputError(
                 f"{path}: unsupported input format (expected {supported}; narrow `pattern`)"
@@ -72,12 +87,23 @@ def _scan(path: Path, fmt: str, rows_per_range: int) -> Scan:
     return found
 
 
+SHOWN_NAMES, SHOWN_CHARS = 5, 32  # of a header's unexpected names, in an error
+
+
+def _shown(names: list[str]) -> list[str]:
+    """At most a few names, each cut short: an error names the problem, it does not copy the
+    file (whose first line may be anything)."""
+    cut = [repr(n[:SHOWN_CHARS]) + "..." if len(n) > SHOWN_CHARS else n for n in names]
+    extra = len(cut) - SHOWN_NAMES
+    return cut[:SHOWN_NAMES] + ([f"and {extra} more"] if extra > 0 else [])
+
+
 def _header_mismatch(columns: tuple[str, ...]) -> str:
     if not columns:
         return f"no header line (expected {', '.join(RAW_COLUMNS)})"
     missing = [c for c in RAW_COLUMNS if c not in columns]
-    unexpected = [c for c in dict.fromkeys(columns) if c not in RAW_COLUMNS]
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    unexpected = _shown([c for c in dict.fromkeys(columns) if c not in RAW_COLUMNS])
+    repeated = _shown(sorted({c for c in columns if columns.count(c) > 1}))
     problems = [
         f"{label} {', '.join(names)}"
         for label, names in (
@@ -94,12 +120,14 @@ def _name(file: str, rows: Range, whole_file: bool) -> str:
     return file if whole_file else f"{file}:{rows.first_line}-{rows.last_line}"
 
 
-@step
+@step(memory_mb=64)  # streams: one line at a time (measured well under this)
 def ingest(payload: IngestPayload, upstream: Any, ctx: StepContext) -> list[dict[str, Any]]:
     """One partition per input file, or per `partition_rows` rows; every file checked and
     hashed first. Its fact and the inputs go to the work directory for `store`'s lineage."""
     started = time.time()
-    directory = Path(payload.input_dir)
+    work = work_dir(ctx.data_dir, ctx.job_id)
+    sweep_work(ctx.data_dir)
+    directory = confined_input_dir(ctx.data_dir, payload.input_dir)
     inputs: list[InputFile] = []
     partitions: list[Partition] = []
     for path in input_files(directory, payload.pattern):
@@ -128,11 +156,13 @@ def ingest(payload: IngestPayload, upstream: Any, ctx: StepContext) -> list[dict
                 end=rows.end,
                 first_line=rows.first_line,
                 rows=rows.rows,
+                sha256=rows.sha256,
             )
             for i, rows in enumerate(found.ranges)
         ]
     total = sum(i.rows for i in inputs)
     fact = StepFact.since(ctx, CODE_VERSION, started, payload, rows_in=total, rows_out=total)
     facts = IngestFacts(inputs=inputs, step=fact)
-    write_json(work_dir(ctx.data_dir, ctx.job_id) / INGEST_FACTS, facts.model_dump(mode="json"))
+    write_json(work / INGEST_FACTS, facts.model_dump(mode="json"))
+    share(ctx, work / INGEST_FACTS)
     return [partition.model_dump(mode="json") for partition in partitions]

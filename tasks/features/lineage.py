@@ -22,7 +22,6 @@ import hashlib
 import inspect
 import json
 import platform
-import re
 import sys
 import time
 from collections.abc import Iterable
@@ -35,11 +34,11 @@ from pydantic import BaseModel
 
 from jobrunner.config import get_settings
 from jobrunner.tasks.features.files import write_bytes, write_json
+from jobrunner.tasks.features.paths import check_job_id
 from jobrunner.tasks.registry import load_pipelines
 from jobrunner.tasks.step import StepContext, StepPayload
 
 CODE_VERSION_CHARS = 16
-JOB_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 INGEST_FACTS = "ingest.json"  # in the job's work directory
 
 
@@ -66,6 +65,7 @@ class StepFact(BaseModel):
     rows_in: int
     rows_out: int
     quarantined: int = 0
+    cached: int = 0  # runs that reused an earlier run's output (`cache`)
     params: dict[str, Any]  # the step's payload: what to pass to reproduce the run
 
     @classmethod
@@ -79,6 +79,7 @@ class StepFact(BaseModel):
         rows_in: int,
         rows_out: int,
         quarantined: int = 0,
+        cached: bool = False,
     ) -> StepFact:
         """The fact of the run of `ctx.step` that began at `started` (time.time()) and ends now."""
         return cls(
@@ -89,6 +90,7 @@ class StepFact(BaseModel):
             rows_in=rows_in,
             rows_out=rows_out,
             quarantined=quarantined,
+            cached=int(cached),
             params=payload.model_dump(mode="json"),
         )
 
@@ -110,6 +112,7 @@ def merge_facts(facts: Iterable[StepFact]) -> list[StepFact]:
                     "rows_in": seen.rows_in + fact.rows_in,
                     "rows_out": seen.rows_out + fact.rows_out,
                     "quarantined": seen.quarantined + fact.quarantined,
+                    "cached": seen.cached + fact.cached,
                 }
             )
         )
@@ -134,6 +137,7 @@ class PartitionSummary(BaseModel):
     partition: str
     file: str
     first_line: int
+    sha256: str  # of the bytes the partition's rows came from, checked when they were read
     rows_in: int
     rows_out: int
     quarantined: int
@@ -156,7 +160,9 @@ class LineageRecord(BaseModel):
     partitions: list[PartitionSummary]
     output: OutputFile
     quarantine: OutputFile
-    manifest: str
+    feature_set: str
+    version: int  # of the feature set, in the feature store (`versions`)
+    store: str  # the feature store's URL
     statistics: dict[str, Any]
     environment: dict[str, str]  # what else decides the output's bytes
 
@@ -176,9 +182,7 @@ def lineage_dir(data_dir: Path) -> Path:
 
 
 def record_path(data_dir: Path, job_id: str) -> Path:
-    if not JOB_ID.match(job_id):
-        raise ValueError(f"{job_id!r} is not a job id")
-    return lineage_dir(data_dir) / f"{job_id}.json"
+    return lineage_dir(data_dir) / f"{check_job_id(job_id)}.json"
 
 
 def _output_index(data_dir: Path, digest: str) -> Path:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from jobrunner.tasks.features.files import work_dir
 from jobrunner.tasks.features.lineage import PartitionSummary, StepFact
+from jobrunner.tasks.features.paths import work_dir
 from jobrunner.tasks.step import StepContext
 
 
@@ -34,6 +34,7 @@ class Partition(BaseModel):
     end: int
     first_line: int
     rows: int
+    sha256: str  # of bytes [offset, end) as ingest read them; validate reads only these
 
 
 class PartitionResult(BaseModel):
@@ -45,12 +46,14 @@ class PartitionResult(BaseModel):
     rows: int
     quarantined: int
     steps: list[StepFact]
+    cache_key: str  # of the step that wrote rows_path (`cache`)
 
     def summary(self) -> PartitionSummary:
         return PartitionSummary(
             partition=self.partition.name,
             file=self.partition.file,
             first_line=self.partition.first_line,
+            sha256=self.partition.sha256,
             rows_in=self.partition.rows,
             rows_out=self.rows,
             quarantined=self.quarantined,

@@ -1,37 +1,28 @@
-"""`store`: write the feature set into the feature store, <data_dir>/features/:
+"""`store`: publish the feature set as a new version of the versioned feature store
+(`versions`: layout, commit protocol, rollback), at `data.store_url` or <data_dir>/features:
 
-- `<name>.parquet`: the features, columns in `schema.FEATURE_SCHEMA` order, written by pyarrow
-  with every option that shapes the bytes pinned and nothing time-dependent inside (Parquet's
-  `created_by` names only the library version), so the same raw input gives the same bytes, and
-  the same sha256, on every rerun with the same pyarrow;
-- `<name>.quarantine.jsonl`: the rows validate rejected, ordered by file and line;
-- `<name>.manifest.json`: what the feature file holds and which job wrote it, written last.
+- the features as Parquet, as `aggregate` wrote them (`parquet`: pinned options, fixed row
+  groups, so the same raw input gives the same bytes and sha256 on every rerun);
+- the quarantine: the rows validate rejected, ordered by file and line;
+- then one commit naming both, the job and its statistics: the new current version.
 
-Each file is written beside its target and renamed into place. Then the job's lineage record goes
-to <data_dir>/lineage/ and the job's work directory is removed.
+Both files are hashed in the job's work directory, then uploaded under their content names; the
+commit comes last. Then the job's lineage record (naming the version) goes to <data_dir>/lineage/
+and the work directory is removed. If anything fails before the commit, the files this run
+uploaded that no version uses are removed: the current version stays as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
-from collections.abc import Iterable
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from jobrunner.tasks.features.aggregate import AggregateResult
-from jobrunner.tasks.features.files import (
-    atomic_path,
-    read_jsonl,
-    sha256_file,
-    work_dir,
-    write_json,
-)
+from jobrunner.tasks.features.files import sha256_file
 from jobrunner.tasks.features.lineage import (
     INGEST_FACTS,
     IngestFacts,
@@ -43,99 +34,86 @@ from jobrunner.tasks.features.lineage import (
     source_hash,
     write_record,
 )
-from jobrunner.tasks.features.schema import FEATURE_SCHEMA
+from jobrunner.tasks.features.paths import work_dir
+from jobrunner.tasks.features.shared import fetch, unshare
+from jobrunner.tasks.features.versions import (
+    Commit,
+    DataFile,
+    collect,
+    publish,
+    store_root,
+    upload,
+)
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 
-# Pinned rather than left to pyarrow's defaults, which may change between releases.
-PARQUET_OPTIONS: dict[str, Any] = {
-    "compression": "zstd",
-    "version": "2.6",
-    "data_page_version": "1.0",
-    "use_dictionary": True,
-    "write_statistics": True,
-    "row_group_size": 1 << 20,
-}
-
 
 class StorePayload(StepPayload):
-    output_name: str = Field(default="features", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    output_name: str = Field(
+        default="features", pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="the feature set"
+    )
 
 
-def feature_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
-    """The rows as a table of exactly the feature columns; a missing column is a KeyError, not a
-    column of nulls."""
-    listed = list(rows)
-    columns = {name: [row[name] for row in listed] for name in FEATURE_SCHEMA.names}
-    columns["timestamp"] = [datetime.fromisoformat(value) for value in columns["timestamp"]]
-    return pa.Table.from_pydict(columns, schema=FEATURE_SCHEMA)
-
-
-def write_parquet(table: pa.Table, path: Path) -> str:
-    """Write `table` to `path` atomically; returns the sha256 of the bytes written (hashed before
-    the rename, so a concurrent writer of the same name cannot swap them)."""
-    with atomic_path(path) as temp:
-        pq.write_table(table, temp, **PARQUET_OPTIONS)
-        return sha256_file(temp)
-
-
-def copy_file(source: Path, path: Path) -> str:
-    """Copy atomically (the source stays for a redelivered run); returns the sha256."""
-    with atomic_path(path) as temp:
-        shutil.copyfile(source, temp)
-        return sha256_file(temp)
-
-
-def _manifest(name: str, record: LineageRecord, lineage: Path) -> dict[str, Any]:
-    return {
-        "name": name,
-        "features": {
-            "file": Path(record.output.path).name,
-            "format": "parquet",
-            "sha256": record.output.sha256,
-            "rows": record.output.rows,
-            "columns": [{"name": f.name, "type": str(f.type)} for f in FEATURE_SCHEMA],
-        },
-        "quarantine": {
-            "file": Path(record.quarantine.path).name,
-            "sha256": record.quarantine.sha256,
-            "rows": record.quarantine.rows,
-        },
-        "statistics": record.statistics,
-        "job_id": record.job_id,
-        "pipeline": record.pipeline,
-        "pipeline_version": record.pipeline_version,
-        "lineage": str(lineage),
-    }
-
-
-@step
+@step(memory_mb=64)  # hashes and uploads files in chunks
 def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-    """Write features, quarantine, lineage record and manifest; returns where they are, and the
-    rows in/out/quarantined of every step (the job's data-flow metrics)."""
+    """Publish features and quarantine as a new version, then the lineage record; returns where
+    they are, the version, and the rows in/out/quarantined of every step (the job's data-flow
+    metrics)."""
     started = time.time()
     merged = AggregateResult.model_validate(upstream)
     work = work_dir(ctx.data_dir, ctx.job_id)
-    ingested = IngestFacts.model_validate_json((work / INGEST_FACTS).read_text(encoding="utf-8"))
-    out = ctx.data_dir / "features"
-    features = out / f"{payload.output_name}.parquet"
-    quarantine = out / f"{payload.output_name}.quarantine.jsonl"
-    manifest = out / f"{payload.output_name}.manifest.json"
-    table = feature_table(read_jsonl(Path(merged.features_path)))
-    output = OutputFile(path=str(features), sha256=write_parquet(table, features), rows=len(table))
-    rejected = OutputFile(
-        path=str(quarantine),
-        sha256=copy_file(Path(merged.quarantine_path), quarantine),
-        rows=merged.quarantined,
-    )
+    facts = fetch(ctx, str(work / INGEST_FACTS))
+    ingested = IngestFacts.model_validate_json(facts.read_text(encoding="utf-8"))
+    features_in = fetch(ctx, merged.features_path)
+    quarantine_in = fetch(ctx, merged.quarantine_path)
+    features_sha, quarantine_sha = sha256_file(features_in), sha256_file(quarantine_in)
+    name, root = payload.output_name, store_root(ctx.data_dir)
+    uploaded: list[str] = []
+    try:
+        for source, digest, suffix in (
+            (features_in, features_sha, ".parquet"),
+            (quarantine_in, quarantine_sha, ".quarantine.jsonl"),
+        ):
+            uploaded.append(upload(root, name, source, digest, suffix))
+        version = publish(
+            root,
+            Commit(
+                name=name,
+                version=0,  # assigned by publish
+                action="publish",
+                committed_at="",
+                job_id=ctx.job_id,
+                features=DataFile(file=uploaded[0], sha256=features_sha, rows=merged.rows),
+                quarantine=DataFile(
+                    file=uploaded[1], sha256=quarantine_sha, rows=merged.quarantined
+                ),
+                statistics=merged.statistics,
+                pipeline=ctx.pipeline,
+                pipeline_version=pipeline_version(ctx.pipeline),
+            ),
+        )
+    except BaseException:
+        # Remove what this run uploaded and no version uses; if the store is gone too, the
+        # first error is the one to report (what is left is unreferenced, never read).
+        with contextlib.suppress(Exception):
+            collect(root, name, uploaded)
+        raise
     fact = StepFact.since(
-        ctx, CODE_VERSION, started, payload, rows_in=merged.rows, rows_out=len(table)
+        ctx, CODE_VERSION, started, payload, rows_in=merged.rows, rows_out=merged.rows
+    )
+    output = OutputFile(
+        path=root.where(f"{name}/{version.features.file}"), sha256=features_sha, rows=merged.rows
+    )
+    rejected = OutputFile(
+        path=root.where(f"{name}/{version.quarantine.file}"),
+        sha256=quarantine_sha,
+        rows=merged.quarantined,
     )
     record = LineageRecord(
         job_id=ctx.job_id,
         pipeline=ctx.pipeline,
-        pipeline_version=pipeline_version(ctx.pipeline),
+        pipeline_version=version.pipeline_version,
         tier=ctx.tier,
         recorded_at=fact.ended_at,
         inputs=ingested.inputs,
@@ -143,20 +121,23 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
         partitions=merged.partitions,
         output=output,
         quarantine=rejected,
-        manifest=str(manifest),
+        feature_set=name,
+        version=version.version,
+        store=root.url,
         statistics=merged.statistics,
         environment=environment(),
     )
     lineage = write_record(ctx.data_dir, record)
-    write_json(manifest, _manifest(payload.output_name, record, lineage))
     shutil.rmtree(work)
+    unshare(ctx)
     return {
         "path": output.path,
         "sha256": output.sha256,
         "rows": output.rows,
         "quarantined": rejected.rows,
         "quarantine_path": rejected.path,
-        "manifest_path": str(manifest),
+        "feature_set": name,
+        "version": version.version,
         "lineage_path": str(lineage),
         "partitions": len(merged.partitions),
         "steps": [f.model_dump(exclude={"params"}) for f in record.steps],

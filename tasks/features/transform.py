@@ -13,20 +13,21 @@ from __future__ import annotations
 import math
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
+from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
 from jobrunner.tasks.features.files import read_jsonl, write_jsonl
 from jobrunner.tasks.features.lineage import StepFact, source_hash
 from jobrunner.tasks.features.partitions import PartitionResult, failures_named, partition_file
+from jobrunner.tasks.features.shared import fetch
 from jobrunner.tasks.retry import RetryPolicy
-from jobrunner.tasks.step import StepContext, StepPayload, step
+from jobrunner.tasks.step import StepContext, step
 
 CODE_VERSION = source_hash(__name__)
 RETRY = RetryPolicy(max_retries=2, backoff_s=0.5)
 
 
-class TransformPayload(StepPayload):
+class TransformPayload(CachedPayload):
     pass
 
 
@@ -50,17 +51,45 @@ def derive_features(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@step(retry=RETRY)
+@step(retry=RETRY, memory_mb=64)  # streams: one row at a time
 def transform(
     payload: TransformPayload, upstream: dict[str, Any], ctx: StepContext
 ) -> PartitionResult:
-    """Derive the per-row features of one partition."""
+    """Derive the per-row features of one partition (reused from the cache when the same valid
+    rows were transformed by the same code before)."""
     started = time.time()
     done = PartitionResult.model_validate(upstream)
+    rows = fetch(ctx, done.rows_path)
     features = partition_file(ctx, done.partition, "features")
-    with failures_named(done.partition):
-        write_jsonl(features, (derive_features(row) for row in read_jsonl(Path(done.rows_path))))
-    fact = StepFact.since(
-        ctx, CODE_VERSION, started, payload, rows_in=done.rows, rows_out=done.rows
+    digest = key("transform", CODE_VERSION, payload.key_params(), done.cache_key)
+
+    def result(cached: bool) -> PartitionResult:
+        fact = StepFact.since(
+            ctx,
+            CODE_VERSION,
+            started,
+            payload,
+            rows_in=done.rows,
+            rows_out=done.rows,
+            cached=cached,
+        )
+        return done.model_copy(
+            update={"rows_path": str(features), "steps": [*done.steps, fact], "cache_key": digest}
+        )
+
+    def compute() -> PartitionResult:
+        with failures_named(done.partition):
+            write_jsonl(features, (derive_features(row) for row in read_jsonl(rows)))
+        return result(cached=False)
+
+    return cached(
+        CachedRun(
+            ctx,
+            payload,
+            digest,
+            {"features.jsonl": features},
+            PartitionResult,
+            compute,
+            lambda _: result(cached=True),
+        )
     )
-    return done.model_copy(update={"rows_path": str(features), "steps": [*done.steps, fact]})

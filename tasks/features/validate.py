@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from jobrunner.tasks.features.files import write_jsonl
+from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
+from jobrunner.tasks.features.files import JsonLinesWriter
 from jobrunner.tasks.features.formats import Record, read
 from jobrunner.tasks.features.lineage import StepFact, source_hash
 from jobrunner.tasks.features.partitions import (
@@ -26,13 +27,14 @@ from jobrunner.tasks.features.partitions import (
     failures_named,
     partition_file,
 )
+from jobrunner.tasks.features.paths import confined_input
 from jobrunner.tasks.features.schema import Reading
-from jobrunner.tasks.step import StepContext, StepPayload, step
+from jobrunner.tasks.step import StepContext, step
 
 CODE_VERSION = source_hash(__name__)
 
 
-class ValidatePayload(StepPayload):
+class ValidatePayload(CachedPayload):
     max_bad_row_rate: float = Field(
         default=0.2, ge=0, le=1, description="share of bad rows that fails a partition"
     )
@@ -77,46 +79,94 @@ def quarantined(partition: Partition, record: Record, reason: str) -> dict[str, 
     }
 
 
-@step
-def validate(
-    payload: ValidatePayload, upstream: dict[str, Any], ctx: StepContext
-) -> PartitionResult:
-    """Split a partition into valid rows and quarantined rows (line, reason, raw text)."""
-    started = time.time()
-    partition = Partition.model_validate(upstream)
-    good: list[dict[str, Any]] = []
-    bad: list[dict[str, Any]] = []
-    with failures_named(partition):
+def _split(
+    partition: Partition, source: Path, valid_path: Path, quarantine_path: Path
+) -> tuple[int, int]:
+    """Write the partition's valid rows and quarantined rows, one at a time; returns how many
+    of each."""
+    good = bad = 0
+    with (
+        failures_named(partition),
+        JsonLinesWriter(valid_path) as valid_out,
+        JsonLinesWriter(quarantine_path) as bad_out,
+    ):
         for record in read(
-            Path(partition.path),
+            source,
             partition.format,
             partition.offset,
             partition.end,
             partition.first_line,
+            partition.sha256,
         ):
             checked = check_row(record, partition.columns)
             if isinstance(checked, str):
-                bad.append(quarantined(partition, record, checked))
+                bad_out.write(quarantined(partition, record, checked))
+                bad += 1
             else:
-                good.append({**checked, "source_file": partition.file, "source_line": record.line})
-        valid_path = partition_file(ctx, partition, "valid")
-        quarantine_path = partition_file(ctx, partition, "quarantine")
-        write_jsonl(valid_path, good)
-        write_jsonl(quarantine_path, bad)
-    total = len(good) + len(bad)
-    if total and len(bad) / total > payload.max_bad_row_rate:
-        raise PartitionError(
-            f"{describe(partition)}: {len(bad)} of {total} rows are bad, over the "
-            f"{payload.max_bad_row_rate:.0%} limit (max_bad_row_rate); see {quarantine_path}"
-        )
-    fact = StepFact.since(
-        ctx, CODE_VERSION, started, payload, rows_in=total, rows_out=len(good), quarantined=len(bad)
+                valid_out.write(
+                    {**checked, "source_file": partition.file, "source_line": record.line}
+                )
+                good += 1
+    return good, bad
+
+
+@step(memory_mb=64)  # streams: one row at a time, into two files
+def validate(
+    payload: ValidatePayload, upstream: dict[str, Any], ctx: StepContext
+) -> PartitionResult:
+    """Split a partition into valid rows and quarantined rows (line, reason, raw text); reused
+    from the cache when the same bytes were validated the same way before."""
+    started = time.time()
+    partition = Partition.model_validate(upstream)
+    source = confined_input(ctx.data_dir, partition.path)  # checked before anything is read
+    valid_path = partition_file(ctx, partition, "valid")
+    quarantine_path = partition_file(ctx, partition, "quarantine")
+    digest = key(
+        "validate",
+        CODE_VERSION,
+        payload.key_params(),
+        partition.model_dump(mode="json", exclude={"index", "path"}),
     )
-    return PartitionResult(
-        partition=partition,
-        rows_path=str(valid_path),
-        quarantine_path=str(quarantine_path),
-        rows=len(good),
-        quarantined=len(bad),
-        steps=[fact],
+
+    def result(good: int, bad: int, cached: bool) -> PartitionResult:
+        fact = StepFact.since(
+            ctx,
+            CODE_VERSION,
+            started,
+            payload,
+            rows_in=good + bad,
+            rows_out=good,
+            quarantined=bad,
+            cached=cached,
+        )
+        return PartitionResult(
+            partition=partition,
+            rows_path=str(valid_path),
+            quarantine_path=str(quarantine_path),
+            rows=good,
+            quarantined=bad,
+            steps=[fact],
+            cache_key=digest,
+        )
+
+    def compute() -> PartitionResult:
+        good, bad = _split(partition, source, valid_path, quarantine_path)
+        total = good + bad
+        if total and bad / total > payload.max_bad_row_rate:
+            raise PartitionError(
+                f"{describe(partition)}: {bad} of {total} rows are bad, over the "
+                f"{payload.max_bad_row_rate:.0%} limit (max_bad_row_rate); see {quarantine_path}"
+            )
+        return result(good, bad, cached=False)
+
+    return cached(
+        CachedRun(
+            ctx,
+            payload,
+            digest,
+            {"valid.jsonl": valid_path, "quarantine.jsonl": quarantine_path},
+            PartitionResult,
+            compute,
+            lambda old: result(old.rows, old.quarantined, cached=True),
+        )
     )

@@ -13,11 +13,14 @@ from pydantic import BaseModel
 
 import jobrunner.tasks.features  # noqa: F401 - registers the steps
 from jobrunner.tasks.features.files import read_jsonl, sha256_file
+from jobrunner.tasks.features.objects import open_root
 from jobrunner.tasks.features.schema import RAW_COLUMNS
+from jobrunner.tasks.features.versions import versions
 from jobrunner.tasks.step import StepContext, get_step
 from tests.support.sample_data import bad_rows, sample_files
 
 CSV_HEADER = ",".join(RAW_COLUMNS) + "\n"
+JOB_ID = "0123456789abcdef0123456789abcdef"  # the client's format (uuid4 hex)
 
 
 def run_step(name: str, payload: dict[str, Any], upstream: Any, data_dir: Path, job_id: str) -> Any:
@@ -27,7 +30,7 @@ def run_step(name: str, payload: dict[str, Any], upstream: Any, data_dir: Path, 
     return json.loads(json.dumps(result.model_dump() if isinstance(result, BaseModel) else result))
 
 
-def run_features(data_dir: Path, payload: dict[str, Any], job_id: str = "job-1") -> dict[str, Any]:
+def run_features(data_dir: Path, payload: dict[str, Any], job_id: str = JOB_ID) -> dict[str, Any]:
     """The result of one job of the feature pipeline: `store`'s."""
 
     def run(name: str, upstream: Any) -> Any:
@@ -47,10 +50,15 @@ def csv_readings(count: int) -> str:
     )
 
 
+def inputs_under(data_dir: Path, name: str = "in") -> Path:
+    """A directory for raw inputs under `data_dir`'s input root (inputs are read nowhere else)."""
+    return data_dir / "inputs" / name
+
+
 def write_inputs(directory: Path, files: dict[str, str | bytes | None]) -> Path:
     """`directory`, created, holding `files` (name: content). None makes a link to nowhere: a
     file that cannot be read, even by root."""
-    directory.mkdir()
+    directory.mkdir(parents=True)
     for name, content in files.items():
         path = directory / name
         if content is None:
@@ -100,7 +108,8 @@ def check_lineage(record: dict[str, Any], result: dict[str, Any]) -> None:
         assert before["rows_out"] == after["rows_in"], (before["step"], after["step"])
     assert steps["store"]["rows_out"] == result["rows"]
     assert [fact["step"] for fact in result["steps"]] == list(steps)  # the data-flow metrics
-    manifest = json.loads(Path(result["manifest_path"]).read_text())
-    assert manifest["features"]["sha256"] == record["output"]["sha256"]
-    assert manifest["job_id"] == record["job_id"]
-    assert manifest["lineage"] == result["lineage_path"]
+    commit = versions(open_root(record["store"]), record["feature_set"])[result["version"] - 1]
+    assert (commit.version, commit.job_id) == (record["version"], record["job_id"])
+    assert commit.features.sha256 == record["output"]["sha256"]
+    assert commit.quarantine.sha256 == record["quarantine"]["sha256"]
+    assert record["output"]["path"].endswith(commit.features.file)

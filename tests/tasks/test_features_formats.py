@@ -24,7 +24,7 @@ def _read_all(path: Path, fmt: str, found: Scan) -> list[tuple[int, str, list[st
     return [
         (record.line, record.text, record.fields)
         for rows in found.ranges
-        for record in read(path, fmt, rows.offset, rows.end, rows.first_line)
+        for record in read(path, fmt, rows.offset, rows.end, rows.first_line, rows.sha256)
     ]
 
 

@@ -16,7 +16,13 @@ from jobrunner.tasks.features.transform import RETRY
 from jobrunner.worker.client import Client
 from jobrunner.worker.monitoring.lineage import LineageError, find_by_output, lineage_of
 from tests.conftest import Workers
-from tests.support.features import check_lineage, check_quarantine, csv_readings, write_inputs
+from tests.support.features import (
+    check_lineage,
+    check_quarantine,
+    csv_readings,
+    inputs_under,
+    write_inputs,
+)
 from tests.support.sample_data import ROWS_PER_FILE, bad_rows, sample_files
 
 pytestmark = pytest.mark.integration
@@ -35,6 +41,11 @@ def general(workers: Workers) -> Iterator[None]:
     yield
 
 
+def _inputs(tmp_path: Path) -> Path:
+    """A fresh input directory under the workers' input root (<data_dir>/inputs)."""
+    return inputs_under(get_settings().data_dir, tmp_path.name)
+
+
 def _feature_store() -> Path:
     return get_settings().data_dir / "features"
 
@@ -44,7 +55,8 @@ def test_sample_data_end_to_end(client: Client) -> None:
     result = job.result(timeout=TIMEOUT_S)
     rows = ROWS_PER_FILE * len(sample_files())
     assert pq.read_table(result["path"]).num_rows == result["rows"] == rows - len(bad_rows())
-    assert result["path"] == str(_feature_store().resolve() / "end-to-end.parquet")
+    published = _feature_store().resolve() / "end-to-end" / "data" / f"{result['sha256']}.parquet"
+    assert result["path"] == str(published)
     check_quarantine(result["quarantine_path"])
     record = lineage_of(job.id)
     check_lineage(record, result)
@@ -59,7 +71,7 @@ def test_rerun_writes_a_byte_identical_feature_file(client: Client) -> None:
         result = jobs[-1].result(timeout=TIMEOUT_S)
         files.append((Path(result["path"]).read_bytes(), result["sha256"]))
     assert files[0] == files[1]
-    writers = [job["job_id"] for job in find_by_output(_feature_store() / "rerun.parquet")["jobs"]]
+    writers = [job["job_id"] for job in find_by_output(Path(result["path"]))["jobs"]]
     assert {job.id for job in jobs} <= set(writers)
 
 
@@ -68,7 +80,7 @@ def test_failing_transform_is_retried_then_fails_the_job_naming_partition_and_fi
 ) -> None:
     # tests/support/feature_faults.py makes transform raise on every row of explode*.
     inputs = write_inputs(
-        tmp_path / "in", {"fine.csv": csv_readings(5), "explode.csv": csv_readings(5)}
+        _inputs(tmp_path), {"fine.csv": csv_readings(5), "explode.csv": csv_readings(5)}
     )
     job = client.submit("features", {"input_dir": str(inputs), "output_name": "exploded"})
     record = job.wait(TIMEOUT_S)
@@ -86,7 +98,7 @@ def test_transform_failing_once_is_retried_and_the_job_succeeds(
     client: Client, tmp_path: Path
 ) -> None:
     # feature_faults fails a flaky* partition on its first attempt only.
-    inputs = write_inputs(tmp_path / "in", {f"flaky-{uuid.uuid4().hex}.csv": csv_readings(5)})
+    inputs = write_inputs(_inputs(tmp_path), {f"flaky-{uuid.uuid4().hex}.csv": csv_readings(5)})
     job = client.submit("features", {"input_dir": str(inputs)})
     assert job.result(timeout=TIMEOUT_S)["rows"] == 5
     assert job.record().retries == 1
@@ -109,7 +121,7 @@ def test_transform_failing_once_is_retried_and_the_job_succeeds(
 def test_bad_input_fails_at_ingest_and_writes_nothing(
     client: Client, tmp_path: Path, files: dict[str, str | None], error: str
 ) -> None:
-    inputs = write_inputs(tmp_path / "in", files)
+    inputs = write_inputs(_inputs(tmp_path), files)
     name = f"bad-{tmp_path.name}"
     job = client.submit("features", {"input_dir": str(inputs), "output_name": name})
     record = job.wait(TIMEOUT_S)
@@ -121,7 +133,7 @@ def test_bad_input_fails_at_ingest_and_writes_nothing(
 
 
 def test_a_thousand_partitions(client: Client, tmp_path: Path) -> None:
-    inputs = write_inputs(tmp_path / "in", {"many.csv": csv_readings(1000)})
+    inputs = write_inputs(_inputs(tmp_path), {"many.csv": csv_readings(1000)})
     payload = {"input_dir": str(inputs), "partition_rows": 1, "output_name": "thousand"}
     job = client.submit("features", payload)
     result = job.result(timeout=120)

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "submit",
     "status",
     "lineage",
+    "features",  # features list, versions, rollback
     "pipelines",
     "servers",  # worker, flower, metrics
     "deploy",

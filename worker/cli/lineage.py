@@ -68,16 +68,20 @@ def render_lineage(record: dict[str, Any], console: Console) -> None:
     for key in ("output", "quarantine"):
         written = record[key]
         job.add_row(key, f"{written['path']}\n{written['rows']} rows, sha256 {written['sha256']}")
-    job.add_row("manifest", record["manifest"])
+    job.add_row(
+        "version", f"{record['feature_set']} version {record['version']} in {record['store']}"
+    )
     job.add_row("partitions", str(len(record["partitions"])))
     steps = Table(title="steps")
-    for column in ("step", "code", "runs", "started", "took", "rows in", "out", "quarantined"):
+    columns = ("step", "code", "runs", "cached", "started", "took", "rows in", "out", "quarantined")
+    for column in columns:
         steps.add_column(column, justify="left" if column in ("step", "code") else "right")
     for fact in record["steps"]:
         steps.add_row(
             fact["step"],
             fact["code_version"],
             str(fact["runs"]),
+            str(fact.get("cached", 0)),  # runs that reused an earlier run's output
             fact["started_at"][11:23],  # the time of day; the date is the record's
             _took(fact),
             str(fact["rows_in"]),

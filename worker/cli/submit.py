@@ -45,12 +45,19 @@ def submit(
     deadline: Annotated[
         float | None, typer.Option(help="seconds before an unfinished job fails (default: config)")
     ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="recompute cached steps (payload cache: false)")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Submit a job; prints its id, or with --wait its result."""
     from jobrunner.worker.client import Client
 
     data = _read_payload(payload, payload_file)
+    if no_cache:
+        if not isinstance(data, dict):
+            fail("--no-cache needs the payload to be a JSON object")
+        data = {**data, "cache": False}  # a pipeline without cached steps refuses the field
     job = Client().submit(
         pipeline, data, tier=priority, idempotency_key=idempotency_key, deadline_s=deadline
     )

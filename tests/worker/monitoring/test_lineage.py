@@ -14,12 +14,14 @@ from jobrunner.worker.cli.lineage import render_lineage, render_output
 from jobrunner.worker.monitoring.lineage import LineageError, find_by_output, lineage_of
 from tests.support.features import run_features
 
+A, B = "a" * 32, "b" * 32  # job ids in the client's format
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
     """Two jobs writing the same output name: the second reproduces the first's files."""
     data_dir = tmp_path_factory.mktemp("data")
-    return data_dir, [run_features(data_dir, {"output_name": "x"}, job_id=j) for j in ("a", "b")]
+    return data_dir, [run_features(data_dir, {"output_name": "x"}, job_id=j) for j in (A, B)]
 
 
 def _printed(render: Any, data: dict[str, Any]) -> str:
@@ -30,11 +32,11 @@ def _printed(render: Any, data: dict[str, Any]) -> str:
 
 def test_lineage_of_a_job(runs: tuple[Path, list[dict[str, Any]]]) -> None:
     data_dir, (first, _) = runs
-    record = lineage_of("a", data_dir)
+    record = lineage_of(A, data_dir)
     assert record["output"]["sha256"] == first["sha256"]
     shown = _printed(render_lineage, record)
     for text in (
-        "job a",
+        f"job {A}",
         "features (version 1)",
         "readings_east.csv",
         "transform",
@@ -46,7 +48,8 @@ def test_lineage_of_a_job(runs: tuple[Path, list[dict[str, Any]]]) -> None:
 @pytest.mark.parametrize(
     ("job_id", "error"),
     [
-        ("nope", r"no lineage record for job nope in .*/lineage"),
+        ("c" * 32, r"no lineage record for job c{32} in .*/lineage"),
+        ("nope", r"'nope' is not a job id"),
         ("../a", r"'\.\./a' is not a job id"),
     ],
 )
@@ -62,9 +65,9 @@ def test_output_is_traced_to_every_job_that_wrote_its_content(
     copy = shutil.copy(first["path"], tmp_path / "renamed.parquet")
     found = find_by_output(Path(copy), data_dir)
     assert found["sha256"] == first["sha256"] == second["sha256"]
-    assert [job["job_id"] for job in found["jobs"]] == ["a", "b"]
+    assert [job["job_id"] for job in found["jobs"]] == [A, B]
     assert {job["written_as"] for job in found["jobs"]} == {"output"}
-    assert found["jobs"][0]["inputs"] == lineage_of("a", data_dir)["inputs"]
+    assert found["jobs"][0]["inputs"] == lineage_of(A, data_dir)["inputs"]
     assert "written by" in _printed(render_output, found)
     quarantine = find_by_output(Path(first["quarantine_path"]), data_dir)
     assert quarantine["jobs"][0]["written_as"] == "quarantine"

@@ -102,7 +102,7 @@ def test_demo_runs_every_tier_and_cleans_up(tmp_path: Path) -> None:
     assert [row.split("│")[1].strip() for row in table] == ["high", "medium", "low"]
     assert all(row.split("│")[3].strip() == "2" for row in table)  # succeeded, per tier
     assert "Flower: http://127.0.0.1:" in result.stdout
-    assert len(list((tmp_path / "features").glob("demo-*-?.parquet"))) == 6
+    assert len(list((tmp_path / "features").glob("demo-*-?/_versions/00000001.json"))) == 6
     assert len(list((tmp_path / "lineage").glob("*.json"))) == 6
     assert not (tmp_path / "broker.url").exists()
 

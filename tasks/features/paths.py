@@ -1,0 +1,120 @@
+"""Where the feature pipeline may read and write, checked on every path it is handed.
+
+A step's arguments come from a queue, and anyone who can write to the queue can forge them (a
+job id of "/tmp/x", an upstream naming /etc/shadow). So nothing here trusts a path it is given:
+
+- job ids must be exactly the format the client makes (a uuid4 in hex) before they form a path;
+- every work file a step reads or writes from its upstream must resolve inside that job's own
+  work directory, <data_dir>/work/<job_id>/;
+- raw inputs are read only under the input roots (<data_dir>/inputs, the shipped sample data and
+  `data.input_roots`), after resolving symlinks, and only if they are regular files
+  (`formats.open_regular`).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+from jobrunner.config import get_settings
+from jobrunner.tasks.features.formats import InputError
+
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid.uuid4().hex, as worker/client.py makes them
+SAMPLE_DATA_DIR = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+class ForgedPathError(ValueError):
+    """A step was handed a job id or a path that is not its own: refused, never followed."""
+
+
+def check_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise ForgedPathError(f"{job_id!r} is not a job id ({JOB_ID.pattern})")
+    return job_id
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path`, symlinks resolved, is `root` or below it."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def make_dirs(path: Path) -> Path:
+    """Create `path` and any missing parents with the configured directory mode (chmod, since
+    the umask would otherwise narrow or widen it)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        directory.chmod(get_settings().data.dir_mode)
+    return path
+
+
+def work_dir(data_dir: Path, job_id: str) -> Path:
+    """Where a job's steps hand rows to each other; `store` removes it once the job succeeded,
+    `sweep_work` once it has been left alone longer than `data.failed_work_retention_s`."""
+    return data_dir / "work" / check_job_id(job_id)
+
+
+def own_work_file(data_dir: Path, job_id: str, path: str) -> Path:
+    """`path`, from a step's upstream, if it lies inside the job's own work directory."""
+    work = work_dir(data_dir, job_id)
+    candidate = Path(path)
+    if not candidate.is_absolute() or not inside(candidate, work):
+        raise ForgedPathError(f"{path!r} is not a file of job {job_id}'s work directory")
+    return candidate
+
+
+def sweep_work(data_dir: Path, now: float | None = None) -> list[str]:
+    """Remove work directories nobody wrote to for `data.failed_work_retention_s` (failed or
+    abandoned jobs: a live job's steps keep writing into theirs); returns the job ids removed."""
+    root = data_dir / "work"
+    cutoff = (time.time() if now is None else now) - get_settings().data.failed_work_retention_s
+    removed = []
+    for entry in sorted(root.iterdir()) if root.is_dir() else ():
+        if JOB_ID.fullmatch(entry.name) and entry.is_dir() and entry.stat().st_mtime < cutoff:
+            shutil.rmtree(entry)
+            removed.append(entry.name)
+    return removed
+
+
+def input_roots(data_dir: Path) -> list[Path]:
+    """The directories raw inputs may be read under, resolved."""
+    configured = [
+        root if root.is_absolute() else data_dir / root for root in get_settings().data.input_roots
+    ]
+    return [p.resolve() for p in (data_dir / "inputs", SAMPLE_DATA_DIR, *configured)]
+
+
+def confined_input_dir(data_dir: Path, input_dir: str) -> Path:
+    """`input_dir` resolved, if it lies under an input root."""
+    directory = Path(input_dir)
+    if not directory.is_absolute():
+        directory = data_dir / "inputs" / directory
+    roots = input_roots(data_dir)
+    if not any(inside(directory, root) for root in roots):
+        raise InputError(
+            f"input_dir {input_dir} is outside the input roots ({', '.join(map(str, roots))}; "
+            "add one with data.input_roots)"
+        )
+    if not directory.is_dir():
+        raise InputError(f"input_dir {input_dir} is not a directory")
+    return directory
+
+
+def check_pattern(pattern: str) -> str:
+    """A glob that cannot leave its directory: relative, with no `..` component."""
+    parts = Path(pattern).parts
+    if not pattern or Path(pattern).is_absolute() or ".." in parts:
+        raise InputError(f"pattern {pattern!r} must be relative to input_dir, without '..'")
+    return pattern
+
+
+def confined_input(data_dir: Path, path: str | Path) -> Path:
+    """`path` if, symlinks resolved, it lies under an input root; refused otherwise."""
+    candidate = Path(path)
+    if not candidate.is_absolute() or not any(
+        inside(candidate, root) for root in input_roots(data_dir)
+    ):
+        raise ForgedPathError(f"{path} is outside the input roots")
+    return candidate
