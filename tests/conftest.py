@@ -33,6 +33,7 @@ from tests.support.steps import STARTS
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_START_TIMEOUT_S = 60
+pytest_plugins = ["tests.fixtures.fleet"]
 
 
 @pytest.fixture(scope="session")
