@@ -218,7 +218,13 @@ def test_broker_listens_on_its_address_with_a_password(fleet: Fleet) -> None:
     anonymous = redis.Redis(host=broker.address, port=REDIS_PORT, socket_timeout=5)
     with pytest.raises(redis.AuthenticationError):
         anonymous.ping()
-    assert fleet.redis().ping()
+    client = fleet.redis()
+    assert client.ping()
+    # Its one user runs no admin or dangerous command (the ACL in the redis role).
+    for command in (("CONFIG", "GET", "*"), ("DEBUG", "SLEEP", "0"), ("SHUTDOWN",),
+                    ("MODULE", "LIST"), ("FLUSHALL",), ("ACL", "LIST"), ("KEYS", "*")):  # fmt: skip
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.execute_command(*command)
     # Nothing on the broker host's loopback: Redis is bound to the fleet address only.
     probe = broker.exec(
         sys.executable,

@@ -8,6 +8,7 @@ while jobs are in flight. Every process the fleet started is stopped at the end,
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -145,6 +146,9 @@ def write_inventory(
                 "jobrunner_service_manager": "multi",
                 # The tests' own venv has jobrunner: no per-host venv and pip install.
                 "jobrunner_python": sys.executable,
+                # Services run as the deploying account: the prefixes are under pytest's 0700
+                # tmp dir (tests/playbooks/test_fleet.py checks the dedicated system users).
+                "jobrunner_user": getpass.getuser(),
                 "jobrunner_redis_server": redis_server_binary(),
                 "jobrunner_redis_port": ports["redis"],
                 "jobrunner_redis_password": password,
