@@ -18,7 +18,7 @@ OUTPUTS = "outputs"  # under the host's data dir: TAG.txt, one per finished run
 
 
 class HoldPayload(StepPayload):
-    hold_ms: int = 0
+    until: float = 0.0  # epoch seconds it runs until, so a re-run ends when the first would
     tag: str = ""
 
 
@@ -32,7 +32,7 @@ def hold(payload: HoldPayload, upstream: Any, ctx: StepContext) -> str:
     host = host_of(ctx)
     client = redis.Redis.from_url(os.environ["JOBRUNNER_BROKER_URL"], socket_timeout=10)
     client.rpush(RUNS, f"{payload.tag} {host}")
-    time.sleep(payload.hold_ms / 1000)
+    time.sleep(max(0.0, payload.until - time.time()))
     out = ctx.data_dir / OUTPUTS / f"{payload.tag}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_suffix(f".{os.getpid()}.tmp")
