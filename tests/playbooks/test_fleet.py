@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,16 +21,19 @@ from base64 import b64encode
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import yaml
 
 from jobrunner.config import TIERS, get_settings
 from jobrunner.worker.client import Client, Job, JobError
 from tests.fixtures.fleet import REDIS_PORT, FleetNetwork, fleet_inventory, write_yaml
-from tests.support.fleet_steps import OUTPUTS, RUNS
+from tests.support.deploy import clean_env, json_of, recap
+from tests.support.fleet_steps import OUTPUTS, RELEASE, RUNS
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(900)]
@@ -43,16 +46,8 @@ LEASE_S = 10  # short, so a partition longer than a lease fits the CI budget
 DEPLOY_TIMEOUT_S = 300
 JOB_TIMEOUT_S = 120  # for all the jobs of one load
 SHORT_CUT_S = 2.0
-RECAP = re.compile(r"^(\S+): ok=(\d+) changed=(\d+) unreachable=(\d+) failed=(\d+) skipped=(\d+)$")
 FLEET_CONFIG = {"reliability": {"lease_s": LEASE_S, "reaper_interval_s": 1}}
 FIGURES: dict[str, dict[str, Any]] = {}  # per fault, printed at the end of the module
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without JOBRUNNER_* (a session fixture may have set some)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBRUNNER_")}
-    env.pop("VIRTUAL_ENV", None)
-    return {**env, "PATH": os.defpath, **extra}
 
 
 @dataclass
@@ -97,16 +92,11 @@ class Fleet:
     def status(self) -> dict[str, Any]:
         """`jobrunner status --json` with the broker host's deployed config."""
         config = self.network.hosts["broker"].prefix / "etc" / "jobrunner.toml"
-        done = subprocess.run(
+        return json_of(
             [sys.executable, "-m", "jobrunner", "status", "--json"],
-            env=clean_env(JOBRUNNER_CONFIG=str(config), PYTHONPATH=str(ROOT)),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
+            clean_env(JOBRUNNER_CONFIG=str(config), PYTHONPATH=str(ROOT)),
+            ROOT,
         )
-        return json.loads(done.stdout)
 
     def runs(self) -> list[tuple[str, str]]:
         """(tag, host) of every run started so far, in order."""
@@ -120,16 +110,6 @@ class Fleet:
             for host in self.network.hosts.values()
             if (host.prefix / "data" / OUTPUTS / f"{tag}.txt").exists()
         ]
-
-
-def recap(done: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
-    found = {}
-    for line in done.stdout.splitlines():
-        match = RECAP.match(line.strip())
-        if match:
-            keys = ("ok", "changed", "unreachable", "failed", "skipped")
-            found[match.group(1)] = dict(zip(keys, map(int, match.groups()[1:]), strict=True))
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +253,86 @@ def test_jobs_at_every_tier_complete_on_both_worker_hosts(fleet: Fleet) -> None:
     figures = settle(fleet, jobs)
     assert figures["completed"] == 12, figures
     assert {host for _, host in fleet.runs()} == set(WORKERS)
+
+
+class Feeder:
+    """Submits a short job every `every_s`, round the tiers, until stopped (jobs flowing)."""
+
+    def __init__(self, fleet: Fleet, name: str, every_s: float = 0.3) -> None:
+        self.client, self.name, self.every_s = fleet.client(), name, every_s
+        self.jobs: dict[str, Job] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._feed, daemon=True)
+
+    def _feed(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            tag = f"{self.name}-{n}"
+            payload = {"until": time.time() + 0.2, "tag": tag}
+            self.jobs[tag] = self.client.submit("hold", payload, tier=TIERS[n % len(TIERS)])
+            n += 1
+            self.stop.wait(self.every_s)
+
+    def __enter__(self) -> Feeder:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def host_windows(fleet: Fleet, first: str, last: str) -> dict[str, tuple[float, float]]:
+    """Per host, when the last deploy started task `first` and ended task `last` (epoch s),
+    from ansible-runner's events."""
+    artifacts = fleet.network.base / "controller" / "deploy" / "artifacts"
+    run = max(artifacts.iterdir(), key=lambda path: path.stat().st_mtime)
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    for path in (run / "job_events").glob("*.json"):
+        event = json.loads(path.read_text())
+        data = event.get("event_data") or {}
+        task, host = data.get("task", ""), data.get("host")
+        when = datetime.fromisoformat(event.get("created", "")).timestamp() if host else 0.0
+        if event.get("event") == "runner_on_start" and task.startswith(first):
+            starts[host] = min(starts.get(host, when), when)
+        elif event.get("event") == "runner_on_ok" and task.startswith(last):
+            ends[host] = max(ends.get(host, when), when)
+    return {host: (starts[host], ends[host]) for host in starts if host in ends}
+
+
+def test_rolling_upgrade_keeps_every_tier_flowing(fleet: Fleet) -> None:
+    """Release B (a changed environment, so the step's output says B) rolls one host at a time
+    while jobs flow at every tier: nothing lost, each job ran on A or B, one host out at once."""
+    inventory = yaml.safe_load(fleet.inventory.read_text())
+    inventory["all"]["vars"]["jobrunner_environment"][RELEASE] = "B"
+    inventory["all"]["vars"]["jobrunner_serial"] = 1
+    write_yaml(fleet.inventory, inventory)
+    began = time.time()
+    with Feeder(fleet, "roll") as feeder:
+        fleet.deploy("--limit", "workers")
+    after = submit(fleet, "after-roll", 6, 0.1)
+    jobs = {**feeder.jobs, **after}
+    figures = settle(fleet, jobs)
+    records = {tag: job.record() for tag, job in jobs.items()}
+    releases = Counter(str(record.result).rsplit(" ", 1)[-1] for record in records.values())
+    windows = host_windows(fleet, "Run the pools", "Health check - every pool")
+    high_waits = [r.wait_s or 0.0 for r in records.values() if r.tier == "high"]
+    FIGURES["rolling upgrade"] = {
+        "hosts out (from, to, seconds after the deploy began)": {
+            host: [round(start - began, 1), round(end - began, 1), round(end - start, 1)]
+            for host, (start, end) in sorted(windows.items())
+        },
+        "releases": dict(releases),
+        "high waits max_s": round(max(high_waits), 2),
+        **figures,
+    }
+    assert figures["completed"] == figures["submitted"] and figures["lost"] == [], figures
+    assert set(releases) == {"A", "B"}, releases  # each job ran on A or on B
+    assert all(str(records[tag].result).endswith(" B") for tag in after)
+    assert set(windows) == set(WORKERS)
+    (_, first_end), (second_start, _) = sorted(windows.values())
+    assert first_end <= second_start  # one host out at a time
 
 
 def long_jobs_on_a_victim(fleet: Fleet, name: str, hold_s: float) -> tuple[dict[str, Job], str]:

@@ -14,6 +14,7 @@ from jobrunner.tasks.registry import register_pipeline
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
 RUNS = "fleet:runs"  # Redis list: "TAG HOST" for every run that started, in order
+RELEASE = "FLEET_RELEASE"  # environment variable: the release a worker runs
 OUTPUTS = "outputs"  # under the host's data dir: TAG.txt, one per finished run
 
 
@@ -38,7 +39,8 @@ def hold(payload: HoldPayload, upstream: Any, ctx: StepContext) -> str:
     temp = out.with_suffix(f".{os.getpid()}.tmp")
     temp.write_text(host)
     os.replace(temp, out)
-    return f"{payload.tag} {host}"
+    # The release the fleet test rolls out (tests/playbooks/test_fleet.py): A, then B.
+    return f"{payload.tag} {host} {os.environ.get(RELEASE, 'A')}"
 
 
 register_pipeline(Pipeline.model_validate({"name": "hold", "flow": {"step": "hold"}}))
