@@ -48,6 +48,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # steps return within about a lease.
             "unacked_restore_interval": max(1.0, visibility_timeout / 10),
             "unacked_restore_throttle": 1,
+            # A broker cut off without a closed connection (a partition): a command waits at
+            # most a lease (30 s at least: a busy broker is not a dead one) instead of forever,
+            # and a silent BRPOP is dropped and reconnected within about two leases (kombu's
+            # default check: 51 s).
+            # https://docs.celeryq.dev/projects/kombu/en/stable/reference/kombu.transport.redis.html
+            "socket_timeout": max(30.0, visibility_timeout),
+            "health_check_interval": min(25, visibility_timeout),
         },
         "result_backend_transport_options": {"visibility_timeout": visibility_timeout},
         # Every message gets the same priority; never let a per-message value reorder tiers.

@@ -41,6 +41,7 @@ pytest_plugins = [
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_START_TIMEOUT_S = 60
+pytest_plugins = ["tests.fixtures.fleet"]
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.jobrunner_process import alive, log_tail, read_pid
+from ansible.module_utils.jobrunner_process import alive, as_user, log_tail, read_pid
 
 DOCUMENTATION = r"""
 module: jobrunner_daemon
@@ -24,6 +24,7 @@ options:
   pidfile: {required: true, type: path}
   logfile: {description: stdout and stderr go here, required: true, type: path}
   chdir: {type: path}
+  user: {description: the account it runs as (default: this module's), type: str}
   fingerprint: {description: changes when the process must restart, default: "", type: str}
   state: {choices: [started, restarted, stopped], default: started, type: str}
   wait_host: {description: after start, wait until this address accepts connections, type: str}
@@ -55,6 +56,7 @@ def start(module: AnsibleModule) -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives this module, its session and Ansible's
             close_fds=True,
+            **as_user(p["user"]),
         )
     with open(p["pidfile"], "w", encoding="ascii") as handle:
         handle.write(f"{process.pid}\n")
@@ -102,6 +104,7 @@ def main() -> None:
             "pidfile": {"type": "path", "required": True},
             "logfile": {"type": "path", "required": True},
             "chdir": {"type": "path"},
+            "user": {"type": "str"},
             "fingerprint": {"type": "str", "default": ""},
             "state": {"choices": ["started", "restarted", "stopped"], "default": "started"},
             "wait_host": {"type": "str"},

@@ -16,7 +16,7 @@ import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.jobrunner_process import alive, log_tail, read_pid
+from ansible.module_utils.jobrunner_process import alive, as_user, log_tail, read_pid
 
 DOCUMENTATION = r"""
 module: jobrunner_multi
@@ -34,6 +34,7 @@ options:
   env: {description: the whole environment of the nodes (nothing else leaks in), type: dict}
   secret_env: {description: more environment, kept out of Ansible's output, type: dict}
   chdir: {description: working directory, type: path}
+  user: {description: the account the nodes run as (default: this module's), type: str}
   state: {choices: [started, restarted, stopped], default: started, type: str}
   stop_timeout: {description: seconds a warm stop may take before a node is killed, type: int}
   start_timeout: {description: seconds for a detached node to come up, type: int}
@@ -82,6 +83,7 @@ class Multi:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            **as_user(self.p["user"]),
         )
 
     def stop(self, nodes: list[dict]) -> None:
@@ -179,6 +181,7 @@ def main() -> None:
             "env": {"type": "dict", "default": {}},
             "secret_env": {"type": "dict", "default": {}, "no_log": True},
             "chdir": {"type": "path"},
+            "user": {"type": "str"},
             "state": {"choices": ["started", "restarted", "stopped"], "default": "started"},
             "stop_timeout": {"type": "int", "default": 1860},
             "start_timeout": {"type": "int", "default": 60},

@@ -4,6 +4,8 @@ the tail of a log for an error message). Ansible ships this file to the host wit
 from __future__ import annotations
 
 import os
+import pwd
+from typing import Any
 
 
 def read_pid(path: str) -> int | None:
@@ -36,3 +38,12 @@ def log_tail(path: str, lines: int = 5) -> str:
             return " | ".join(line.strip() for line in handle.readlines()[-lines:])
     except OSError:
         return "no log"
+
+
+def as_user(user: str | None) -> dict[str, Any]:
+    """Popen arguments that start a service as `user` (its group, no other groups, files it
+    creates closed to others); none when it is the account this module runs as already."""
+    if not user or user == pwd.getpwuid(os.geteuid()).pw_name:
+        return {}
+    account = pwd.getpwnam(user)
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": [], "umask": 0o027}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
+import yaml
 
 from jobrunner.config import get_settings
 
@@ -34,6 +35,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (prefix / "etc" / "jobrunner.env").write_text("JOBRUNNER_CONFIG=/dev/null\n")
     variables = {
         "jobrunner_user": "root",
+        "jobrunner_group": "root",
         "jobrunner_prefix": str(prefix),
         "jobrunner_py": sys.executable,
         "jobrunner_plan": {"stop_timeout": get_settings().limits.step_time_limit + 60},
@@ -88,3 +90,11 @@ def test_units_pass_systemd_analyze(rendered: dict[str, Path], tmp_path: Path) -
     # verify exits 0 on a bad directive and only prints it: any line about our units fails.
     ours = [line for line in done.stderr.splitlines() if "jobrunner-" in line]
     assert not ours, "\n".join(ours)
+
+
+def test_services_default_to_a_dedicated_unprivileged_account(rendered: dict[str, Path]) -> None:
+    defaults = yaml.safe_load((ROLES / "common/defaults/main.yml").read_text())
+    assert defaults["jobrunner_user"] not in ("root", "{{ ansible_user_id }}")
+    for path in rendered.values():
+        assert service(path)["User"] == "root"  # what this module rendered them with
+        assert service(path)["Group"] == "root"

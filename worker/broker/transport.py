@@ -26,8 +26,9 @@ Before moving the pin, re-read kombu/transport/redis.py and kombu/transport/virt
 each:
 - `QoS`: overrides `_remove_from_indices(delivery_tag, pipe)`; reads `_delivered` (held
   messages by tag) and `_dirty` (acked, not yet flushed from `_delivered`), and clears
-  `_delivered`; `append` skips kombu's Redis `QoS.append` (its HSET + ZADD) for the virtual
-  `QoS.append`, its only base.
+  `_delivered` (and pops fenced tags from it); `append` skips kombu's Redis `QoS.append` (its
+  HSET + ZADD) for the virtual `QoS.append`, its only base, and so does `ack` of a fenced
+  message for the virtual `QoS.ack` (local bookkeeping, nothing sent to Redis).
 - `Channel`: overrides `_get_pool(asynchronous)`, `_brpop_start(timeout)`, `_brpop_read(**options)`,
   `_get(queue)`, `_put(queue, message, **kwargs)` (and reads its `_publish_batch` keyword),
   `_do_restore_message(payload, exchange, routing_key, pipe, leftmost)` and `_purge(queue)`;
@@ -130,6 +131,31 @@ def serve_redis_schemes(transport: str) -> None:
 class QoS(kombu_redis.QoS):
     admitting: Callable[[], bool] | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Messages whose lease this worker may have lost (it could not renew it for most of a
+        # lease: a partition). Another worker may hold them now under the same delivery tag, so
+        # an ack, reject or restore from here would act on its delivery: forget them locally.
+        self.fenced: set[str] = set()
+
+    def fence(self, delivery_tag: str) -> None:
+        self.fenced.add(delivery_tag)
+
+    def _forget(self, delivery_tag: str) -> None:
+        """Drop a fenced message from this channel's own books only (nothing sent to Redis)."""
+        self.fenced.discard(delivery_tag)
+        super(kombu_redis.QoS, self).ack(delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        if delivery_tag in self.fenced:
+            return self._forget(delivery_tag)
+        return super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if delivery_tag in self.fenced:
+            return self._forget(delivery_tag)
+        return super().reject(delivery_tag, requeue)
+
     def can_consume(self) -> bool:
         """kombu asks before each fetch; a worker's admission gate may say no first."""
         return (self.admitting is None or self.admitting()) and super().can_consume()
@@ -138,7 +164,8 @@ class QoS(kombu_redis.QoS):
         """The delivery tags of the messages this channel holds unacknowledged, less those acked
         or rejected but not yet flushed from kombu's map (a lease renewed for one of those would
         hold its message back forever)."""
-        return [tag for tag in self._delivered if tag not in self._dirty]
+        skip = self._dirty | self.fenced
+        return [tag for tag in tuple(self._delivered) if tag not in skip]
 
     def append(self, message: Any, delivery_tag: str) -> None:
         """Skip kombu's HSET + ZADD for a message the fetch script already recorded."""
@@ -163,6 +190,8 @@ class QoS(kombu_redis.QoS):
         """On close, kombu returns what the worker holds to its queues; with the broker down
         that fails, and the error would cut the channel's close short. The messages are still
         leased in Redis and come back when their leases lapse, so say so and go on."""
+        for tag in self.fenced & set(self._delivered):
+            self._delivered.pop(tag, None)  # its lease lapsed: it is back or elsewhere already
         try:
             return super().restore_unacked(client)
         except kombu_redis.get_redis_error_classes()[0] as exc:

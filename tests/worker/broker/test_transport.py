@@ -185,3 +185,28 @@ def test_a_backlog_is_fetched_without_waiting_and_survives_a_script_flush(
     received += _consume_all(connection, queues, 3)
     assert received == [{"n": n} for n in range(4)]
     assert redis_client.llen(wake_key(low.name)) == 0
+
+
+@pytest.mark.parametrize("end", ["ack", "requeue", "close"])
+def test_a_fenced_message_is_forgotten_here_and_left_to_redis(
+    connection: Connection, queues: list[Queue], redis_client: redis.Redis, end: str
+) -> None:
+    """A worker cut from Redis for most of a lease fences the messages it runs
+    (worker/runtime/consumer/leases.py): another worker may hold them by now under the same
+    delivery tag, so ending them here (after the cut heals) must touch nothing in Redis."""
+    low = queues[2]
+    channel, message = _take_one(connection, low)
+    tag = message.delivery_tag
+    channel.qos.fence(tag)
+    assert tag not in channel.qos.held()  # its lease is no longer renewed from here
+    if end == "ack":
+        message.ack()
+    elif end == "requeue":
+        message.reject(requeue=True)
+    else:
+        channel.close()
+    assert redis_client.hexists("unacked", tag)  # what the other worker's delivery relies on
+    assert redis_client.zscore("unacked_index", tag) is not None
+    assert redis_client.llen(low.name) == 0  # and no second copy in the queue
+    redis_client.hdel("unacked", tag)
+    redis_client.zrem("unacked_index", tag)

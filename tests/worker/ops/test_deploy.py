@@ -8,9 +8,9 @@ while jobs are in flight. Every process the fleet started is stopped at the end,
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -30,6 +30,7 @@ import yaml
 from jobrunner.config import TIERS, get_settings
 from jobrunner.config.settings import Settings
 from jobrunner.worker.broker.embedded import free_port, redis_server_binary
+from tests.support.deploy import clean_env, json_of, recap
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -38,20 +39,11 @@ HOSTS = ("alpha", "beta")  # alpha: broker, workers, monitor; beta: workers
 STEPS_MODULE = "tests.support.steps"
 DEPLOY_TIMEOUT_S = 240
 CELERY = [sys.executable, "-m", "celery", "-A", "jobrunner"]
-RECAP = re.compile(r"^(\S+): ok=(\d+) changed=(\d+) unreachable=(\d+) failed=(\d+) skipped=(\d+)$")
 
 
 def default_settings() -> Settings:
     """Pools and queues as the deployed hosts have them (the inventory changes neither)."""
     return get_settings()
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without JOBRUNNER_* (a session fixture may have set some), and with
-    the venv off PATH: deploy must find ansible-playbook next to its own interpreter."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBRUNNER_")}
-    env.pop("VIRTUAL_ENV", None)
-    return {**env, "PATH": os.defpath, **extra}
 
 
 @dataclass
@@ -100,16 +92,11 @@ class Fleet:
 
     def inspect(self, command: str) -> dict[str, Any]:
         """`celery -A jobrunner inspect COMMAND -j` on every node, as an operator runs it."""
-        done = subprocess.run(
+        return json_of(
             [*CELERY, "inspect", command, "-d", ",".join(self.nodes()), "-j", "--timeout", "5"],
-            env=self.host_env(),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
+            self.host_env(),
+            ROOT,
         )
-        return json.loads(done.stdout)
 
     def worker_pids(self) -> dict[str, int]:
         return {
@@ -117,17 +104,6 @@ class Fleet:
             for host, prefix in self.prefixes.items()
             for pidfile in (prefix / "run").glob("worker-*.pid")
         }
-
-
-def recap(done: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
-    """Per host: ok, changed, unreachable, failed, skipped, from deploy's closing lines."""
-    found = {}
-    for line in done.stdout.splitlines():
-        match = RECAP.match(line.strip())
-        if match:
-            keys = ("ok", "changed", "unreachable", "failed", "skipped")
-            found[match.group(1)] = dict(zip(keys, map(int, match.groups()[1:]), strict=True))
-    return found
 
 
 def write_inventory(
@@ -145,6 +121,9 @@ def write_inventory(
                 "jobrunner_service_manager": "multi",
                 # The tests' own venv has jobrunner: no per-host venv and pip install.
                 "jobrunner_python": sys.executable,
+                # Services run as the deploying account: the prefixes are under pytest's 0700
+                # tmp dir (tests/playbooks/test_fleet.py checks the dedicated system users).
+                "jobrunner_user": getpass.getuser(),
                 "jobrunner_redis_server": redis_server_binary(),
                 "jobrunner_redis_port": ports["redis"],
                 "jobrunner_redis_password": password,
