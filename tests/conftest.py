@@ -33,6 +33,7 @@ from tests.support.steps import STARTS
 
 pytest_plugins = [
     "tests.fixtures.api",
+    "tests.fixtures.fleet",
     "tests.fixtures.otlp",
     "tests.fixtures.prometheus",
     "tests.fixtures.s3",
@@ -41,7 +42,6 @@ pytest_plugins = [
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_START_TIMEOUT_S = 60
-pytest_plugins = ["tests.fixtures.fleet"]
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@
 
 Importing this module starts and connects to nothing. A submission is checked completely (tier,
 pipeline, payload, size, broker) before its first message is sent: bad input enqueues nothing.
-Many jobs of one pipeline go much faster with `submit_many` (two Redis round trips in all).
+Many jobs of one pipeline go much faster with `submit_many` (two Redis round trips in all, one
+more with idempotency keys).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, partial
@@ -377,6 +378,26 @@ class _Template:
                 batch.close()
 
 
+def _first_of_keys(keys: Sequence[str], payloads: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Each idempotency key with the indexes of its payloads, in order of first use; a
+    PayloadError if the keys do not pair with the payloads, one is malformed, or one is given
+    for two different payloads."""
+    if isinstance(keys, str) or len(keys) != len(payloads):
+        raise PayloadError(
+            f"idempotency keys must be a list of one key per payload ({len(payloads)})"
+        )
+    indexes: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        check_idempotency_key(key)
+        seen = indexes.setdefault(key, [])
+        if seen and payloads[seen[0]] != payloads[i]:
+            raise PayloadError(
+                f"idempotency key {key!r} is given for payloads {seen[0]} and {i}, which differ"
+            )
+        seen.append(i)
+    return indexes
+
+
 class Client:
     """Submit jobs and look them up. Settings default to the environment's.
 
@@ -529,6 +550,7 @@ class Client:
         *,
         tier: str | None = None,
         deadline_s: float | None = None,
+        idempotency_keys: Sequence[str] | None = None,
     ) -> list[Job]:
         """Enqueue one job of `pipeline` per payload, in two Redis round trips (the job records
         in one pipeline, then every message in another) rather than several per job.
@@ -537,19 +559,55 @@ class Client:
         enqueues nothing; if sending fails, the records are removed again. The messages are
         exactly those `submit` sends, but Celery builds them once per batch (see `_Template`);
         a batch of one is sent as `submit` sends it.
+
+        `idempotency_keys`, one per payload, work as `submit`'s, claimed in one more round trip:
+        a key already used gives back its job (nothing enqueued for it), or an error naming that
+        job if it was used for a different submission; a key given twice in the batch is one
+        job, returned twice. On any error, the keys this call claimed are released.
         """
         tier = tier or self.settings.default_tier
         self.settings.queue(tier)
         declared = self.pipeline(pipeline)
         normalized = [self._validate(declared, payload) for payload in payloads]
+        first = None if idempotency_keys is None else _first_of_keys(idempotency_keys, normalized)
         deadline = self._check_deadline(deadline_s)
         self._check_reachable()
         if not normalized:
             return []
+        if first is not None:
+            return self._submit_keyed(declared, tier, deadline, normalized, first)
         ids = [uuid.uuid4().hex for _ in normalized]
         jobs = list(zip(ids, normalized, strict=True))
         self._enqueue(declared, tier, deadline, jobs, self._record_fields(declared))
         return [Job(job_id, self.store) for job_id in ids]
+
+    def _submit_keyed(
+        self,
+        declared: Pipeline,
+        tier: str,
+        deadline: float,
+        normalized: list[dict[str, Any]],
+        first: dict[str, list[int]],
+    ) -> list[Job]:
+        """`submit_many` with idempotency keys (`first`: each key's payload indexes). Keys are
+        claimed in one round trip (claim_keys.lua); only the jobs of keys claimed now are sent."""
+        ids = {key: uuid.uuid4().hex for key in first}
+        bound = self.store.claim_idempotency_keys(list(ids.items()))
+        claimed = [key for key, existing in zip(first, bound, strict=True) if existing is None]
+        try:
+            for key, existing in zip(first, bound, strict=True):
+                if existing is not None:
+                    payload = normalized[first[key][0]]
+                    ids[key] = self._same_job(existing, key, declared.name, tier, payload).id
+            fresh = [(ids[key], normalized[first[key][0]]) for key in claimed]
+            if fresh:
+                self._enqueue(declared, tier, deadline, fresh, self._record_fields(declared))
+        except Exception:
+            self.store.release_idempotency_keys(claimed)
+            raise
+        jobs = {key: Job(ids[key], self.store) for key in first}
+        by_index = {i: jobs[key] for key, indexes in first.items() for i in indexes}
+        return [by_index[i] for i in range(len(normalized))]
 
     def _enqueue(
         self,

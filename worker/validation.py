@@ -82,7 +82,7 @@ def parse_json(text: str, what: str) -> Any:
 
 
 def check_idempotency_key(key: str) -> None:
-    if not IDEMPOTENCY_KEY.fullmatch(key):
+    if not isinstance(key, str) or not IDEMPOTENCY_KEY.fullmatch(key):
         raise PayloadError(f"idempotency key must match {IDEMPOTENCY_KEY.pattern} in full")
 
 

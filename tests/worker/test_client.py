@@ -1,9 +1,12 @@
 """`Client.submit_many`: many jobs in two Redis round trips, on a real Redis and a real worker.
-Bad input anywhere in the batch enqueues nothing; good batches all run, each its own job."""
+Bad input anywhere in the batch enqueues nothing; good batches all run, each its own job. With
+idempotency keys, a key already used gives back its job, a key twice in a batch is one job, and
+a key reused for another payload is an error naming the first job, with every key released."""
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +14,7 @@ import redis
 
 from jobrunner.config import TIERS, ConfigError, get_settings
 from jobrunner.tasks.errors import PayloadError, PipelineError
-from jobrunner.worker.broker.keys import JOBS, OPEN_JOBS
+from jobrunner.worker.broker.keys import IDEMPOTENCY, JOBS, OPEN_JOBS
 from jobrunner.worker.client import Client, JobError
 from tests.conftest import Workers
 
@@ -114,6 +117,55 @@ def test_broker_refusing_a_producer_enqueues_nothing(
         client.submit_many("chain3", [{"start": 1}, {"start": 2}], tier="low")
     assert queued(redis_client) == 0
     assert redis_client.zcard(JOBS) == jobs_before
+
+
+def test_idempotency_keys_give_each_key_one_job(client: Client, redis_client: redis.Redis) -> None:
+    a, b, c = (f"bulk-{uuid.uuid4().hex}" for _ in range(3))
+    earlier = client.submit("chain3", {"start": 1}, tier="low", idempotency_key=a)
+    jobs_before = redis_client.zcard(JOBS)
+    payloads = [{"start": 1}, {"start": 2}, {"start": 2}, {"start": 3}]
+    jobs = client.submit_many("chain3", payloads, tier="low", idempotency_keys=[a, b, b, c])
+    assert jobs[0].id == earlier.id  # used already: its job, not a new one
+    assert jobs[1].id == jobs[2].id  # twice in the batch: one job
+    assert len({job.id for job in jobs}) == 3
+    assert redis_client.zcard(JOBS) == jobs_before + 2
+    assert [job.result(timeout=TIMEOUT_S) for job in jobs] == [3, 4, 4, 5]
+    again = client.submit_many("chain3", payloads, tier="low", idempotency_keys=[a, b, b, c])
+    assert [job.id for job in again] == [job.id for job in jobs]
+    assert redis_client.zcard(JOBS) == jobs_before + 2  # a re-run enqueues nothing
+
+
+def test_a_key_reused_for_another_payload_enqueues_nothing(
+    client: Client, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    used, fresh = f"bulk-{uuid.uuid4().hex}", f"bulk-{uuid.uuid4().hex}"
+    first = client.submit("chain3", {"start": 1}, tier="low", idempotency_key=used)
+    jobs_before = redis_client.zcard(JOBS)
+    with pytest.raises(PayloadError, match=f"key '{used}' was used for job {first.id} \\(chain3"):
+        client.submit_many(
+            "chain3", [{"start": 5}, {"start": 2}], tier="low", idempotency_keys=[fresh, used]
+        )
+    with pytest.raises(PayloadError, match=f"key '{fresh}' is given for payloads 0 and 1"):
+        client.submit_many(
+            "chain3", [{"start": 5}, {"start": 6}], tier="low", idempotency_keys=[fresh, fresh]
+        )
+    from jobrunner.worker import client as client_module
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("broker went away")
+
+    monkeypatch.setattr(client_module._Template, "send", refuse)
+    monkeypatch.setattr(client_module.time, "sleep", lambda s: None)  # no retry pauses
+    with pytest.raises(JobError, match="could not enqueue 2 jobs"):
+        client.submit_many(
+            "chain3",
+            [{"start": 5}, {"start": 6}],
+            tier="low",
+            idempotency_keys=[fresh, "x" + fresh],
+        )
+    assert redis_client.zcard(JOBS) == jobs_before
+    assert redis_client.exists(IDEMPOTENCY + fresh, IDEMPOTENCY + "x" + fresh) == 0  # released
+    assert redis_client.get(IDEMPOTENCY + used) == first.id.encode()
 
 
 def anonymous(text: str, job_id: str) -> str:

@@ -113,6 +113,17 @@ class Schedules(Submitter):
             idempotency_key=idempotency_key(name, at),
         )
 
+    def submit_many(self, name: str, times: list[float], tier: str | None = None) -> list[Job]:
+        """Submit the firings of `name` at `times` in one batch, with the keys `submit` uses:
+        a firing already submitted gives back its job, nothing new."""
+        schedule = self.get(name)
+        return self.client.submit_many(
+            schedule.pipeline,
+            [render(schedule.payload, at, schedule) for at in times],
+            tier=tier or schedule.tier,
+            idempotency_keys=[idempotency_key(name, at) for at in times],
+        )
+
     def fire(self, name: str, at: float) -> Firing:
         """One firing from the scheduler: skipped while the last job runs (overlap = "skip"),
         else submitted and recorded as the last one."""

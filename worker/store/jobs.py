@@ -129,6 +129,7 @@ class JobStore:
         self._start = client.register_script(observe + scripts.load("start"))
         self._finish = client.register_script(observe + scripts.load("finish"))
         self._add_promotion = client.register_script(scripts.load("add_promotion"))
+        self._claim_keys = client.register_script(scripts.load("claim_keys"))
 
     def create(
         self,
@@ -175,6 +176,17 @@ class JobStore:
         existing = self.redis.get(IDEMPOTENCY + key)
         return existing.decode() if existing else None
 
+    def claim_idempotency_keys(self, claims: list[tuple[str, str]]) -> list[str | None]:
+        """Bind each key to its job id ((key, job id) each, keys distinct) in one round trip;
+        per key, None where it is now bound, else the job id it was bound to already."""
+        if not claims:
+            return []
+        bound = self._claim_keys(
+            keys=[IDEMPOTENCY + key for key, _ in claims],
+            args=[self.ttl_s, *(job_id for _, job_id in claims)],
+        )
+        return [raw.decode() if raw else None for raw in bound]
+
     def bound_jobs(self, keys: list[str]) -> list[str | None]:
         """The job id each idempotency key is bound to (None: unused), in one round trip."""
         if not keys:
@@ -184,7 +196,12 @@ class JobStore:
         ]
 
     def release_idempotency_key(self, key: str) -> None:
-        self.redis.delete(IDEMPOTENCY + key)
+        self.release_idempotency_keys([key])
+
+    def release_idempotency_keys(self, keys: list[str]) -> None:
+        """Free keys bound to jobs that were never enqueued, in one round trip."""
+        if keys:
+            self.redis.delete(*(IDEMPOTENCY + key for key in keys))
 
     def plan_retry(self, job_id: str) -> bool:
         """After the job failed: if its pipeline retries failed jobs and attempts are left,

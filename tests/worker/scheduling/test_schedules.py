@@ -6,6 +6,7 @@ backfills are one line and exit 1."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -128,11 +129,13 @@ def test_backfill_submits_exactly_the_missing_times_and_then_nothing(
 
     done = run("backfill", name, *span, "-p", "high", JOBRUNNER_CONFIG=str(config))
     assert done.returncode == 0, done.stderr
+    assert "submitted 29 job(s)" in done.stdout
     assert _fired(redis_client, name) == [start + EVERY_S * i for i in range(31)]
     assert redis_client.llen(settings.queue("high")) == 29  # -p: the tier given
 
-    again = run("backfill", name, *span, JOBRUNNER_CONFIG=str(config))
-    assert "0 missing" in again.stdout and "submitted 0 job(s)" in again.stdout
+    again = run("backfill", name, *span, "--json", JOBRUNNER_CONFIG=str(config))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == {"schedule": name, "firings": 31, "missing": [], "jobs": []}
     assert redis_client.llen(settings.queue("high")) == 29
 
 
