@@ -20,24 +20,21 @@ local woke = tonumber(ARGV[2])
 local unreadable = 0
 local paused = {}
 local moved = {}
--- Run a list command; if it failed on a key that is not a list, move the key aside (nil).
-local function on_list(command, key, ...)
-  local reply = redis.pcall(command, key, ...)
-  if type(reply) == 'table' and reply['err'] then
-    local renamed = move_aside(KEYS[4], ARGV[5], key)
-    if not renamed then error(reply) end
-    moved[#moved + 1] = key
-    moved[#moved + 1] = renamed
-    return nil
-  end
-  return reply
+-- After a list command failed with `reply` (the only table these commands return), move `key`
+-- aside if it is not a list; any other error still fails the script.
+local function aside(key, reply)
+  local renamed = move_aside(KEYS[4], ARGV[5], key)
+  if not renamed then error(reply['err']) end
+  moved[#moved + 1] = key
+  moved[#moved + 1] = renamed
 end
 for i = 1, n do
   if redis.call('SISMEMBER', KEYS[#KEYS], KEYS[4 + i]) == 1 then
     paused[#paused + 1] = i
   else
     while true do
-      local payload = on_list('RPOP', KEYS[4 + i])
+      local payload = redis.pcall('RPOP', KEYS[4 + i])
+      if type(payload) == 'table' then aside(KEYS[4 + i], payload) break end
       if not payload then break end
       local ok, message = pcall(cjson.decode, payload)
       local props = ok and type(message) == 'table' and message['properties']
@@ -49,8 +46,10 @@ for i = 1, n do
         redis.call('ZADD', KEYS[2], ARGV[1], tag)
         redis.call('HSET', KEYS[1], tag, entry)
         if woke ~= i then
-          if woke > 0 then on_list('RPUSH', KEYS[4 + n + woke], ARGV[3]) end
-          on_list('LPOP', KEYS[4 + n + i])
+          local reply = woke > 0 and redis.pcall('RPUSH', KEYS[4 + n + woke], ARGV[3])
+          if type(reply) == 'table' then aside(KEYS[4 + n + woke], reply) end
+          reply = redis.pcall('LPOP', KEYS[4 + n + i])
+          if type(reply) == 'table' then aside(KEYS[4 + n + i], reply) end
         end
         return {i, payload, unreadable, paused, moved}
       end
@@ -60,6 +59,7 @@ for i = 1, n do
   end
 end
 if woke > 0 and paused[1] and redis.call('SISMEMBER', KEYS[#KEYS], KEYS[4 + woke]) == 1 then
-  on_list('RPUSH', KEYS[4 + n + woke], ARGV[3])
+  local reply = redis.pcall('RPUSH', KEYS[4 + n + woke], ARGV[3])
+  if type(reply) == 'table' then aside(KEYS[4 + n + woke], reply) end
 end
 return {0, '', unreadable, paused, moved}
