@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobrunner.config import get_settings
+from jobrunner.worker.broker.keys import SET_ASIDE_KEY, wake_key
 from jobrunner.worker.client import Client
 from jobrunner.worker.store.dead_letters import DeadLetterStore
 from jobrunner.worker.store.jobs import FAILURE
@@ -235,6 +236,38 @@ def test_fuzzed_messages_never_stop_the_worker(
     leased = set(map(bytes.decode, redis_client.hkeys("unacked")))
     assert redis_client.llen(_queue()) == 0 and not leased & set().union(*map(_tags, pushed))
     assert len(store.entries()) == len(pushed)  # every one kept, none run
+
+
+@pytest.mark.parametrize("kind", ["queue", "wake list"])
+def test_a_queue_or_wake_key_of_another_type_is_moved_aside(
+    kind: str,
+    worker: subprocess.Popen[bytes],
+    workers: Workers,
+    client: Client,
+    redis_client: redis.Redis,
+) -> None:
+    """A tier queue or its wake list overwritten with a string (anyone with the password can)
+    used to stop the worker with WRONGTYPE; now it is renamed aside and the worker goes on."""
+    bad = _queue() if kind == "queue" else wake_key(_queue())
+    redis_client.set(bad, "not a list")
+
+    def kept() -> list[bytes]:
+        return [
+            k
+            for k in redis_client.scan_iter(SET_ASIDE_KEY + "*")
+            if k.endswith(b":" + bad.encode())
+        ]
+
+    eventually(lambda: len(kept()) == 1 or worker.poll() is not None, 30)
+    assert worker.poll() is None, "the worker stopped"
+    [renamed] = kept()
+    assert redis_client.get(renamed) == b"not a list"  # kept as it was, for a person
+    log = (workers.log_dir / f"{NODE}.log").read_text(errors="replace")
+    assert log.count(f"{bad} is not a list") >= 1 and log.count(renamed.decode()) == 1
+    # The same queue, a list again once a message is pushed, serves a normal job.
+    assert client.submit("chain3", {"start": 5}, tier="low").result(timeout=60) == 7
+    assert worker.poll() is None
+    redis_client.delete(renamed)
 
 
 def test_a_deadline_failure_names_the_jobs_own_deadline(

@@ -15,6 +15,9 @@ WAKE = "jobrunner:wake:"  # + a queue's Redis key: list of wake tokens, one per 
 SET_ASIDE = "jobrunner:set-aside"  # sorted set: set-aside entry ids by time
 SET_ASIDE_ENTRY = "jobrunner:set-aside:"  # + entry id: hash, the message, its queue and reason
 SET_ASIDE_SEQ = "jobrunner:set-aside-seq"  # counter: the last entry id handed out
+# + a fresh id from SET_ASIDE_SEQ + ":" + a key's name: a queue or wake list found holding another
+# type than list (worker/broker/transport.py), renamed here as it was for a person to inspect.
+SET_ASIDE_KEY = "jobrunner:set-aside:key:"
 
 # Jobs (worker/store/jobs.py).
 JOB = "jobrunner:job:"  # + job id: hash, the job's record (its lists: JobKeys)

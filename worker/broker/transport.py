@@ -17,7 +17,11 @@ Nothing in a queue may stop a worker: Celery treats an exception raised while it
 in (a body it cannot decode, say) as unrecoverable. So each fetched message is screened before
 Celery sees it (`_screen`, `task_refusal`), whatever the consumer still raises on is caught
 (`_hand_over`), and either way the message is set aside with its reason
-(worker/broker/set_aside.py), out of its queue and its lease in one step.
+(worker/broker/set_aside.py), out of its queue and its lease in one step. Nor may a queue or wake
+key of another type than list (`SET` on its name by any client holding the password): the fetch
+script and, when the BRPOP fails with WRONGTYPE, `_move_aside_wake_keys` rename such a key under
+`SET_ASIDE_KEY`, log it, and the worker goes on with its other queues (and with that one as soon
+as it is a list again).
 
 This is the one module that uses kombu's private names; read from kombu 5.7.0
 (`KOMBU_READ_FROM`). pyproject.toml pins kombu to that minor version, and
@@ -57,7 +61,7 @@ from redis.exceptions import NoScriptError
 
 from jobrunner.worker.broker import scripts
 from jobrunner.worker.broker import set_aside as aside
-from jobrunner.worker.broker.keys import PAUSED, PAUSED_IDLE, wake_key
+from jobrunner.worker.broker.keys import PAUSED, PAUSED_IDLE, SET_ASIDE_KEY, SET_ASIDE_SEQ, wake_key
 
 KOMBU_READ_FROM = "5.7.0"  # the kombu release whose source the private names were read from
 
@@ -219,8 +223,12 @@ class Channel(kombu_redis.Channel):
         self._backlog = False  # the last fetch found a message: fetch again without waiting
         self._paused: set[str] = set()  # queue keys the last fetch found paused: not waited on
         self._fetch = self.client.register_script(
-            scripts.load("set_aside_fn") + scripts.load("fetch")
+            scripts.load("set_aside_fn") + scripts.load("move_aside_fn") + scripts.load("fetch")
         )
+        self._move_aside = self.client.register_script(
+            scripts.load("move_aside_fn") + scripts.load("move_aside")
+        )
+        self._waited_on: list[str] = []  # the keys the last BRPOP blocked on
         self.task_allowed: Callable[[str], bool] | None = None  # see screen_tasks
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
@@ -253,7 +261,8 @@ class Channel(kombu_redis.Channel):
         wait_s = self.brpop_timeout if timeout is None else timeout
         # A paused queue's tokens would wake us for nothing; the timed-out fetch sees a resume.
         wake_keys = [wake_key(k) for _, k in self._fetch_keys if k not in self._paused]
-        self.client.connection.send_command("BRPOP", *(wake_keys or [PAUSED_IDLE]), wait_s or 0)
+        self._waited_on = wake_keys or [PAUSED_IDLE]
+        self.client.connection.send_command("BRPOP", *self._waited_on, wait_s or 0)
 
     def _brpop_read(self, **options: Any) -> bool:
         fetched, self._backlog = self._backlog, False
@@ -267,6 +276,11 @@ class Channel(kombu_redis.Channel):
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
+            except redis.ResponseError as error:
+                if fetched or not str(error).startswith("WRONGTYPE"):
+                    raise
+                self._move_aside_wake_keys()
+                raise Empty() from None
             if fetched:
                 found = self._found(self._fetch_keys, reply)
             elif self._closing:  # the token is spent, but a message taken now has no consumer
@@ -300,6 +314,22 @@ class Channel(kombu_redis.Channel):
             tag = payload["properties"]["delivery_tag"]
             if tag in self.qos._delivered:  # held by kombu: let go, or it counts as running
                 self.qos.ack(tag)
+
+    def _move_aside_wake_keys(self) -> None:
+        """The BRPOP met a key that is no list: rename whichever it was aside (lua/move_aside.lua),
+        so the next wait works."""
+        keys = [SET_ASIDE_SEQ, *self._waited_on]
+        self._log_moved(self._move_aside(keys=keys, args=[SET_ASIDE_KEY]))
+
+    def _log_moved(self, moved: list[Any]) -> None:
+        """One line per key the fetch or `_move_aside_wake_keys` renamed aside."""
+        for key, renamed in zip(moved[::2], moved[1::2], strict=True):
+            log.error(
+                "%s is not a list (another client wrote it): renamed to %s to keep it; this "
+                "worker goes on",
+                bytes_to_str(key),
+                bytes_to_str(renamed),
+            )
 
     def _set_aside(self, text: str, reason: str, queue: str) -> None:
         """Keep the message for a person, out of its queue and its lease, and log one line."""
@@ -336,7 +366,7 @@ class Channel(kombu_redis.Channel):
                 *map(wake_key, keys),
                 PAUSED,
             ],
-            [time.time(), woke, TOKEN, aside.PREFIX],
+            [time.time(), woke, TOKEN, aside.PREFIX, SET_ASIDE_KEY],
         )
 
     def _take(
@@ -352,8 +382,9 @@ class Channel(kombu_redis.Channel):
     ) -> tuple[str, dict[str, Any]] | None:
         """The (queue, message) a fetch took, if any. A message that must not be delivered is
         set aside instead (and the next fetch goes straight on)."""
-        index, raw, unreadable, paused = reply
+        index, raw, unreadable, paused, moved = reply
         self._paused = {fetch_keys[int(i) - 1][1] for i in paused}
+        self._log_moved(moved)
         if unreadable:
             log.error("%d queue entries that were no message set aside", unreadable)
         if not index:

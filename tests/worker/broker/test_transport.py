@@ -13,7 +13,7 @@ import redis
 from kombu import Connection, Consumer, Message, Producer, Queue
 
 from jobrunner.worker.app import TRANSPORT
-from jobrunner.worker.broker.keys import SET_ASIDE, wake_key
+from jobrunner.worker.broker.keys import SET_ASIDE, SET_ASIDE_KEY, wake_key
 from jobrunner.worker.store.set_aside import SetAsideStore
 
 pytestmark = pytest.mark.integration
@@ -137,6 +137,31 @@ def test_an_unreadable_entry_is_set_aside_and_the_next_message_taken(
         ('{"no": "envelope"}', "not a kombu message", low.name),
     ]
     redis_client.delete(SET_ASIDE)
+
+
+def test_the_fetch_moves_aside_a_queue_or_wake_list_of_another_type(
+    connection: Connection, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    """The fetch script's own path (the BRPOP's is tested on a worker, tests/worker/
+    test_hostile_input.py): the wrong-typed queue is skipped, the message beside a wrong-typed
+    wake list still taken, and both keys kept, renamed, as they were."""
+    high, medium = queues[0], queues[1]
+    _publish(connection, medium, {"n": 2})
+    redis_client.set(high.name, "not a list")
+    redis_client.set(wake_key(medium.name), "no tokens")
+    channel = connection.channel()
+    assert channel.basic_get(high.name) is None
+    message = channel.basic_get(medium.name)
+    assert message is not None and message.decode() == {"n": 2}
+    message.ack()
+    names = {high.name, wake_key(medium.name)}
+    moved = {
+        key.decode().removeprefix(SET_ASIDE_KEY).split(":", 1)[1]: key
+        for key in redis_client.scan_iter(SET_ASIDE_KEY + "*")
+    }
+    kept = {name: redis_client.get(moved[name]) for name in names & moved.keys()}
+    redis_client.delete(*(moved[name] for name in kept))
+    assert kept == {high.name: b"not a list", wake_key(medium.name): b"no tokens"}
 
 
 def test_a_channel_closed_after_its_transport_was_torn_down_returns_what_it_held(

@@ -1,28 +1,40 @@
 -- The reliable fetch (worker/broker/transport.py): take the first message found and record it
 -- unacked as kombu would ([payload, exchange, routing key] under its delivery tag, scored by now),
 -- in one step, so a message is always in its queue or recorded unacked.
--- Runs after set_aside_fn.lua.
+-- Runs after set_aside_fn.lua and move_aside_fn.lua.
 -- KEYS: unacked hash, unacked index, set-aside index, set-aside id counter, then n queue keys
 -- highest priority first, then their n wake lists, then the set of paused queues. ARGV: now, the
 -- 1-based index of the queue whose wake token the caller took (0: none), the token, the
--- set-aside entry prefix.
+-- set-aside entry prefix, the prefix of keys moved aside.
 -- The token count stays equal to the message count per queue: taking from another queue than the
 -- token's returns that token and spends one of the queue actually taken from. A message that is
 -- not a kombu envelope is set aside (a script error would not undo its pop).
 -- A paused queue is skipped (its messages stay queued and counted); a token taken from it goes
 -- back when nothing else was taken.
--- Returns {index, payload, unreadable count, indices of the paused queues}, index 0 when nothing
--- was found.
+-- A queue or wake list of another type than list (written by another client) is moved aside and
+-- skipped: redis.pcall, since an error would stop the worker.
+-- Returns {index, payload, unreadable count, indices of the paused queues, {key, new name, ...}
+-- of the keys moved aside}, index 0 when nothing was found.
 local n = (#KEYS - 5) / 2
 local woke = tonumber(ARGV[2])
 local unreadable = 0
 local paused = {}
+local moved = {}
+-- After a list command failed with `reply` (the only table these commands return), move `key`
+-- aside if it is not a list; any other error still fails the script.
+local function aside(key, reply)
+  local renamed = move_aside(KEYS[4], ARGV[5], key)
+  if not renamed then error(reply['err']) end
+  moved[#moved + 1] = key
+  moved[#moved + 1] = renamed
+end
 for i = 1, n do
   if redis.call('SISMEMBER', KEYS[#KEYS], KEYS[4 + i]) == 1 then
     paused[#paused + 1] = i
   else
     while true do
-      local payload = redis.call('RPOP', KEYS[4 + i])
+      local payload = redis.pcall('RPOP', KEYS[4 + i])
+      if type(payload) == 'table' then aside(KEYS[4 + i], payload) break end
       if not payload then break end
       local ok, message = pcall(cjson.decode, payload)
       local props = ok and type(message) == 'table' and message['properties']
@@ -34,10 +46,12 @@ for i = 1, n do
         redis.call('ZADD', KEYS[2], ARGV[1], tag)
         redis.call('HSET', KEYS[1], tag, entry)
         if woke ~= i then
-          if woke > 0 then redis.call('RPUSH', KEYS[4 + n + woke], ARGV[3]) end
-          redis.call('LPOP', KEYS[4 + n + i])
+          local reply = woke > 0 and redis.pcall('RPUSH', KEYS[4 + n + woke], ARGV[3])
+          if type(reply) == 'table' then aside(KEYS[4 + n + woke], reply) end
+          reply = redis.pcall('LPOP', KEYS[4 + n + i])
+          if type(reply) == 'table' then aside(KEYS[4 + n + i], reply) end
         end
-        return {i, payload, unreadable, paused}
+        return {i, payload, unreadable, paused, moved}
       end
       set_aside(KEYS[3], KEYS[4], ARGV[4], ARGV[1], 'not a kombu message', KEYS[4 + i], payload)
       unreadable = unreadable + 1
@@ -45,6 +59,7 @@ for i = 1, n do
   end
 end
 if woke > 0 and paused[1] and redis.call('SISMEMBER', KEYS[#KEYS], KEYS[4 + woke]) == 1 then
-  redis.call('RPUSH', KEYS[4 + n + woke], ARGV[3])
+  local reply = redis.pcall('RPUSH', KEYS[4 + n + woke], ARGV[3])
+  if type(reply) == 'table' then aside(KEYS[4 + n + woke], reply) end
 end
-return {0, '', unreadable, paused}
+return {0, '', unreadable, paused, moved}

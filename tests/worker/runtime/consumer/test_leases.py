@@ -5,11 +5,12 @@ PR_SET_PDEATHSIG in them.)"""
 
 from __future__ import annotations
 
+import subprocess
+
+import psutil
 import pytest
 import redis
 
-from jobrunner.config import get_settings
-from jobrunner.worker.broker.keys import wake_key
 from jobrunner.worker.client import Client
 from tests.conftest import Workers
 from tests.support.polling import eventually
@@ -24,6 +25,14 @@ def _started(redis_client: redis.Redis, *tags: bytes) -> None:
     eventually(lambda: redis_client.lrange(STARTS, 0, -1) == list(tags), 60)
 
 
+def _unblock_with_an_error(redis_client: redis.Redis, worker: subprocess.Popen[bytes]) -> bool:
+    """End the worker's blocked wait for work (its main process's BRPOP) with an error reply,
+    which Celery treats as unrecoverable; False while it is not blocked there."""
+    mine = {f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process(worker.pid).net_connections()}
+    waiting = [c for c in redis_client.client_list() if c["cmd"] == "brpop" and c["addr"] in mine]
+    return any(redis_client.client_unblock(int(c["id"]), error=True) for c in waiting)
+
+
 def test_a_failing_worker_lets_its_step_finish_under_lease(
     workers: Workers, client: Client, redis_client: redis.Redis
 ) -> None:
@@ -32,13 +41,11 @@ def test_a_failing_worker_lets_its_step_finish_under_lease(
     _started(redis_client, b"once")
     # A worker of the express pool (high only) is ready to take the step should it come back.
     workers.start("express", "express-other@test", JOBRUNNER_RELIABILITY__LEASE_S="2")
-    # A wake list of the wrong type: the general worker's next wait fails inside Celery's event
-    # loop, which Celery treats as unrecoverable: it stops, letting its running step finish.
-    bad = wake_key(get_settings().queue("medium"))
-    redis_client.set(bad, "not a list")
+    # An error reply to the general worker's wait (CLIENT UNBLOCK ... ERROR) fails inside Celery's
+    # event loop, which Celery treats as unrecoverable: it stops, letting its running step finish.
+    eventually(lambda: _unblock_with_an_error(redis_client, failing), 30)
     log = workers.log_dir / "general-failing@test.log"
     eventually(lambda: "Unrecoverable error" in log.read_text(errors="replace"), 30)
-    redis_client.delete(bad)
     assert job.wait(60).state == "SUCCESS"
     assert redis_client.lrange(STARTS, 0, -1) == [b"once"]  # never started a second time
     failing.wait(30)
