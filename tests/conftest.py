@@ -29,6 +29,7 @@ from jobrunner.worker.broker import connection
 from jobrunner.worker.broker.embedded import EmbeddedRedis
 from jobrunner.worker.broker.keys import wake_key
 from jobrunner.worker.client import Client
+from tests.support import processes
 from tests.support.steps import STARTS
 
 pytest_plugins = [
@@ -230,13 +231,7 @@ class Server:
         return self.request(path, auth=auth)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        processes.stop(self.process)
 
 
 @pytest.fixture(scope="module")

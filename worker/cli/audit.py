@@ -6,9 +6,8 @@ import time
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from jobrunner.worker.cli.base import cli, console, duration_s, print_json
+from jobrunner.worker.cli.base import cli, duration_s, print_entries
 
 
 @cli.command("audit")
@@ -25,15 +24,18 @@ def audit_command(
     client = Client()
     start = time.time() - duration_s(since, "--since") if since else None
     entries = audit_log(client.store.redis, client.settings).read(start)
-    if as_json:
-        print_json(entries)
-        return
-    table = Table(title=f"audit ({len(entries)})")
-    for column in ("time", "who", "action", "target", "outcome", "where", "detail"):
-        table.add_column(column)
-    for e in entries:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
-        table.add_row(
-            stamp, e["who"], e["action"], e["target"], e["outcome"], e["where"], e["detail"]
-        )
-    console.print(table)
+    print_entries(
+        entries,
+        as_json=as_json,
+        title="audit",
+        columns=("time", "who", "action", "target", "outcome", "where", "detail"),
+        row=lambda e: (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"])),
+            e["who"],
+            e["action"],
+            e["target"],
+            e["outcome"],
+            e["where"],
+            e["detail"],
+        ),
+    )

@@ -6,10 +6,14 @@ import json
 import os
 import re
 import sys
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 cli = typer.Typer(
     help="Priority job runner for data and ML pipelines on Celery and Redis.",
@@ -42,6 +46,31 @@ def duration_s(text: str, option: str) -> float:
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
+
+
+def print_entries(
+    entries: list[dict[str, Any]],
+    *,
+    as_json: bool,
+    title: str,
+    columns: Sequence[str],
+    row: Callable[[dict[str, Any]], Sequence[object]],
+) -> None:
+    """A listing command's output: the entries as JSON, or a table of `row(entry)` each."""
+    if as_json:
+        print_json(entries)
+        return
+    table = Table(title=f"{title} ({len(entries)})")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        table.add_row(*(Text(str(cell)) for cell in row(entry)))  # never read as markup
+    console.print(table)
+
+
+def hours_ago(timestamp: float) -> str:
+    """An entry's age, as listings show it."""
+    return f"{(time.time() - timestamp) / 3600:.1f} h"
 
 
 def audit(

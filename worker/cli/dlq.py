@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from jobrunner.worker.cli.base import audit, cli, console, duration_s, fail, print_json
+from jobrunner.worker.cli.base import (
+    audit,
+    cli,
+    duration_s,
+    fail,
+    hours_ago,
+    print_entries,
+    print_json,
+)
 
 dlq = typer.Typer(
     help="The dead-letter store: failed jobs with their reasons.", no_args_is_help=True
@@ -28,25 +34,21 @@ def _dead_letters() -> Any:
 @dlq.command("list")
 def dlq_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Every dead letter, oldest first."""
-    entries = _dead_letters().entries()
-    if as_json:
-        print_json(entries)
-        return
-    table = Table(title=f"dead letters ({len(entries)})")
-    for column in ("job", "pipeline", "tier", "step", "deliveries", "age", "error"):
-        table.add_column(column)
-    for entry in entries:
-        age = f"{(time.time() - entry['time']) / 3600:.1f} h"
-        table.add_row(
-            entry["job_id"],
-            entry["pipeline"],
-            entry["tier"],
-            entry["step"],
-            str(entry["deliveries"]),
-            age,
-            entry["error"],
-        )
-    console.print(table)
+    print_entries(
+        _dead_letters().entries(),
+        as_json=as_json,
+        title="dead letters",
+        columns=("job", "pipeline", "tier", "step", "deliveries", "age", "error"),
+        row=lambda e: (
+            e["job_id"],
+            e["pipeline"],
+            e["tier"],
+            e["step"],
+            str(e["deliveries"]),
+            hours_ago(e["time"]),
+            e["error"],
+        ),
+    )
 
 
 @dlq.command("show")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from jobrunner.worker.cli.base import cli, console, duration_s, fail, print_json
+from jobrunner.worker.cli.base import cli, duration_s, fail, hours_ago, print_entries, print_json
 
 set_aside = typer.Typer(
     help="Messages refused before their step ran (undecodable, foreign task, no such job), "
@@ -33,18 +31,19 @@ def set_aside_list(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Every set-aside message, oldest first."""
-    entries = _store().entries()
-    if as_json:
-        print_json(entries)
-        return
-    table = Table(title=f"set-aside messages ({len(entries)})")
-    for column in ("id", "queue", "age", "reason", "message"):
-        table.add_column(column, overflow="fold")
-    for entry in entries:
-        age = f"{(time.time() - entry['time']) / 3600:.1f} h"
-        message = entry["message"][:MESSAGE_CHARS]
-        table.add_row(entry["id"], entry["queue"], age, entry["reason"], message, markup=False)
-    console.print(table)
+    print_entries(
+        _store().entries(),
+        as_json=as_json,
+        title="set-aside messages",
+        columns=("id", "queue", "age", "reason", "message"),
+        row=lambda e: (
+            e["id"],
+            e["queue"],
+            hours_ago(e["time"]),
+            e["reason"],
+            e["message"][:MESSAGE_CHARS],
+        ),
+    )
 
 
 @set_aside.command("show")

@@ -141,3 +141,21 @@ def test_unknown_job_status() -> None:
     result = run("status", "0" * 32)
     assert result.returncode == 1
     assert "unknown job 000" in result.stderr
+
+
+def test_listings_print_a_table_of_their_entries(redis_client: redis.Redis) -> None:
+    """dlq, set-aside and audit print their entries as one table each (JSON with --json)."""
+    from jobrunner.worker.store.set_aside import SetAsideStore
+
+    entry = SetAsideStore(redis_client).add("not a message", "a reason to keep", "jobrunner.low")
+    for args, title in (
+        (("dlq", "list"), "dead letters ("),
+        (("set-aside", "list"), "set-aside messages ("),
+        (("audit",), "audit ("),
+    ):
+        shown = run(*args)
+        assert shown.returncode == 0, shown.stderr
+        assert title in shown.stdout, args
+    listed = run("set-aside", "list")
+    assert "a reason to keep" in listed.stdout and "jobrunner.low" in listed.stdout
+    SetAsideStore(redis_client).remove(str(entry))

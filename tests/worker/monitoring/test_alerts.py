@@ -5,31 +5,28 @@ and it clears once the window holds no failures."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
 
 from jobrunner.config.settings import AnomalySettings
-from jobrunner.worker.broker.embedded import free_port
 from jobrunner.worker.client import Client
 from jobrunner.worker.monitoring.alerts import anomalies, expected_range
 from tests.conftest import Server, Workers
 from tests.support.cli import run
 from tests.support.metrics import scrape, value
+from tests.support.webhook import Webhook
 
 pytestmark = pytest.mark.integration
 
 WINDOW_S = 4
-HOOK_PORT = free_port()
-RECEIVED: list[dict[str, Any]] = []
+WEBHOOK = Webhook()
 METRICS_ENV = {
     "JOBRUNNER_ALERTS__INTERVAL_S": "0.3",
     "JOBRUNNER_ALERTS__ANOMALY__ENABLED": "false",  # other modules' step runs must not fire here
-    "JOBRUNNER_ALERTS__WEBHOOK_URL": f"http://127.0.0.1:{HOOK_PORT}/hook",
+    "JOBRUNNER_ALERTS__WEBHOOK_URL": WEBHOOK.url,
     "JOBRUNNER_ALERTS__RULES": json.dumps(
         [
             {
@@ -45,25 +42,11 @@ METRICS_ENV = {
 }
 
 
-class Hook(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        RECEIVED.append(json.loads(self.rfile.read(length)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module", autouse=True)
 def webhook() -> Iterator[None]:
-    server = HTTPServer(("127.0.0.1", HOOK_PORT), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    WEBHOOK.start()
     yield
-    server.shutdown()
-    server.server_close()
+    WEBHOOK.stop()
 
 
 def _wait_for(check: Any, what: str, timeout_s: float = 30) -> Any:
@@ -92,12 +75,13 @@ def test_failure_burst_fires_then_clears(
     (alert,) = [a for a in overview["alerts"] if a["rule"] == "burst"]
     assert alert["value"] == 1.0 and "failed in the last 4 s" in alert["message"]
     assert "burst" in run("status").stdout
-    fired = _wait_for(lambda: [r for r in RECEIVED if r["status"] == "firing"], "the webhook")
+    hooks = WEBHOOK.received
+    fired = _wait_for(lambda: [r for r in hooks if r["status"] == "firing"], "the webhook")
     assert fired[0]["rule"] == "burst"
 
     _wait_for(lambda: _firing(metrics_server) == 0, "the alert clearing", timeout_s=WINDOW_S + 20)
     assert not [a for a in json.loads(run("status", "--json").stdout)["alerts"]]
-    _wait_for(lambda: [r for r in RECEIVED if r["status"] == "resolved"], "the resolved webhook")
+    _wait_for(lambda: [r for r in hooks if r["status"] == "resolved"], "the resolved webhook")
     assert "alert burst firing" in metrics_server.log.read_text()
 
 

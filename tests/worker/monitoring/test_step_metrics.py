@@ -5,16 +5,12 @@ what shows each run's peak RSS is its own, not the process's lifetime peak."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
 import redis
 
-from jobrunner.worker.broker.embedded import free_port
 from jobrunner.worker.broker.keys import STEP_HISTORIES, STEP_HISTORY
 from jobrunner.worker.client import Client
 from jobrunner.worker.monitoring import alerts
@@ -23,40 +19,28 @@ from tests.conftest import Server, Workers
 from tests.support import metric_steps
 from tests.support.metrics import scrape, value
 from tests.support.polling import eventually
+from tests.support.webhook import Webhook
 
 pytestmark = pytest.mark.integration
 
 MB = metric_steps.MB
 NODE = "general-stepmetrics@test"
-HOOK_PORT = free_port()
-RECEIVED: list[dict[str, Any]] = []
+WEBHOOK = Webhook()
 ANOMALY_RULE = "anomaly:paced:measured:run_s"
 METRICS_ENV = {
     "JOBRUNNER_ALERTS__INTERVAL_S": "0.3",
-    "JOBRUNNER_ALERTS__WEBHOOK_URL": f"http://127.0.0.1:{HOOK_PORT}/hook",
+    "JOBRUNNER_ALERTS__WEBHOOK_URL": WEBHOOK.url,
     # A shared 2-core machine stretches a 100 ms step now and then: only a far-off run counts.
     "JOBRUNNER_ALERTS__ANOMALY__MIN_SPREAD": "1.0",
 }
 IMPORTS = "tests.support.steps,tests.support.metric_steps"
 
 
-class Hook(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        RECEIVED.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module", autouse=True)
 def webhook() -> Iterator[None]:
-    server = HTTPServer(("127.0.0.1", HOOK_PORT), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    WEBHOOK.start()
     yield
-    server.shutdown()
-    server.server_close()
+    WEBHOOK.stop()
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +119,7 @@ def test_a_run_far_slower_than_its_history_fires_then_the_next_normal_run_resolv
         )
 
     eventually(firing, timeout_s=30)
-    fired = [hook for hook in RECEIVED if hook["rule"] == ANOMALY_RULE]
+    fired = [hook for hook in WEBHOOK.received if hook["rule"] == ANOMALY_RULE]
     assert [hook["status"] for hook in fired] == ["firing"]
     low, high = fired[0]["expected"]
     assert fired[0]["value"] >= 1.0 > high > 0.1 > low
@@ -147,6 +131,7 @@ def test_a_run_far_slower_than_its_history_fires_then_the_next_normal_run_resolv
     eventually(lambda: not firing(), timeout_s=30)
     eventually(
         lambda: (
-            [h["status"] for h in RECEIVED if h["rule"] == ANOMALY_RULE] == ["firing", "resolved"]
+            [h["status"] for h in WEBHOOK.received if h["rule"] == ANOMALY_RULE]
+            == ["firing", "resolved"]
         )
     )
