@@ -10,6 +10,7 @@ from typing import Any
 
 from celery.worker.consumer import Consumer
 
+from jobrunner.config import JobrunnerError
 from jobrunner.worker.client import Client
 from jobrunner.worker.runtime.consumer.base import PeriodicStep, job_store
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
@@ -40,14 +41,22 @@ class DeadlineStep(PeriodicStep):
 
     def fail_overdue_jobs(self) -> None:
         for job_id in self.jobs.overdue(time.time()):
-            record = self.jobs.get(job_id)
-            state_now = record.state if record else "unknown"
-            deadline_s = self.settings.reliability.job_deadline_s
-            if record is not None and record.deadline_at is not None:  # the job's own deadline
-                deadline_s = record.deadline_at - record.submitted_at
-            summary = (
-                f"deadline passed: not finished within {deadline_s:g}"
-                f" s of submission (it was {state_now})"
-            )
-            if fail_job(self.jobs, self.dead_letters, job_id, step="", summary=summary):
-                log.error("job %s: %s", job_id, summary)
+            try:
+                self._fail_overdue(job_id)
+            except JobrunnerError as error:  # one unreadable record must not stall the others
+                log.error(
+                    "job %s is past its deadline but cannot be failed here: %s", job_id, error
+                )
+
+    def _fail_overdue(self, job_id: str) -> None:
+        record = self.jobs.get(job_id)
+        state_now = record.state if record else "unknown"
+        deadline_s = self.settings.reliability.job_deadline_s
+        if record is not None and record.deadline_at is not None:  # the job's own deadline
+            deadline_s = record.deadline_at - record.submitted_at
+        summary = (
+            f"deadline passed: not finished within {deadline_s:g}"
+            f" s of submission (it was {state_now})"
+        )
+        if fail_job(self.jobs, self.dead_letters, job_id, step="", summary=summary):
+            log.error("job %s: %s", job_id, summary)
