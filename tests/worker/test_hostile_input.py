@@ -15,20 +15,19 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobrunner.config import get_settings
 from jobrunner.worker.broker.keys import SET_ASIDE_KEY, wake_key
 from jobrunner.worker.client import Client
-from jobrunner.worker.store.crypto import Cipher
 from jobrunner.worker.store.dead_letters import DeadLetterStore
-from jobrunner.worker.store.jobs import FAILURE, JobStore
+from jobrunner.worker.store.jobs import FAILURE
 from jobrunner.worker.store.set_aside import SetAsideStore
 from tests.conftest import Workers
 from tests.support.envelopes import body, envelope, job_context
 from tests.support.polling import eventually
+from tests.support.sealed import unreadable_job
 from tests.support.steps import STARTS
 
 pytestmark = pytest.mark.integration
@@ -277,16 +276,11 @@ def test_a_deadline_failure_names_the_jobs_own_deadline(
 ) -> None:
     # An overdue job whose record this worker cannot read (its payload sealed under a key the
     # worker lacks) stood in the reaper's way and no deadline failed after it.
-    sealed = JobStore(redis_client, 60, (1.0,), (1.0,), Cipher([Fernet.generate_key().decode()]))
-    unreadable = uuid.uuid4().hex
-    sealed.create([(unreadable, {"secret": 1})], "chain3", "low", deadline_s=0.001)
-    try:
+    with unreadable_job(redis_client, deadline_s=0.001):
         job = client.submit("sleepy", {"sleep_ms": 2500, "tag": "slow"}, tier="low", deadline_s=1)
         record = job.wait(30)
-        assert record.state == FAILURE
-        assert record.error is not None and "not finished within 1 s of submission" in record.error
-    finally:
-        sealed.delete([unreadable])
+    assert record.state == FAILURE
+    assert record.error is not None and "not finished within 1 s of submission" in record.error
 
 
 def test_a_terminated_step_fails_its_job_as_revoked(

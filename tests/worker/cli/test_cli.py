@@ -12,6 +12,7 @@ from jobrunner.config import TIERS, get_settings
 from jobrunner.worker.broker.keys import JOBS
 from tests.conftest import Workers
 from tests.support.cli import run
+from tests.support.sealed import unreadable_job
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +160,12 @@ def test_listings_print_a_table_of_their_entries(redis_client: redis.Redis) -> N
     listed = run("set-aside", "list")
     assert "a reason to keep" in listed.stdout and "jobrunner.low" in listed.stdout
     SetAsideStore(redis_client).remove(str(entry))
+
+
+def test_status_names_a_record_it_cannot_read_and_shows_the_rest(redis_client: redis.Redis) -> None:
+    """A record sealed under a payload key this host lacks must not take the overview down."""
+    with unreadable_job(redis_client) as job_id:
+        shown = run("status", "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert [why for why in json.loads(shown.stdout)["unreadable"] if job_id in why]
+        assert f"not shown: {job_id}" in run("status").stdout
