@@ -18,17 +18,27 @@ import redis
 from jobrunner.config import TIERS, Settings
 
 QUEUED_AT_HEADER = "jobrunner_queued_at"
+# The id of the job a step message belongs to, beside its job context (in the body), where the
+# fetch script can read it without decoding the body: it looks the job up as it takes the
+# message (lua/fetch.lua), and the consumer checks the two ids agree (worker/runtime/acceptance.py).
+JOB_HEADER = "jobrunner_job"
 
 
-def stamp_queued_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
+def stamp_queued_at(headers: dict[str, Any] | None = None, body: Any = None, **_: Any) -> None:
     """`before_task_publish` hook: stamp every task message (client and worker alike) with its
-    enqueue time, the starvation guard's and the exporter's oldest-wait clock.
+    enqueue time, the starvation guard's and the exporter's oldest-wait clock, and a step
+    message with its job's id.
 
     Celery passes the very dict it then publishes as the message headers (celery/app/amqp.py,
     `send_task_message`), so setting a key here lands in the Redis message's `headers`.
     """
-    if headers is not None:
-        headers[QUEUED_AT_HEADER] = time.time()
+    if headers is None:
+        return
+    headers[QUEUED_AT_HEADER] = time.time()
+    kwargs = body[1] if isinstance(body, tuple | list) and len(body) == 3 else None
+    context = kwargs.get("job") if isinstance(kwargs, dict) else None
+    if isinstance(context, dict) and isinstance(context.get("id"), str):
+        headers[JOB_HEADER] = context["id"]
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -62,10 +63,12 @@ from redis.exceptions import NoScriptError
 from jobrunner.worker.broker import scripts
 from jobrunner.worker.broker import set_aside as aside
 from jobrunner.worker.broker.keys import PAUSED, PAUSED_IDLE, SET_ASIDE_KEY, SET_ASIDE_SEQ, wake_key
+from jobrunner.worker.broker.queues import JOB_HEADER
 
 KOMBU_READ_FROM = "5.7.0"  # the kombu release whose source the private names were read from
 
 TOKEN = "1"
+FETCHED_JOBS_KEPT = 1024  # job look-ups kept for the consumer: far more than a worker holds
 JSON = "application/json"  # the one content type a task message may have: pickle is never read
 
 log = logging.getLogger("jobrunner.transport")
@@ -82,6 +85,19 @@ def park(channel: Any, delivery_tag: str, parked_key: str) -> bool:
     with channel.conn_or_acquire() as client:
         keys = [channel.unacked_key, channel.unacked_index_key, parked_key]
         return bool(client.eval(scripts.load("park"), len(keys), *keys, delivery_tag))
+
+
+def look_up_jobs(channel: Any, record_prefix: str) -> None:
+    """Have `channel`'s fetch script look up the job of each step message it takes (records
+    under `record_prefix`, on the broker's own Redis), for `fetched_job`."""
+    channel.job_record_prefix = record_prefix
+
+
+def fetched_job(channel: Any, delivery_tag: str) -> tuple[str, str, str] | None:
+    """(job id, pipeline, final state) of the job the fetch script looked up for the message
+    `delivery_tag` ('' for a field the record lacks: no record, or not finished), once; None if
+    it looked none up."""
+    return channel.fetched_jobs.pop(delivery_tag, None)
 
 
 def screen_tasks(channel: Any, allowed: Callable[[str], bool]) -> None:
@@ -230,6 +246,11 @@ class Channel(kombu_redis.Channel):
         )
         self._waited_on: list[str] = []  # the keys the last BRPOP blocked on
         self.task_allowed: Callable[[str], bool] | None = None  # see screen_tasks
+        self.job_record_prefix = ""  # see look_up_jobs
+        # delivery tag -> (job id, pipeline, state) looked up by the fetch, until the consumer
+        # reads it; bounded, since a message the consumer never checks (a remote submission)
+        # leaves its entry behind.
+        self.fetched_jobs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
         """A channel closed on a lost connection is detached from its transport, yet a step that
@@ -366,7 +387,15 @@ class Channel(kombu_redis.Channel):
                 *map(wake_key, keys),
                 PAUSED,
             ],
-            [time.time(), woke, TOKEN, aside.PREFIX, SET_ASIDE_KEY],
+            [
+                time.time(),
+                woke,
+                TOKEN,
+                aside.PREFIX,
+                SET_ASIDE_KEY,
+                self.job_record_prefix,
+                JOB_HEADER,
+            ],
         )
 
     def _take(
@@ -382,7 +411,7 @@ class Channel(kombu_redis.Channel):
     ) -> tuple[str, dict[str, Any]] | None:
         """The (queue, message) a fetch took, if any. A message that must not be delivered is
         set aside instead (and the next fetch goes straight on)."""
-        index, raw, unreadable, paused, moved = reply
+        index, raw, unreadable, paused, moved, job = reply
         self._paused = {fetch_keys[int(i) - 1][1] for i in paused}
         self._log_moved(moved)
         if unreadable:
@@ -396,7 +425,12 @@ class Channel(kombu_redis.Channel):
             self._set_aside(text, reason or "undecodable message", queue)
             self._backlog = True
             return None
-        self.recorded.add(payload["properties"]["delivery_tag"])
+        tag = payload["properties"]["delivery_tag"]
+        self.recorded.add(tag)
+        if job:
+            self.fetched_jobs[tag] = tuple(bytes_to_str(field) for field in job)
+            while len(self.fetched_jobs) > FETCHED_JOBS_KEPT:
+                self.fetched_jobs.popitem(last=False)
         return queue, payload
 
     def _get(self, queue: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from jobrunner.tasks.builtin import COLLECT_TASK, FAN_OUT_TASK, START_TASK
 from jobrunner.tasks.job_task import JobTask
 from jobrunner.tasks.step import STEP_TASK_PREFIX
 from jobrunner.worker.runtime.remote_submit import REMOTE_TASKS
-from jobrunner.worker.store.jobs import JobRecord
+from jobrunner.worker.store.jobs import JobHead
 from jobrunner.worker.validation import is_job_id
 
 # The canvas tasks the compiler inserts, by the step name their job context carries.
@@ -44,7 +44,7 @@ def job_id(context: Any) -> str | None:
     return found if is_job_id(found) else None
 
 
-def refusal(task: str, context: Any, record: JobRecord | None) -> str | None:
+def refusal(task: str, context: Any, record: JobHead | None) -> str | None:
     """Why a step message (task `task`, job context `context`) must not run for the job whose
     record is `record` (None: no such job); None if it may."""
     if not isinstance(context, dict) or not isinstance(context.get("id"), str):
@@ -61,7 +61,7 @@ def refusal(task: str, context: Any, record: JobRecord | None) -> str | None:
     return None
 
 
-def finished(record: JobRecord) -> bool:
+def finished(record: JobHead) -> bool:
     """A step of a finished job (failed, cancelled, past its deadline) is not run: dropped with
     one log line, not set aside (its job's own members, not a stranger's)."""
     return record.finished

@@ -105,15 +105,16 @@ def record_drop(
         step_stats.count(jobs.redis, job["pipeline"], job["step"], "cancelled")
 
 
-def drop_if_finished(job: dict[str, Any]) -> None:
-    """A step of a finished job is not run. The admission bootstep skips one whose job had
-    finished when the worker received it (`acceptance.finished`); this catches a job that
-    finished while its step waited in the worker (admission, a fleet-wide limit, the pool).
-    `Client.cancel` finishes the job CANCELLED before revoking anything, so each of its steps
-    still waiting (chord members included) is dropped here: recorded in the step tree, then
-    ended IGNORED (Celery's outcome for a task that chose not to run: acknowledged, never
-    dead-lettered)."""
-    state = store().state(job["id"])
+def start_or_drop(job: dict[str, Any]) -> None:
+    """Start a step, unless its job has finished: then the step is not run. The admission
+    bootstep skips one whose job had finished when the worker received it
+    (`acceptance.finished`); this catches a job that finished while its step waited in the
+    worker (admission, a fleet-wide limit, the pool). `Client.cancel` finishes the job CANCELLED
+    before revoking anything, so each of its steps still waiting (chord members included) is
+    dropped here: recorded in the step tree, then ended IGNORED (Celery's outcome for a task that
+    chose not to run: acknowledged, never dead-lettered). The check and the job's start stamp
+    are one round trip."""
+    state = store().start_step(job["id"], first=bool(job.get("first")))
     if state in FINAL_STATES:
         record_drop(store(), job, _ended_run(job, state), state)
         raise Ignore(f"job {job['id']} already {state}")
@@ -121,9 +122,7 @@ def drop_if_finished(job: dict[str, Any]) -> None:
 
 class JobTracking(Middleware):
     def before_task(self, job: dict[str, Any]) -> None:
-        drop_if_finished(job)
-        if job.get("first"):
-            store().mark_started(job["id"])
+        start_or_drop(job)
         request = _request()
         if request is not None:
             _started[request.id] = time.time()

@@ -69,6 +69,25 @@ def data_flow(result: Any) -> list[tuple[str, int, int, int]]:
 
 
 @dataclass(frozen=True)
+class JobHead:
+    """What a worker checks before running a step: which job, of which pipeline, finished or
+    not (state None while it runs). Read without the payload, so without its key."""
+
+    id: str
+    pipeline: str
+    state: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+def job_head(job_id: str, pipeline: str, state: str) -> JobHead | None:
+    """The head from its record's fields ('' where missing); None if there is no record."""
+    return JobHead(job_id, pipeline, state or None) if pipeline else None
+
+
+@dataclass(frozen=True)
 class JobRecord:
     id: str
     pipeline: str
@@ -230,16 +249,20 @@ class JobStore:
     def add_retry(self, job_id: str) -> None:
         self.redis.hincrby(job_keys(job_id).record, "retries", 1)
 
-    def mark_started(self, job_id: str) -> None:
-        """Stamp the job's start (the first time only) and observe its wait, in one call."""
-        self._start(
-            keys=[job_keys(job_id).record, METRICS], args=[repr(time.time()), *self.wait_bounds]
-        )
+    def head(self, job_id: str) -> JobHead | None:
+        """The job's pipeline and final state (None: no such job), in one HMGET."""
+        fields = self.redis.hmget(job_keys(job_id).record, "pipeline", "state")
+        return job_head(job_id, *(raw.decode() if raw else "" for raw in fields))
 
-    def state(self, job_id: str) -> str | None:
-        """The job's final state, or None while it runs (one HGET, for every step's start)."""
-        raw = self.redis.hget(job_keys(job_id).record, "state")
-        return raw.decode() if raw else None
+    def start_step(self, job_id: str, *, first: bool) -> str | None:
+        """As a step starts: the job's final state if it has finished (the step must not run),
+        else None; the job's first step also stamps its start (the first time only) and observes
+        its wait. One round trip either way (start.lua)."""
+        state = self._start(
+            keys=[job_keys(job_id).record, METRICS],
+            args=[repr(time.time()), int(first), *self.wait_bounds],
+        )
+        return state.decode() if state else None
 
     def add_step(self, job_id: str, entry: dict[str, Any]) -> None:
         """Record one run of one of the job's tasks (id, step, outcome, worker, times), for the

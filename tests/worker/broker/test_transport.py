@@ -13,7 +13,9 @@ import redis
 from kombu import Connection, Consumer, Message, Producer, Queue
 
 from jobrunner.worker.app import TRANSPORT
-from jobrunner.worker.broker.keys import SET_ASIDE, SET_ASIDE_KEY, wake_key
+from jobrunner.worker.broker.keys import JOB, SET_ASIDE, SET_ASIDE_KEY, wake_key
+from jobrunner.worker.broker.queues import JOB_HEADER
+from jobrunner.worker.broker.transport import fetched_job, look_up_jobs
 from jobrunner.worker.store.set_aside import SetAsideStore
 
 pytestmark = pytest.mark.integration
@@ -235,3 +237,25 @@ def test_a_fenced_message_is_forgotten_here_and_left_to_redis(
     assert redis_client.llen(low.name) == 0  # and no second copy in the queue
     redis_client.hdel("unacked", tag)
     redis_client.zrem("unacked_index", tag)
+
+
+def test_the_fetch_looks_up_the_job_its_header_names(
+    connection: Connection, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    """A step's job is read in the fetch's own round trip (the consumer checks it from there):
+    exists or not, its pipeline and final state; a header that is no job id is not looked up."""
+    low = queues[2]
+    known, missing = uuid.uuid4().hex, uuid.uuid4().hex
+    redis_client.hset(JOB + known, mapping={"pipeline": "p", "state": "CANCELLED"})
+    channel = connection.channel()
+    look_up_jobs(channel, JOB)
+    found = []
+    for header in (known, missing, "../../etc", None):
+        with Producer(connection) as producer:
+            headers = {JOB_HEADER: header} if header else {}
+            producer.publish({}, routing_key=low.name, declare=[low], headers=headers)
+        message = channel.basic_get(low.name)
+        found.append(fetched_job(channel, message.delivery_tag))
+        message.ack()
+    redis_client.delete(JOB + known)
+    assert found == [(known, "p", "CANCELLED"), (missing, "", ""), None, None]

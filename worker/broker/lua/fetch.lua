@@ -5,7 +5,8 @@
 -- KEYS: unacked hash, unacked index, set-aside index, set-aside id counter, then n queue keys
 -- highest priority first, then their n wake lists, then the set of paused queues. ARGV: now, the
 -- 1-based index of the queue whose wake token the caller took (0: none), the token, the
--- set-aside entry prefix, the prefix of keys moved aside.
+-- set-aside entry prefix, the prefix of keys moved aside, the job record key prefix ('' when job
+-- records live on another Redis) and the job header's name.
 -- The token count stays equal to the message count per queue: taking from another queue than the
 -- token's returns that token and spends one of the queue actually taken from. A message that is
 -- not a kombu envelope is set aside (a script error would not undo its pop).
@@ -13,8 +14,11 @@
 -- back when nothing else was taken.
 -- A queue or wake list of another type than list (written by another client) is moved aside and
 -- skipped: redis.pcall, since an error would stop the worker.
+-- A message whose job header names a job id (32 hex digits) is looked up in the same step: the
+-- worker checks its job exists, matches and has not finished without another round trip.
 -- Returns {index, payload, unreadable count, indices of the paused queues, {key, new name, ...}
--- of the keys moved aside}, index 0 when nothing was found.
+-- of the keys moved aside, {job id, pipeline, final state} ('' for a missing field; empty when not
+-- looked up)}, index 0 when nothing was found.
 local n = (#KEYS - 5) / 2
 local woke = tonumber(ARGV[2])
 local unreadable = 0
@@ -51,7 +55,13 @@ for i = 1, n do
           reply = redis.pcall('LPOP', KEYS[4 + n + i])
           if type(reply) == 'table' then aside(KEYS[4 + n + i], reply) end
         end
-        return {i, payload, unreadable, paused, moved}
+        local job = {}
+        local id = ARGV[6] ~= '' and type(message['headers']) == 'table' and message['headers'][ARGV[7]]
+        if type(id) == 'string' and #id == 32 and not id:find('[^0-9a-f]') then
+          local found = redis.call('HMGET', ARGV[6] .. id, 'pipeline', 'state')
+          job = {id, found[1] or '', found[2] or ''}
+        end
+        return {i, payload, unreadable, paused, moved, job}
       end
       set_aside(KEYS[3], KEYS[4], ARGV[4], ARGV[1], 'not a kombu message', KEYS[4 + i], payload)
       unreadable = unreadable + 1
@@ -62,4 +72,4 @@ if woke > 0 and paused[1] and redis.call('SISMEMBER', KEYS[#KEYS], KEYS[4 + woke
   local reply = redis.pcall('RPUSH', KEYS[4 + n + woke], ARGV[3])
   if type(reply) == 'table' then aside(KEYS[4 + n + woke], reply) end
 end
-return {0, '', unreadable, paused, moved}
+return {0, '', unreadable, paused, moved, {}}

@@ -19,8 +19,15 @@ from celery.worker.request import Request
 
 from jobrunner.tasks.step import needs_by_task
 from jobrunner.worker.broker import connection
+from jobrunner.worker.broker.keys import JOB
 from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
-from jobrunner.worker.broker.transport import gate_fetching, message_text, screen_tasks
+from jobrunner.worker.broker.transport import (
+    fetched_job,
+    gate_fetching,
+    look_up_jobs,
+    message_text,
+    screen_tasks,
+)
 from jobrunner.worker.runtime import acceptance, tracking
 from jobrunner.worker.runtime.admission import AdmissionGate, DoesNotFit
 from jobrunner.worker.runtime.consumer.base import PeriodicStep, job_store
@@ -29,6 +36,7 @@ from jobrunner.worker.runtime.pauses import PipelinePauses
 from jobrunner.worker.store import heartbeat
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
 from jobrunner.worker.store.deliveries import DeliveryCounter
+from jobrunner.worker.store.jobs import JobHead, job_head
 from jobrunner.worker.store.set_aside import SetAsideStore
 
 log = logging.getLogger("jobrunner.worker")
@@ -85,6 +93,8 @@ class AdmissionStep(PeriodicStep):
     def start(self, c: Consumer) -> None:
         gate_fetching(c.task_consumer.channel, self.admitting)
         screen_tasks(c.task_consumer.channel, acceptance.jobrunner_tasks(c.app))
+        if self.settings.effective_result_url == self.settings.broker_url:  # records beside queues
+            look_up_jobs(c.task_consumer.channel, JOB)
         self.tick()
         self.every(c, self.settings.admission.check_interval_s, self.tick)
 
@@ -121,7 +131,7 @@ class AdmissionStep(PeriodicStep):
         """Whether the step may run for its job; if not, it leaves the queue with one line."""
         context = request.kwargs.get("job")
         job_id = acceptance.job_id(context)
-        record = self.jobs.get(job_id) if job_id else None
+        record = self._head(request, job_id) if job_id else None
         reason = acceptance.refusal(request.name, context, record)
         if reason is not None:
             self._put_aside(request.message, f"{request.name}[{request.id}]", reason)
@@ -141,6 +151,14 @@ class AdmissionStep(PeriodicStep):
         request.reject(requeue=False)
         state.task_ready(request)
         return False
+
+    def _head(self, request: Request, job_id: str) -> JobHead | None:
+        """The step's job, as the fetch looked it up (no round trip), else read now."""
+        channel = self.consumer.task_consumer.channel
+        looked_up = fetched_job(channel, request.message.delivery_tag)
+        if looked_up is None or looked_up[0] != job_id:  # none, or a header naming another job
+            return self.jobs.head(job_id)
+        return job_head(*looked_up)
 
     def _refused_by_celery(self, message: Any, exc: BaseException | None = None, **_: Any) -> None:
         reason = f"refused by Celery: {type(exc).__name__}: {exc}" if exc else "refused by Celery"
