@@ -44,6 +44,7 @@ class Driver(ABC):
         self.broker = broker
         self.settings = settings
         self.busy_node = ""  # the node a priority backlog saturates
+        self.processes = PROCESSES  # worker processes of the next fleet (the fleet-size sweep)
 
     @abstractmethod
     def launches(self, role: Role, tag: str) -> list[Launch]:
@@ -115,19 +116,19 @@ class Jobrunner(Driver):
         if role == "priority":
             self.busy_node = general
             one = {"JOBRUNNER_POOLS__EXPRESS__CONCURRENCY": "1"}
-            rest = {"JOBRUNNER_POOLS__GENERAL__CONCURRENCY": str(PROCESSES - 1)}
+            rest = {"JOBRUNNER_POOLS__GENERAL__CONCURRENCY": str(self.processes - 1)}
             return [
                 jobrunner_worker("express", f"express-{tag}@bench", one),
                 jobrunner_worker("general", general, rest),
             ]
-        every = {"JOBRUNNER_POOLS__GENERAL__CONCURRENCY": str(PROCESSES)}
+        every = {"JOBRUNNER_POOLS__GENERAL__CONCURRENCY": str(self.processes)}
         return [jobrunner_worker("general", general, every)]
 
     def backlog(self, count: int, ms: int) -> None:
         self.client.submit_many("bench_pause", [{"ms": ms}] * count, tier=LOW)
 
     def saturated(self) -> None:
-        wait_busy(jobrunner_app(), self.busy_node, PROCESSES - 1)
+        wait_busy(jobrunner_app(), self.busy_node, self.processes - 1)
 
     def probe(self) -> float:
         record = self.client.submit("bench_pause", {"ms": 0}, tier=HIGH).wait(JOB_TIMEOUT_S)
@@ -189,7 +190,7 @@ class CeleryBaseline(Driver):
             ),
             f"--hostname={node}",
             f"--queues={','.join(self.settings.queue(t) for t in tiers)}",
-            f"--concurrency={PROCESSES}",
+            f"--concurrency={self.processes}",
             "--loglevel=WARNING",
         ]
         env = {self.tasks.TUNED_VARIABLE: "1" if self.tuned else "0"}
@@ -202,7 +203,7 @@ class CeleryBaseline(Driver):
             self.tasks.pause.apply_async((ms,), queue=queue, ignore_result=True)
 
     def saturated(self) -> None:
-        wait_busy(self.tasks.app, self.busy_node, PROCESSES)
+        wait_busy(self.tasks.app, self.busy_node, self.processes)
 
     def probe(self) -> float:
         sent = time.time()
@@ -257,7 +258,7 @@ class HueyPeer(Driver):
         self.huey = getattr(self.module, name)
         argv = [
             *(sys.executable, "-m", "huey.bin.huey_consumer", f"benchmarks.peer_huey.{name}"),
-            *("--workers", str(PROCESSES), "--worker-type", "process", "--quiet"),
+            *("--workers", str(self.processes), "--worker-type", "process", "--quiet"),
         ]
         return [Launch(f"huey-{tag}", argv, {}, self._ready_check())]
 

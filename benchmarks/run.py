@@ -41,6 +41,7 @@ from jobrunner.benchmarks.scenarios import (
     chain,
     data,
     fan_out,
+    fleet,
     memory,
     priority,
     throughput,
@@ -58,6 +59,7 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     api.NAME: api.run,
     tracing.NAME: tracing.run,
     data.NAME: data.run,
+    fleet.NAME: fleet.run,
 }
 # Left out of --quick unless named with --only: it starts an API server beside its workers.
 NOT_QUICK = {api.NAME}
@@ -127,6 +129,7 @@ def run_benchmarks(
     peers: bool,
     console: Console,
     data_sizes_mb: tuple[float, ...] = (),
+    fleet_sizes: tuple[int, ...] = (),
 ) -> list[Row]:
     """Run the selected scenarios and print the report; the rows, for callers and tests."""
     names = selected(only, quick)
@@ -135,6 +138,8 @@ def run_benchmarks(
     plan = QUICK if quick else FULL
     if data_sizes_mb:
         plan = replace(plan, data_sizes_mb=data_sizes_mb)
+    if fleet_sizes:
+        plan = replace(plan, fleet_sizes=fleet_sizes)
     host = machine()
     began = time.monotonic()
     rows: list[Row] = []

@@ -23,16 +23,18 @@ class Plan:
     chain_depth: int
     memory_jobs: int  # jobs between the two RSS readings
     data_sizes_mb: tuple[float, ...]  # generated inputs of the data scenario (none: skipped)
+    fleet_sizes: tuple[int, ...]  # worker processes per system in the fleet sweep (none: skipped)
 
 
 FULL = Plan(
-    probes=60,
+    probes=200,  # so that p99 is not the maximum of a handful
     throughput_jobs=5000,
     bulk_jobs=10000,
     fan_out=(1000, 5000),
     chain_depth=200,
     memory_jobs=20000,
     data_sizes_mb=(20, 200),
+    fleet_sizes=(1, 2, 4),
 )
 QUICK = Plan(
     probes=12,
@@ -42,6 +44,7 @@ QUICK = Plan(
     chain_depth=50,
     memory_jobs=1000,
     data_sizes_mb=(),  # the data scenario takes minutes: out of --quick unless --data-sizes
+    fleet_sizes=(),  # as is the fleet sweep, unless --fleet-sizes
 )
 
 

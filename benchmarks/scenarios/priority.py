@@ -24,16 +24,18 @@ BACKLOG_PER_PROBE = 20
 GOALS = {"Celery defaults": Goal("ratio", ">=", 20), "Celery tuned": Goal("ratio", ">=", 3)}
 
 
-def waits(bench: Bench, driver: Driver, tag: str) -> list[float]:
-    """Milliseconds each high probe waited, behind a low backlog on a fresh fleet."""
+def waits(bench: Bench, driver: Driver, tag: str, probes: int | None = None) -> list[float]:
+    """Milliseconds each high probe waited (`probes` of them, default the plan's), behind a low
+    backlog on a fresh fleet."""
+    probes = probes or bench.plan.probes
     driver.reset()
     with fleet(bench.log_dir, driver.launches("priority", tag)):
-        backlog = bench.plan.probes * BACKLOG_PER_PROBE
-        progress(f"priority: {driver.label}: {backlog} low jobs, then {bench.plan.probes} probes")
+        backlog = probes * BACKLOG_PER_PROBE
+        progress(f"priority: {driver.label}: {backlog} low jobs, then {probes} probes")
         driver.backlog(backlog, PAUSE_MS)
         driver.saturated()
         samples = []
-        for _ in range(bench.plan.probes):
+        for _ in range(probes):
             sent = time.monotonic()
             samples.append(driver.probe())
             time.sleep(max(0.0, sent + PROBE_EVERY_S - time.monotonic()))
