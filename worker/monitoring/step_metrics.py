@@ -2,7 +2,8 @@
 
 Run time, queue wait (the publish stamp to the run starting), peak RSS, bytes read and written,
 rows out and the quarantine rate of data steps, and what the step reported with `ctx.metric`;
-written in one round trip when the run ends (worker/store/step_stats.py). Kept apart from job
+written when the run ends (worker/store/step_stats.py), in the same round trip as job tracking's
+own record of the run (`tracking.ride_with_run_end`). Kept apart from job
 tracking (worker/runtime/tracking.py) so either can change alone; the app names both.
 
 Peak RSS is the process's high-water mark, reset when the run starts (Linux `clear_refs`), so it
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import redis
 from celery import current_task
 
 from jobrunner.config import get_settings
@@ -140,8 +140,8 @@ class StepMetrics(Middleware):
             reported=dict(job.get(REPORTED) or {}),
         )
         settings = get_settings()
-        try:
-            step_stats.record(
+        tracking.ride_with_run_end(
+            step_stats.run_write(
                 tracking.store().redis,
                 job["id"],
                 run,
@@ -149,5 +149,4 @@ class StepMetrics(Middleware):
                 wait_bounds=settings.metrics.wait_buckets_s,
                 history=settings.alerts.anomaly.history,
             )
-        except redis.RedisError as error:  # a lost figure never fails the step it describes
-            log.error("step metrics of %s/%s not recorded: %s", run.pipeline, run.step, error)
+        )

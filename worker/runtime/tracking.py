@@ -16,6 +16,7 @@ from celery.exceptions import Ignore
 
 from jobrunner.config import get_settings
 from jobrunner.tasks.middleware import Middleware
+from jobrunner.worker.broker import scripts
 from jobrunner.worker.broker.connection import resolve
 from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
 from jobrunner.worker.store import step_stats
@@ -87,10 +88,29 @@ def _ended_run(job: dict[str, Any], state: str, error: str | None = None) -> dic
     return step_entry(job, request, state, _started.pop(request.id, time.time()), error)
 
 
+_riders: dict[str, list[scripts.Call]] = {}  # task id -> writes sent with the run's end
+
+
+def ride_with_run_end(call: scripts.Call) -> None:
+    """Send `call` with the running task's own end write (its step-tree entry, or its job's
+    outcome), in one round trip; outside a task, now. For middleware named before this one
+    (their after-hooks run first)."""
+    request = _request()
+    if request is None:
+        call.script(keys=call.keys, args=call.args)
+    else:
+        _riders.setdefault(request.id, []).append(call)
+
+
+def _take_riders() -> list[scripts.Call]:
+    request = _request()
+    return _riders.pop(request.id, []) if request is not None else []
+
+
 def _record_step(job: dict[str, Any], state: str, error: str | None = None) -> None:
     entry = _ended_run(job, state, error)
     if entry is not None:
-        store().add_step(job["id"], entry)
+        store().add_step(job["id"], entry, _take_riders())
 
 
 def record_drop(
@@ -128,8 +148,9 @@ class JobTracking(Middleware):
             _started[request.id] = time.time()
 
     def after_success(self, job: dict[str, Any], result: Any) -> None:
-        if job.get("final"):  # the last run and the outcome in one round trip
-            store().finish(job["id"], SUCCESS, result=result, step=_ended_run(job, SUCCESS))
+        if job.get("final"):  # the last run, its figures and the outcome in one round trip
+            entry = _ended_run(job, SUCCESS)
+            store().finish(job["id"], SUCCESS, result=result, step=entry, riders=_take_riders())
         else:
             _record_step(job, SUCCESS)
 

@@ -7,7 +7,9 @@ per-job list that waiters block on, so waiting costs no polling and no N-parents
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,8 @@ from jobrunner.worker.broker.keys import (
     job_keys,
 )
 from jobrunner.worker.store.crypto import CLEAR, Cipher, cipher
+
+log = logging.getLogger("jobrunner.store")
 
 PENDING, STARTED, SUCCESS, FAILURE = "PENDING", "STARTED", "SUCCESS", "FAILURE"
 CANCELLED = "CANCELLED"  # final, like SUCCESS and FAILURE: someone cancelled the job
@@ -149,6 +153,7 @@ class JobStore:
         self._finish = client.register_script(observe + scripts.load("finish"))
         self._add_promotion = client.register_script(scripts.load("add_promotion"))
         self._claim_keys = client.register_script(scripts.load("claim_keys"))
+        self._add_step = client.register_script(scripts.load("add_step"))
 
     def create(
         self,
@@ -264,14 +269,31 @@ class JobStore:
         )
         return state.decode() if state else None
 
-    def add_step(self, job_id: str, entry: dict[str, Any]) -> None:
+    def add_step(
+        self, job_id: str, entry: dict[str, Any], riders: Sequence[scripts.Call] = ()
+    ) -> None:
         """Record one run of one of the job's tasks (id, step, outcome, worker, times), for the
-        step tree. Kept while the job may still run; finishing the job sets its usual expiry."""
-        key = job_keys(job_id).steps
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.rpush(key, json.dumps(entry))
-            pipe.expire(key, 2 * self.ttl_s)
-            pipe.execute()
+        step tree. Kept while the job may still run; finishing the job sets its usual expiry.
+        `riders`: other writes about the run, sent in the same round trip (see `_run`)."""
+        steps = job_keys(job_id).steps
+        self._run(
+            scripts.Call(self._add_step, [steps], [json.dumps(entry), 2 * self.ttl_s]), riders
+        )
+
+    def _run(self, call: scripts.Call, riders: Sequence[scripts.Call]) -> Any:
+        """`call`'s reply, with `riders` sent first in the same round trip: a run's figures
+        (worker/monitoring/step_metrics.py) ride with its record, so a step costs one write when
+        it ends. A rider's failure is logged, never raised: a lost figure never fails the step
+        it describes."""
+        if not riders:
+            return call.script(keys=call.keys, args=call.args)
+        *ridden, own = scripts.call_all(self.redis, [*riders, call])
+        for reply in ridden:
+            if isinstance(reply, Exception):
+                log.error("a write riding with a step's end failed: %s", reply)
+        if isinstance(own, Exception):
+            raise own
+        return own
 
     def steps(self, job_id: str) -> list[dict[str, Any]]:
         return [json.loads(raw) for raw in self.redis.lrange(job_keys(job_id).steps, 0, -1)]
@@ -300,9 +322,11 @@ class JobStore:
         result: Any = None,
         error: str = "",
         step: dict[str, Any] | None = None,
+        riders: Sequence[scripts.Call] = (),
     ) -> bool:
         """Record the outcome once; False if the job had already finished. `step`: the final
-        task's run for the step tree (see add_step), recorded in the same round trip."""
+        task's run for the step tree (see add_step), recorded in the same round trip, as are
+        `riders` (see `_run`)."""
         value_field, value = (
             ("result", self.cipher.seal(json.dumps(result)))
             if state == SUCCESS
@@ -311,18 +335,16 @@ class JobStore:
         now = repr(time.time())
         outcome = OUTCOMES[state]
         flows = [str(part) for flow in data_flow(result) for part in flow]
-        won = self._finish(
-            keys=[OPEN_JOBS, METRICS, *job_keys(job_id)],
-            args=[
-                now,
-                *(state, value_field, value, self.ttl_s, job_id, outcome),
-                json.dumps(step) if step else "",
-                len(self.run_bounds),
-                *self.run_bounds,
-                *flows,
-            ],
-        )
-        return bool(won)
+        args = [
+            now,
+            *(state, value_field, value, self.ttl_s, job_id, outcome),
+            json.dumps(step) if step else "",
+            len(self.run_bounds),
+            *self.run_bounds,
+            *flows,
+        ]
+        call = scripts.Call(self._finish, [OPEN_JOBS, METRICS, *job_keys(job_id)], args)
+        return bool(self._run(call, riders))
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job's record, failures and promotions, read in one round trip (waiters and

@@ -14,8 +14,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+from weakref import WeakKeyDictionary
 
 import redis
+from redis.commands.core import Script
 
 from jobrunner.worker.broker import scripts
 from jobrunner.worker.broker.keys import (
@@ -71,7 +74,7 @@ def _observe(
     addf[f"{name}{SEP}sum"] = value
 
 
-def record(
+def run_write(
     client: redis.Redis,
     job_id: str,
     run: StepRun,
@@ -79,10 +82,11 @@ def record(
     run_bounds: Sequence[float],
     wait_bounds: Sequence[float],
     history: int,
-) -> None:
-    """Count the run, observe its histograms, keep its reported figures on the job record and
-    (for a succeeded run) push its measures onto the step's histories: one Lua call, since a
-    pipeline of twenty-odd commands costs more in redis-py than the step it describes."""
+) -> scripts.Call:
+    """The write that counts the run, observes its histograms, keeps its reported figures on the
+    job record and (for a succeeded run) pushes its measures onto the step's histories: one Lua
+    call, since a pipeline of twenty-odd commands costs more in redis-py than the step it
+    describes. Sent by the caller, with the run's own end write (worker/store/jobs.py)."""
     labels = f"{run.pipeline}{SEP}{run.step}"
     add = {
         f"step_runs{SEP}{run.outcome}{SEP}{labels}": 1,
@@ -106,8 +110,24 @@ def record(
         "keep": history,
     }
     keys = [METRICS, STEP_VALUES, job_keys(job_id).record, STEP_HISTORIES]
-    # register_script only hashes the source; redis-py loads it on the first NOSCRIPT.
-    client.register_script(scripts.load("step_run"))(keys=keys, args=[json.dumps(figures)])
+    return scripts.Call(_step_run(client), keys, [json.dumps(figures)])
+
+
+def record(client: redis.Redis, job_id: str, run: StepRun, **bounds: Any) -> None:
+    """Write the run's figures now (see `run_write` for `bounds`), in a round trip of its own."""
+    call = run_write(client, job_id, run, **bounds)
+    call.script(keys=call.keys, args=call.args)
+
+
+def _step_run(client: redis.Redis) -> Script:
+    """step_run.lua on `client`; register_script only hashes the source, once per client."""
+    script = _SCRIPTS.get(client)
+    if script is None:
+        script = _SCRIPTS[client] = client.register_script(scripts.load("step_run"))
+    return script
+
+
+_SCRIPTS: WeakKeyDictionary[redis.Redis, Script] = WeakKeyDictionary()
 
 
 def count(client: redis.Redis, pipeline: str, step: str, outcome: str) -> None:
