@@ -74,8 +74,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # of its CPU per short step (`jobrunner bench`), for nobody when nothing watches. So
         # workers send them while Flower runs: Flower turns them on in every worker at start and
         # every few seconds after (its enable_events option). `jobrunner status` and the
-        # exporter read job records, not events. Publishers always send task-sent events, so
-        # Flower knows each step from the moment it is queued (task_track_started stays off).
+        # exporter read job records, not events. Clients always send task-sent events, so Flower
+        # knows a job's first step from the moment it is queued; a worker's pool processes send
+        # theirs (a chain's next link, a fan-out's members) while Flower watches, as the other
+        # task events (worker/runtime/sent_events.py). task_track_started stays off.
         # https://docs.celeryq.dev/en/stable/userguide/monitoring.html#events
         "worker_send_task_events": False,
         "task_send_sent_event": True,

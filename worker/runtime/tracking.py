@@ -19,6 +19,7 @@ from jobrunner.tasks.middleware import Middleware
 from jobrunner.worker.broker import scripts
 from jobrunner.worker.broker.connection import resolve
 from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
+from jobrunner.worker.runtime import sent_events
 from jobrunner.worker.store import step_stats
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
 from jobrunner.worker.store.jobs import (
@@ -146,6 +147,7 @@ class JobTracking(Middleware):
         request = _request()
         if request is not None:
             _started[request.id] = time.time()
+            sent_events.follow(current_task.app)
 
     def after_success(self, job: dict[str, Any], result: Any) -> None:
         if job.get("final"):  # the last run, its figures and the outcome in one round trip

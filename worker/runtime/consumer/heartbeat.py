@@ -9,6 +9,7 @@ from typing import Any
 from celery.worker import state
 from celery.worker.consumer import Consumer
 
+from jobrunner.worker.runtime import sent_events
 from jobrunner.worker.runtime.admission import AdmissionGate
 from jobrunner.worker.runtime.consumer.admission import AdmissionStep
 from jobrunner.worker.runtime.consumer.base import PeriodicStep, job_store, worker_pool
@@ -28,6 +29,7 @@ class HeartbeatStep(PeriodicStep):
         self.every(c, self.settings.admission.check_interval_s, lambda: self.publish(c))
 
     def publish(self, c: Consumer) -> None:
+        sent_events.note_watching(c.event_dispatcher)  # read by the pool processes
         gate: AdmissionGate = c.jobrunner_gate
         scaler = getattr(c.controller, "autoscaler", None)
         room = gate.headroom
