@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import redis
@@ -40,7 +40,8 @@ from jobrunner.tasks.errors import PayloadError, PayloadTooLarge, PipelineError
 from jobrunner.tasks.pipeline import Pipeline
 from jobrunner.tasks.registry import load_pipelines
 from jobrunner.worker.app import create_app
-from jobrunner.worker.broker import connection
+from jobrunner.worker.broker import connection, scripts
+from jobrunner.worker.broker.transport import publish_commands, run_atomically
 from jobrunner.worker.store.control import PauseStore, actor
 from jobrunner.worker.store.jobs import CANCELLED, FAILURE, JobRecord, JobStore, open_store
 from jobrunner.worker.validation import check_deadline, check_idempotency_key, check_json
@@ -48,6 +49,20 @@ from jobrunner.worker.validation import check_deadline, check_idempotency_key, c
 
 class JobError(JobrunnerError):
     """A job failed, is unknown, or did not finish in time."""
+
+
+class BulkSubmitError(JobError):
+    """`submit_many` failed part way: the jobs of the chunks sent before (`accepted`, their
+    ids) are enqueued, none of the others is."""
+
+    def __init__(self, message: str, accepted: list[str]) -> None:
+        super().__init__(message)
+        self.accepted = accepted
+
+
+# Jobs per chunk of a bulk submission: each chunk is recorded and sent whole or not at all, and
+# a client's memory for its messages stays that of one chunk however many jobs are submitted.
+BULK_CHUNK_JOBS = 2_000
 
 
 def validate_payload(
@@ -261,6 +276,65 @@ class _Message(NamedTuple):
     routing_key: str
 
 
+_Command = tuple[str, tuple[Any, ...]]  # a Redis command's name and arguments
+_PUSHES = frozenset({"lpush", "rpush"})  # list pushes: a chunk's to one list merge into one
+_MESSAGE = object()  # in a rendered command: where the message's text goes
+_RENDERED_KEPT = 1024  # distinct payloads whose rendering a template keeps (memory stays flat)
+
+
+def _swap(text: str, swaps: list[tuple[str, str]]) -> str:
+    for old, new in swaps:
+        text = text.replace(old, new)
+    return text
+
+
+class _Text(NamedTuple):
+    """A message's text as kombu pushes it to Redis, made of the template's own ids, around the
+    two values it gets per job besides its ids: the body as Celery serialized it (kombu encodes
+    it for the envelope, base64 by default) and the delivery tag kombu gives it."""
+
+    body: str
+    head: str  # the envelope up to the encoded body
+    middle: str  # between the encoded body and the delivery tag
+    tail: str
+
+    @classmethod
+    def split(cls, text: str, body: str, tag: str, channel: Any) -> _Text | None:
+        """`text` split around its encoded `body` and its delivery `tag`; None unless each is
+        found exactly once, in that order."""
+        encoded = json.dumps(channel.encode_body(body, channel.body_encoding)[0])
+        if text.count(encoded) != 1 or text.count(tag) != 1:
+            return None
+        head, rest = text.split(encoded)
+        if tag not in rest:
+            return None
+        middle, tail = rest.split(tag)
+        return cls(body, head, middle, tail)
+
+    def fill(self, swaps: list[tuple[str, str]], channel: Any) -> str:
+        """The text for a job whose ids replace the template's (`swaps`), a fresh delivery tag
+        (kombu's are uuid4 strings too)."""
+        encoded = channel.encode_body(_swap(self.body, swaps), channel.body_encoding)[0]
+        return "".join(
+            (
+                _swap(self.head, swaps),
+                json.dumps(encoded),
+                _swap(self.middle, swaps),
+                str(uuid.uuid4()),
+                _swap(self.tail, swaps),
+            )
+        )
+
+
+class _Rendered(NamedTuple):
+    """A job's Redis commands for one payload, with the template's own ids: per message its
+    text (None: a message no command carries), and the commands as (name, arguments with
+    `_MESSAGE` where the text goes, the index of the message whose text that is, or -1)."""
+
+    texts: list[_Text | None]
+    commands: list[tuple[str, tuple[Any, ...], int]]
+
+
 class _Template:
     """One job's messages as Celery and kombu build them (routing, headers, reprs, the task-sent
     event), decoded, with the values that differ from job to job made slots: the job id and
@@ -309,12 +383,17 @@ class _Template:
             )
             for r, body in decoded
         ]
-        own = _Stamp(list(self._ids), job.payload, {})
+        self._own_ids = list(self._ids)
+        own = _Stamp(self._own_ids, job.payload, {})
         if [self._prepare(m, own) for m in self.messages] != [r.message for r in recorded]:
             raise JobError(
                 "could not build the batch's messages: stamped with its own values, the "
                 "template is not what Celery built"
             )
+        self._counts: list[int] | None = None  # how often each own id occurs in a rendering
+        self._rendered: dict[str, _Rendered | None] = {}  # by payload JSON
+        if self._render(job.payload) is None:
+            raise JobError("could not build the batch's messages: kombu's text is not as expected")
 
     def _pattern(self, node: Any, *, fresh: bool = False) -> Any:
         """`node` with its job-dependent values made slots. What holds none is shared by all
@@ -348,34 +427,92 @@ class _Template:
             properties,
         )
 
-    def stamp(self, job_id: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
-        """The job's messages, with fresh task ids, ready for the channel."""
-        task_ids = (str(uuid.uuid4()) for _ in range(len(self._ids) - 1))
-        job = _Stamp([job_id, *task_ids], payload, {})
-        return [self._prepare(message, job) for message in self.messages]
+    def _commands(self, job: _Stamp) -> tuple[list[_Command], list[str], list[str]]:
+        """The job's Redis commands as Celery and kombu build them, message by message (the
+        messages stamped, then published by kombu into a recorder): exact by construction.
+        Also each message's body as serialized, and its delivery tag."""
+        commands, bodies, tags = [], [], []
+        for pattern in self.messages:
+            message = self._prepare(pattern, job)
+            bodies.append(message["body"])
+            commands.extend(
+                publish_commands(self.channel, message, pattern.exchange, pattern.routing_key)
+            )
+            tags.append(message["properties"]["delivery_tag"])
+        return commands, bodies, tags
 
-    def send(self, jobs: list[tuple[str, dict[str, Any]]]) -> None:
-        """Every job's messages in one Redis pipeline where kombu can batch (its Redis channel
-        can), else one by one; routed by kombu either way (queues, wake tokens, event fanout).
-        Stamped afresh on each call: kombu encodes a message in place as it sends it."""
-        create_batch = getattr(self.channel, "create_publish_batch", None)
-        size = len(jobs) * len(self.messages)
-        batch = create_batch(max_size=4 * size + 1) if create_batch else None
-        try:
-            for job_id, payload in jobs:
-                for message, pattern in zip(
-                    self.stamp(job_id, payload), self.messages, strict=True
-                ):
-                    route = {"exchange": pattern.exchange, "routing_key": pattern.routing_key}
-                    if batch is not None:
-                        batch.publish(message, **route)
-                    else:
-                        self.channel.basic_publish(message, **route)
-            if batch is not None:
-                batch.flush()
-        finally:
-            if batch is not None:
-                batch.close()
+    def _render(self, payload: dict[str, Any]) -> _Rendered | None:
+        """The messages for `payload` with the template's own ids (see `_Rendered`); None where
+        swapping ids in the text would not give what Celery sends (an id cut short by a repr's
+        truncation, or a payload holding one of the template's ids)."""
+        commands, bodies, tags = self._commands(_Stamp(self._own_ids, payload, {}))
+        texts: list[_Text | None] = [None] * len(bodies)
+        shaped: list[tuple[str, tuple[Any, ...], int]] = []
+        for name, args in commands:
+            index = next((i for i, tag in enumerate(tags) for a in args if tag in str(a)), -1)
+            if index < 0:
+                shaped.append((name, args, index))
+                continue
+            text = next(a for a in args if tags[index] in str(a))
+            if texts[index] is None:
+                texts[index] = _Text.split(text, bodies[index], tags[index], self.channel)
+                if texts[index] is None:
+                    return None
+            elif texts[index] != _Text.split(text, bodies[index], tags[index], self.channel):
+                return None
+            shaped.append((name, tuple(_MESSAGE if a == text else a for a in args), index))
+        pieces = [piece for text in texts if text is not None for piece in text]
+        counts = [sum(piece.count(own) for piece in pieces) for own in self._own_ids]
+        if self._counts is not None and counts != self._counts:
+            return None
+        self._counts = counts
+        return _Rendered(texts, shaped)
+
+    def stamp(self, job_id: str, payload: dict[str, Any], key: str) -> list[_Command]:
+        """The Redis commands that send the job, fresh task ids and delivery tags, as kombu
+        would run them message by message. `key`: the payload as JSON, by which its messages
+        are rendered once (`_render`) and then only have their ids swapped per job; the
+        rare payload that cannot be so is built by Celery and kombu for each job."""
+        if key not in self._rendered:
+            if len(self._rendered) >= _RENDERED_KEPT:
+                self._rendered.clear()
+            self._rendered[key] = self._render(payload)
+        rendered = self._rendered[key]
+        task_ids = [str(uuid.uuid4()) for _ in range(len(self._own_ids) - 1)]
+        if rendered is None:
+            return self._commands(_Stamp([job_id, *task_ids], payload, {}))[0]
+        swaps = list(zip(self._own_ids, [job_id, *task_ids], strict=True))
+        texts = [None if t is None else t.fill(swaps, self.channel) for t in rendered.texts]
+        return [
+            (name, tuple(texts[index] if a is _MESSAGE else a for a in args))
+            for name, args, index in rendered.commands
+        ]
+
+    def commands(self, jobs: list[tuple[str, dict[str, Any], str]]) -> list[_Command]:
+        """The Redis commands that send `jobs` ((id, payload, payload as JSON) each): each
+        list's pushes merged into one command, in the same order (wake tokens too: one push of
+        all of a queue's tokens), then each pub/sub channel's messages (the task-sent events)
+        published by one script (publish_many.lua), then the rest."""
+        pushes: dict[tuple[str, Any], list[Any]] = {}
+        published: dict[Any, list[Any]] = {}
+        rest: list[_Command] = []  # anything else, as kombu ran it (a queue's expiry, say)
+        for job_id, payload, key in jobs:
+            for name, args in self.stamp(job_id, payload, key):
+                if name in _PUSHES:
+                    pushes.setdefault((name, args[0]), []).extend(args[1:])
+                elif name == "publish":
+                    published.setdefault(args[0], []).extend(args[1:])
+                else:
+                    rest.append((name, args))
+        merged = [(name, (key, *values)) for (name, key), values in pushes.items()]
+        return (
+            merged
+            + [
+                ("eval", (scripts.load("publish_many"), 1, topic, *messages))
+                for topic, messages in published.items()
+            ]
+            + rest
+        )
 
 
 def _first_of_keys(keys: Sequence[str], payloads: list[dict[str, Any]]) -> dict[str, list[int]]:
@@ -578,7 +715,7 @@ class Client:
             return self._submit_keyed(declared, tier, deadline, normalized, first)
         ids = [uuid.uuid4().hex for _ in normalized]
         jobs = list(zip(ids, normalized, strict=True))
-        self._enqueue(declared, tier, deadline, jobs, self._record_fields(declared))
+        self._enqueue_many(declared, tier, deadline, jobs, self._record_fields(declared))
         return [Job(job_id, self.store) for job_id in ids]
 
     def _submit_keyed(
@@ -601,9 +738,10 @@ class Client:
                     ids[key] = self._same_job(existing, key, declared.name, tier, payload).id
             fresh = [(ids[key], normalized[first[key][0]]) for key in claimed]
             if fresh:
-                self._enqueue(declared, tier, deadline, fresh, self._record_fields(declared))
-        except Exception:
-            self.store.release_idempotency_keys(claimed)
+                self._enqueue_many(declared, tier, deadline, fresh, self._record_fields(declared))
+        except Exception as error:
+            accepted = set(error.accepted if isinstance(error, BulkSubmitError) else ())
+            self.store.release_idempotency_keys([k for k in claimed if ids[k] not in accepted])
             raise
         jobs = {key: Job(ids[key], self.store) for key in first}
         by_index = {i: jobs[key] for key, indexes in first.items() for i in indexes}
@@ -640,24 +778,70 @@ class Client:
     def _sending(
         self, declared: Pipeline, tier: str, jobs: list[tuple[str, dict[str, Any]]]
     ) -> Iterator[Callable[[], object]]:
-        """How to send `jobs`, all but the send done. One job is Celery's own send,
-        `apply_async` (which retries a lost connection by the app's task_publish_retry_policy);
-        several are stamped from one template Celery builds (`_Template`), in one round trip."""
-        if len(jobs) == 1:
-            yield self._compile(declared, tier, *jobs[0]).canvas.apply_async
-            return
-        with self.app.producer_or_acquire() as producer:
-            compiled = self._compile(declared, tier, uuid.uuid4().hex, dict(_SENTINEL))
-            yield partial(self._send, _Template(self.app, compiled, producer), jobs)
+        """How to send one job, all but the send done: Celery's own send, `apply_async` (which
+        retries a lost connection by the app's task_publish_retry_policy)."""
+        (job,) = jobs
+        yield self._compile(declared, tier, *job).canvas.apply_async
 
-    def _send(self, template: _Template, jobs: list[tuple[str, dict[str, Any]]]) -> None:
-        """Send, retrying a lost connection as Celery's own publish does (the app's
-        `task_publish_retry_policy`), so a broker restart is a pause, not an error."""
+    def _enqueue_many(
+        self,
+        declared: Pipeline,
+        tier: str,
+        deadline: float,
+        jobs: list[tuple[str, dict[str, Any]]],
+        fields: dict[str, str],
+    ) -> None:
+        """Record and send two jobs or more, `BULK_CHUNK_JOBS` at a time, each chunk whole or
+        not at all: its records in one atomic call, then all its messages in one MULTI/EXEC
+        (stamped from one template Celery builds, `_Template`, before anything is written);
+        if that fails, the chunk's records are removed again. A failure after the first chunk
+        raises `BulkSubmitError`, naming the jobs accepted before it."""
+        if len(jobs) == 1:  # a batch of one is sent as `submit` sends it
+            self._enqueue(declared, tier, deadline, jobs, fields)
+            return
+        accepted: list[str] = []
+        try:
+            with self.app.producer_or_acquire() as producer:
+                compiled = self._compile(declared, tier, uuid.uuid4().hex, dict(_SENTINEL))
+                template = _Template(self.app, compiled, producer)
+                for start in range(0, len(jobs), BULK_CHUNK_JOBS):
+                    chunk = [
+                        (i, p, json.dumps(p)) for i, p in jobs[start : start + BULK_CHUNK_JOBS]
+                    ]
+                    commands = template.commands(chunk)
+                    ids = [job_id for job_id, _, _ in chunk]
+                    try:
+                        self.store.create_many(
+                            [(job_id, text) for job_id, _, text in chunk],
+                            declared.name,
+                            tier,
+                            deadline,
+                            fields,
+                        )
+                        self._send(template.channel, commands)
+                    except Exception:
+                        self.store.delete(ids)
+                        raise
+                    accepted.extend(ids)
+        except Exception as error:
+            self._reachable = False
+            done = f" ({len(accepted)} of them enqueued before)" if accepted else ""
+            if accepted or not isinstance(error, JobrunnerError):
+                error = BulkSubmitError(
+                    f"could not enqueue {len(jobs)} jobs for {declared.name}{done}: {error}",
+                    accepted,
+                )
+            raise error from None
+
+    def _send(self, channel: Any, commands: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Run a chunk's commands in one transaction, retrying a lost connection as Celery's own
+        publish does (the app's `task_publish_retry_policy`), so a broker restart is a pause,
+        not an error."""
         policy = self.app.conf.task_publish_retry_policy or {}
         delay = float(policy.get("interval_start", 0))
         for attempt in itertools.count():
             try:
-                template.send(jobs)
+                run_atomically(channel, commands)
                 return
             except (KombuError, redis.ConnectionError, redis.TimeoutError, OSError):
                 if attempt >= int(policy.get("max_retries", 3)):
