@@ -542,8 +542,8 @@ class _Template:
 
     def commands(self, jobs: list[tuple[str, dict[str, Any], str]]) -> list[_Command]:
         """The Redis commands that send `jobs` ((id, payload, payload as JSON) each): each
-        list's pushes merged into one command, in the same order (wake tokens too: one push of
-        all of a queue's tokens), then each pub/sub channel's messages (the task-sent events)
+        list's pushes merged into one command, in the same order (a queue's wake tokens, all
+        alike, by one script that pushes copies: push_copies.lua), then each pub/sub channel's messages (the task-sent events)
         published by one script (publish_many.lua), then the rest."""
         pushes: dict[tuple[str, Any], list[Any]] = {}
         published: dict[Any, list[Any]] = {}
@@ -556,7 +556,12 @@ class _Template:
                     published.setdefault(args[0], []).extend(args[1:])
                 else:
                     rest.append((name, args))
-        merged = [(name, (key, *values)) for (name, key), values in pushes.items()]
+        merged = [
+            ("eval", (scripts.load("push_copies"), 1, key, name, values[0], len(values)))
+            if values.count(values[0]) == len(values)
+            else (name, (key, *values))
+            for (name, key), values in pushes.items()
+        ]
         return (
             merged
             + [

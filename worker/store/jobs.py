@@ -179,8 +179,9 @@ class JobStore:
         shared.update(deadline_at=repr(now + deadline_s), **(fields or {}))
         seal = self.cipher.seal
         self._create_jobs(
-            keys=[JOBS, OPEN_JOBS, METRICS, *(job_keys(job_id).record for job_id, _ in jobs)],
+            keys=[JOBS, OPEN_JOBS, METRICS],
             args=[
+                job_keys("").record,
                 repr(now),
                 repr(now + deadline_s),
                 SEP.join(("jobs", "submitted", pipeline, tier)),
