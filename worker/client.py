@@ -393,8 +393,15 @@ class _Template:
     messages Celery built (it would not were the first task's arguments something JSON does not
     carry unchanged, a tuple say: the reprs made from their decoded copy would differ)."""
 
-    def __init__(self, app: Celery, job: Compiled, producer: Producer) -> None:
-        recorded = _record(app, job.canvas, producer)
+    def __init__(
+        self, app: Celery, job: Compiled, producer: Producer, *, sent_events: bool = True
+    ) -> None:
+        """`sent_events`: keep Celery's task-sent events (event messages: no task header)."""
+        recorded = [
+            sent
+            for sent in _record(app, job.canvas, producer)
+            if sent_events or "task" in sent.message["headers"]
+        ]
         if not recorded:
             raise JobError("could not build the batch's messages: Celery sent none")
         self.channel = producer.channel
@@ -516,23 +523,26 @@ class _Template:
         self._occurrences = occurrences
         return _Rendered(texts, shaped)
 
-    def stamp(self, job_id: str, payload: dict[str, Any], key: str) -> list[_Command]:
-        """The Redis commands that send the job, fresh task ids and delivery tags, as kombu
-        would run them message by message. `key`: the payload as JSON, by which its messages
-        are rendered once (`_render`) and then only have ids and tags filled in per job; the
-        rare payload that cannot be so is built by Celery and kombu for each job."""
+    def stamp(
+        self, job_id: str, payload: dict[str, Any], key: str, fresh: list[str] | None = None
+    ) -> list[_Command]:
+        """The Redis commands that send the job, fresh task ids and delivery tags (`fresh`, or
+        made here), as kombu would run them message by message. `key`: the payload as JSON, by
+        which its messages are rendered once (`_render`) and then only have ids and tags filled
+        in per job; the rare payload that cannot be so is built by Celery and kombu per job."""
         if key not in self._rendered:
             if len(self._rendered) >= _RENDERED_KEPT:
                 self._rendered.clear()
             self._rendered[key] = self._render(payload)
         rendered = self._rendered[key]
         tasks = len(self._own_ids) - 1
+        fresh = fresh or _uuid4s(self.fresh_per_job)
         if rendered is None:
-            return self._commands(_Stamp([job_id, *_uuid4s(tasks)], payload, {}))[0]
-        fresh = _uuid4s(tasks + len(rendered.texts))
+            return self._commands(_Stamp([job_id, *fresh[:tasks]], payload, {}))[0]
         ids = [job_id, *fresh[:tasks]]
+        encode = self._encode
         texts = [
-            None if text is None else text.fill(ids, tag, self._encode)
+            None if text is None else text.fill(ids, tag, encode)
             for text, tag in zip(rendered.texts, fresh[tasks:], strict=True)
         ]
         return [
@@ -540,16 +550,25 @@ class _Template:
             for name, args, index in rendered.commands
         ]
 
+    @property
+    def fresh_per_job(self) -> int:
+        """How many fresh uuids a job takes: its task ids and its messages' delivery tags."""
+        return len(self._own_ids) - 1 + len(self.messages)
+
     def commands(self, jobs: list[tuple[str, dict[str, Any], str]]) -> list[_Command]:
         """The Redis commands that send `jobs` ((id, payload, payload as JSON) each): each
         list's pushes merged into one command, in the same order (a queue's wake tokens, all
-        alike, by one script that pushes copies: push_copies.lua), then each pub/sub channel's messages (the task-sent events)
-        published by one script (publish_many.lua), then the rest."""
+        alike, by one script that pushes copies: push_copies.lua), then each pub/sub channel's
+        messages (the task-sent events) published by one script (publish_many.lua), then the
+        rest."""
         pushes: dict[tuple[str, Any], list[Any]] = {}
         published: dict[Any, list[Any]] = {}
         rest: list[_Command] = []  # anything else, as kombu ran it (a queue's expiry, say)
-        for job_id, payload, key in jobs:
-            for name, args in self.stamp(job_id, payload, key):
+        per_job = self.fresh_per_job
+        fresh = _uuid4s(per_job * len(jobs))
+        for at, (job_id, payload, key) in enumerate(jobs):
+            mine = fresh[at * per_job : (at + 1) * per_job]
+            for name, args in self.stamp(job_id, payload, key, mine):
                 if name in _PUSHES:
                     pushes.setdefault((name, args[0]), []).extend(args[1:])
                 elif name == "publish":
@@ -860,7 +879,8 @@ class Client:
         try:
             with self.app.producer_or_acquire() as producer:
                 compiled = self._compile(declared, tier, uuid.uuid4().hex, dict(_SENTINEL))
-                template = _Template(self.app, compiled, producer)
+                events = self.settings.flower.bulk_sent_events
+                template = _Template(self.app, compiled, producer, sent_events=events)
                 for start in range(0, len(jobs), BULK_CHUNK_JOBS):
                     chunk = [
                         (i, p, json.dumps(p)) for i, p in jobs[start : start + BULK_CHUNK_JOBS]

@@ -13,8 +13,8 @@ import redis
 
 from jobrunner.config import TIERS, ConfigError, get_settings
 from jobrunner.tasks.errors import PayloadError, PipelineError
-from jobrunner.worker.broker.keys import IDEMPOTENCY, JOBS, OPEN_JOBS
-from jobrunner.worker.client import Client, JobError
+from jobrunner.worker.broker.keys import IDEMPOTENCY, JOBS, OPEN_JOBS, wake_key
+from jobrunner.worker.client import BulkSubmitError, Client, JobError
 from tests.conftest import Workers
 
 pytestmark = pytest.mark.integration
@@ -170,3 +170,42 @@ def test_a_key_reused_for_another_payload_enqueues_nothing(
 
 def test_empty_batch_is_nothing(client: Client) -> None:
     assert client.submit_many("chain3", [], tier="low") == []
+
+
+def test_a_failure_part_way_leaves_whole_chunks(
+    stack_env: dict[str, str],
+    capped_redis_url: str,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker that fills up part way through a batch (room for about two chunks; a chunk's
+    transaction is held in memory while it is read): the chunks before are enqueued whole
+    (records, messages, wake tokens), the failing one and those after not at all, its records
+    removed; the error names the jobs accepted."""
+    from jobrunner.worker import client as client_module
+
+    chunk, chunks = 20, 6
+    monkeypatch.setattr(client_module, "BULK_CHUNK_JOBS", chunk)
+    settings = get_settings().model_copy(
+        update={"broker_url": capped_redis_url, "result_url": stack_env["JOBRUNNER_BROKER_URL"]}
+    )
+    capped = redis.Redis.from_url(capped_redis_url)
+    bulk = Client(settings)
+    queue = settings.queue("low")
+    payloads = [{"tag": f"{n}:" + "x" * 20_000} for n in range(chunk * chunks)]
+    bulk.submit_many("sleepy", payloads[:chunk], tier="low")  # what one chunk takes
+    one_chunk = capped.info("memory")["used_memory"]
+    capped.delete(queue, wake_key(queue))
+    base = capped.info("memory")["used_memory"]
+    capped.config_set("maxmemory", base + (one_chunk - base) * 5 // 2)
+    before = redis_client.zcard(JOBS), redis_client.zcard(OPEN_JOBS)
+    with pytest.raises(BulkSubmitError, match=r"\d+ of them enqueued before") as failed:
+        bulk.submit_many("sleepy", payloads, tier="low")
+    accepted = failed.value.accepted
+    assert 0 < len(accepted) < len(payloads)
+    assert len(accepted) % chunk == 0
+    assert capped.llen(queue) == capped.llen(wake_key(queue)) == len(accepted)
+    after = redis_client.zcard(JOBS), redis_client.zcard(OPEN_JOBS)
+    assert (after[0] - before[0], after[1] - before[1]) == (len(accepted), len(accepted))
+    stored = [bulk.job(job_id).record().payload["tag"] for job_id in accepted]
+    assert stored == [payload["tag"] for payload in payloads[: len(accepted)]]

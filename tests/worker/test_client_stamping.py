@@ -68,13 +68,14 @@ def celerys(client: Client, pipeline: str, job_id: str, payload: dict[str, Any])
         ]
 
 
-def template(client: Client, pipeline: str) -> internals._Template:
-    """The template `submit_many` builds for a batch of `pipeline`."""
+def template(client: Client, pipeline: str, *, events: bool = True) -> internals._Template:
+    """The template `submit_many` builds for a batch of `pipeline` (with task-sent events, or
+    without: `flower.bulk_sent_events`)."""
     job = client._compile(
         client.pipeline(pipeline), "low", uuid.uuid4().hex, dict(internals._SENTINEL)
     )
     with client.app.producer_or_acquire() as producer:
-        return internals._Template(client.app, job, producer)
+        return internals._Template(client.app, job, producer, sent_events=events)
 
 
 def stamp(stamped: internals._Template, job_id: str, payload: dict[str, Any]) -> list[Any]:
@@ -137,6 +138,15 @@ def test_a_payload_holding_a_template_id_is_built_by_celery(
     ours = stamp(stamped, job_id, payload)
     assert stamped._rendered[json.dumps(payload)] is None
     assert canonical(ours) == canonical(celerys(bulk_client, pipeline, job_id, payload))
+
+
+def test_without_sent_events_a_job_is_celerys_task_messages_alone(bulk_client: Client) -> None:
+    stamped = template(bulk_client, "group_sum", events=False)
+    job_id, payload = uuid.uuid4().hex, {"start": 3}
+    theirs = celerys(bulk_client, "group_sum", job_id, payload)
+    assert any(name == "publish" for name, _ in theirs)
+    tasks = [(name, args) for name, args in theirs if name != "publish"]
+    assert canonical(stamp(stamped, job_id, payload)) == canonical(tasks)
 
 
 @pytest.fixture(scope="module")
