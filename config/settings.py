@@ -114,6 +114,9 @@ class FlowerSettings(_Section):
     oauth2_key: str = Field(default="", description="OAuth client id")
     oauth2_secret: str = Field(default="", description="OAuth client secret")
     oauth2_redirect_uri: str = Field(default="", description="OAuth callback URL")
+    bulk_sent_events: bool = Field(
+        default=False, description="submit_many sends task-sent events (else shown at start)"
+    )
 
 
 class MetricsSettings(_Section):

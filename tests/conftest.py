@@ -34,6 +34,7 @@ from tests.support.steps import STARTS
 
 pytest_plugins = [
     "tests.fixtures.api",
+    "tests.fixtures.capped_redis",
     "tests.fixtures.fleet",
     "tests.fixtures.otlp",
     "tests.fixtures.prometheus",

@@ -5,6 +5,8 @@ pipeline shapes, the messages it sends for a job are those Celery sends for the 
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 
 from jobrunner.worker import client as internals
 from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
+from jobrunner.worker.broker.transport import publish_commands
 from jobrunner.worker.client import Client
 from tests.conftest import Workers
 
@@ -53,40 +56,56 @@ def bulk_client(stack_env: dict[str, str]) -> Client:
 
 
 def celerys(client: Client, pipeline: str, job_id: str, payload: dict[str, Any]) -> list[Any]:
-    """What Celery hands the channel for the job when it sends it itself (`apply_async`)."""
+    """The Redis commands kombu runs when Celery sends the job itself (`apply_async`)."""
     job = client._compile(client.pipeline(pipeline), "low", job_id, payload)
     with client.app.producer_or_acquire() as producer:
-        return internals._record(client.app, job.canvas, producer)
+        return [
+            command
+            for sent in internals._record(client.app, job.canvas, producer)
+            for command in publish_commands(
+                producer.channel, sent.message, sent.exchange, sent.routing_key
+            )
+        ]
 
 
-def template(client: Client, pipeline: str) -> internals._Template:
-    """The template `submit_many` builds for a batch of `pipeline`."""
+def template(client: Client, pipeline: str, *, events: bool = True) -> internals._Template:
+    """The template `submit_many` builds for a batch of `pipeline` (with task-sent events, or
+    without: `flower.bulk_sent_events`)."""
     job = client._compile(
         client.pipeline(pipeline), "low", uuid.uuid4().hex, dict(internals._SENTINEL)
     )
     with client.app.producer_or_acquire() as producer:
-        return internals._Template(client.app, job, producer)
+        return internals._Template(client.app, job, producer, sent_events=events)
 
 
-def canonical(messages: list[dict[str, Any]]) -> str:
-    """The messages as text, each id replaced by a placeholder numbered in order of first
-    appearance, and what a clock says (an event's clock and timestamp, the queued-at stamp)
-    by <n>."""
-    text = repr(
-        [
-            {
-                **message,
-                "body": EVENT_CLOCKS.sub(r'"\1": <n>', message["body"]),
-                "headers": {
-                    key: "<n>" if key == QUEUED_AT_HEADER else value
-                    for key, value in message["headers"].items()
-                },
-            }
-            for message in messages
-        ]
-    )
+def stamp(stamped: internals._Template, job_id: str, payload: dict[str, Any]) -> list[Any]:
+    return stamped.stamp(job_id, payload, json.dumps(payload))
+
+
+def decoded(argument: Any) -> Any:
+    """A message's text as a dict, its body decoded; any other argument as it is."""
+    if not (isinstance(argument, str) and argument.startswith('{"body"')):
+        return argument
+    message = json.loads(argument)
+    message["body"] = base64.b64decode(message["body"]).decode()
+    return message
+
+
+def canonical(commands: list[Any]) -> str:
+    """The commands as text, messages decoded, each id replaced by a placeholder numbered in
+    order of first appearance, and what a clock says (an event's clock and timestamp, the
+    queued-at stamp) by <n>."""
+    shown = []
+    for name, args in commands:
+        shown.append([name])
+        for message in map(decoded, args):
+            if isinstance(message, dict):
+                message["body"] = EVENT_CLOCKS.sub(r'"\1": <n>', message["body"])
+                if QUEUED_AT_HEADER in message["headers"]:
+                    message["headers"][QUEUED_AT_HEADER] = "<n>"
+            shown[-1].append(message)
     ids: dict[str, str] = {}
-    return UUID.sub(lambda m: ids.setdefault(m.group(), f"<id{len(ids)}>"), text)
+    return UUID.sub(lambda m: ids.setdefault(m.group(), f"<id{len(ids)}>"), repr(shown))
 
 
 @pytest.mark.parametrize("pipeline", SHAPES)
@@ -98,15 +117,36 @@ def test_a_stamped_job_is_what_celery_sends(
 ) -> None:
     stamped = template(bulk_client, pipeline)
     job_id, other_id = uuid.uuid4().hex, uuid.uuid4().hex
-    ours, other = stamped.stamp(job_id, payload), stamped.stamp(other_id, payload)
+    ours, other = stamp(stamped, job_id, payload), stamp(stamped, other_id, payload)
     theirs = celerys(bulk_client, pipeline, job_id, payload)
-    assert canonical(ours) == canonical([recorded.message for recorded in theirs])
-    assert [(m.exchange, m.routing_key) for m in stamped.messages] == [
-        (recorded.exchange, recorded.routing_key) for recorded in theirs
-    ]
-    # Fresh task ids per job: two jobs share only the app's reply-to address.
+    assert canonical(ours) == canonical(theirs)
+    # Fresh task ids and delivery tags per job: two jobs share only the app's reply-to address.
+    reply_to = decoded(ours[0][1][1])["properties"]["reply_to"]
     shared = set(UUID.findall(repr(ours))) & set(UUID.findall(repr(other)))
-    assert shared == {ours[0]["properties"]["reply_to"]}
+    assert shared == {reply_to}
+
+
+@pytest.mark.parametrize("pipeline", ["chain3", "nested"])
+def test_a_payload_holding_a_template_id_is_built_by_celery(
+    bulk_client: Client, pipeline: str
+) -> None:
+    """Swapping ids in the text would change the payload too: that job's messages are built
+    by Celery and kombu instead, and are still what Celery sends."""
+    stamped = template(bulk_client, pipeline)
+    payload = {"text": stamped._own_ids[0], "more": stamped._own_ids[1:]}
+    job_id = uuid.uuid4().hex
+    ours = stamp(stamped, job_id, payload)
+    assert stamped._rendered[json.dumps(payload)] is None
+    assert canonical(ours) == canonical(celerys(bulk_client, pipeline, job_id, payload))
+
+
+def test_without_sent_events_a_job_is_celerys_task_messages_alone(bulk_client: Client) -> None:
+    stamped = template(bulk_client, "group_sum", events=False)
+    job_id, payload = uuid.uuid4().hex, {"start": 3}
+    theirs = celerys(bulk_client, "group_sum", job_id, payload)
+    assert any(name == "publish" for name, _ in theirs)
+    tasks = [(name, args) for name, args in theirs if name != "publish"]
+    assert canonical(stamp(stamped, job_id, payload)) == canonical(tasks)
 
 
 @pytest.fixture(scope="module")

@@ -472,5 +472,35 @@ class Channel(kombu_redis.Channel):
         return super()._purge(queue)
 
 
+class _CommandRecorder:
+    """Takes the place of kombu's publish batch (`_publish_batch`): keeps the Redis commands a
+    publish would run instead of running them."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, tuple[Any, ...]]] = []
+
+    def add(self, name: str, *args: Any) -> None:
+        self.commands.append((name, args))
+
+
+def publish_commands(
+    channel: Any, message: dict[str, Any], exchange: str, routing_key: str
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """The Redis commands `channel` would run to publish a prepared `message` (routed, given a
+    delivery tag, encoded and serialized by kombu as for a real send, wake token included),
+    none run: for a bulk sender that runs many jobs' commands in one transaction."""
+    recorder = _CommandRecorder()
+    channel.basic_publish(message, exchange, routing_key, _publish_batch=recorder)
+    return recorder.commands
+
+
+def run_atomically(channel: Any, commands: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """Run `commands` on the channel's Redis in one MULTI/EXEC: all of them or none."""
+    with channel.conn_or_acquire() as client, client.pipeline(transaction=True) as pipe:
+        for name, args in commands:
+            getattr(pipe, name)(*args)
+        pipe.execute()
+
+
 class Transport(kombu_redis.Transport):
     Channel = Channel
