@@ -20,8 +20,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -840,33 +839,38 @@ class Client:
         jobs: list[tuple[str, dict[str, Any]]],
         fields: dict[str, str],
     ) -> None:
-        """Write the jobs' records, then send their messages. What can be built beforehand is
-        (a job's canvas, a batch's messages), so a job is recorded as submitted only once it is
-        about ready to go (its wait measures queueing, not building); if sending fails, the
-        records are removed again."""
+        """Record and send one job. Celery builds its messages (the task and its task-sent
+        event) and kombu routes them, but nothing is sent until the record is written with
+        them: one MULTI/EXEC, all or nothing, when job records live on the broker's Redis (the
+        default), so a job is recorded as submitted only as it goes (its wait measures
+        queueing, not building), at one round trip. Otherwise the record is written first, and
+        removed again if sending fails."""
+        ((job_id, payload),) = jobs
         written = False
         try:
-            with self._sending(declared, tier, jobs) as send:
-                written = True
-                self.store.create(jobs, declared.name, tier, deadline, fields)
-                send()
+            with self.app.producer_or_acquire() as producer:
+                canvas = self._compile(declared, tier, job_id, payload).canvas
+                commands = [
+                    command
+                    for sent in _record(self.app, canvas, producer)
+                    for command in publish_commands(
+                        producer.channel, sent.message, sent.exchange, sent.routing_key
+                    )
+                ]
+                record = self.store.create_commands(jobs, declared.name, tier, deadline, fields)
+                if self.settings.effective_result_url == self.settings.broker_url:
+                    self._send(producer.channel, [*record, *commands])
+                else:  # the records' Redis is not the queues': two round trips
+                    written = True
+                    self.store.create(jobs, declared.name, tier, deadline, fields)
+                    self._send(producer.channel, commands)
         except Exception as error:
             self._reachable = False
             if written:
-                self.store.delete([job_id for job_id, _ in jobs])
+                self.store.delete([job_id])
             if isinstance(error, JobrunnerError):
                 raise
-            what = f"{len(jobs)} jobs" if len(jobs) > 1 else "job"
-            raise JobError(f"could not enqueue {what} for {declared.name}: {error}") from None
-
-    @contextmanager
-    def _sending(
-        self, declared: Pipeline, tier: str, jobs: list[tuple[str, dict[str, Any]]]
-    ) -> Iterator[Callable[[], object]]:
-        """How to send one job, all but the send done: Celery's own send, `apply_async` (which
-        retries a lost connection by the app's task_publish_retry_policy)."""
-        (job,) = jobs
-        yield self._compile(declared, tier, *job).canvas.apply_async
+            raise JobError(f"could not enqueue job for {declared.name}: {error}") from None
 
     def _enqueue_many(
         self,

@@ -168,24 +168,38 @@ class JobStore:
         """Record submitted jobs ((id, payload) each), however many, in one round trip. Not a
         MULTI: a failure part way is undone by `delete`, as is a failure to send. `fields`: more
         of the record, the same for each (the retry policy, the attempt it is)."""
-        now = time.time()
         with self.redis.pipeline(transaction=False) as pipe:
-            for job_id, payload in jobs:
-                pipe.hset(
-                    job_keys(job_id).record,
-                    mapping={
-                        "pipeline": pipeline,
-                        "tier": tier,
-                        "payload": self.cipher.seal(json.dumps(payload)),
-                        "submitted_at": repr(now),
-                        "deadline_at": repr(now + deadline_s),
-                        **(fields or {}),
-                    },
-                )
-            pipe.zadd(JOBS, {job_id: now for job_id, _ in jobs})
-            pipe.zadd(OPEN_JOBS, {job_id: now + deadline_s for job_id, _ in jobs})
-            pipe.hincrby(METRICS, SEP.join(("jobs", "submitted", pipeline, tier)), len(jobs))
+            for name, args in self.create_commands(jobs, pipeline, tier, deadline_s, fields):
+                getattr(pipe, name)(*args)
             pipe.execute()
+
+    def create_commands(
+        self,
+        jobs: list[tuple[str, dict[str, Any]]],
+        pipeline: str,
+        tier: str,
+        deadline_s: float,
+        fields: dict[str, str] | None = None,
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """The Redis commands that record submitted jobs (see `create`), for a caller that
+        sends them with the jobs' messages, submitted now."""
+        now = time.time()
+        commands: list[tuple[str, tuple[Any, ...]]] = []
+        for job_id, payload in jobs:
+            record = {
+                "pipeline": pipeline,
+                "tier": tier,
+                "payload": self.cipher.seal(json.dumps(payload)),
+                "submitted_at": repr(now),
+                "deadline_at": repr(now + deadline_s),
+                **(fields or {}),
+            }
+            commands.append(("hset", (job_keys(job_id).record, None, None, record)))
+        commands.append(("zadd", (JOBS, {job_id: now for job_id, _ in jobs})))
+        commands.append(("zadd", (OPEN_JOBS, {job_id: now + deadline_s for job_id, _ in jobs})))
+        submitted = SEP.join(("jobs", "submitted", pipeline, tier))
+        commands.append(("hincrby", (METRICS, submitted, len(jobs))))
+        return commands
 
     def create_many(
         self,
