@@ -92,6 +92,11 @@ class Root:
             data: bytes = self.fs.cat_file(self._path(name))
             return data
 
+    def open(self, name: str) -> Any:
+        """`name` opened for reading (a seekable binary file), e.g. for pyarrow."""
+        with _named(self, name):
+            return self.fs.open(self._path(name), "rb")
+
     def exists(self, name: str) -> bool:
         with _named(self, name):
             return bool(self.fs.exists(self._path(name)))
