@@ -16,7 +16,14 @@ from jobrunner.config import get_settings
 from jobrunner.tasks.features.formats import InputError
 from jobrunner.tasks.features.objects import ObjectChanged
 from tests.fixtures.s3 import S3Server
-from tests.support.features import JOB_ID, csv_readings, run_features, run_step
+from tests.support.features import (
+    JOB_ID,
+    csv_readings,
+    inputs_under,
+    run_features,
+    run_step,
+    write_inputs,
+)
 
 ROWS = {"a.csv": 6, "b.csv": 4}
 
@@ -97,3 +104,11 @@ def test_a_forged_partition_naming_an_object_outside_the_roots_is_refused(
     forged = {**partition, "path": f"s3://{s3_bucket}/secret/a.csv"}
     with pytest.raises(InputError, match="is outside the input roots"):
         run_step("validate", {}, forged, tmp_path / "other-host", JOB_ID)
+
+
+def test_a_file_url_is_a_local_directory_under_the_same_roots(tmp_path: Path) -> None:
+    inputs = write_inputs(inputs_under(tmp_path), {"a.csv": csv_readings(3)})
+    (partition,) = run_step("ingest", {"input_dir": f"file://{inputs}"}, None, tmp_path, JOB_ID)
+    assert (partition["path"], partition["etag"]) == (str(inputs / "a.csv"), None)
+    with pytest.raises(InputError, match="is outside the input roots"):
+        run_step("ingest", {"input_dir": "file:///etc"}, None, tmp_path, JOB_ID)
