@@ -406,7 +406,7 @@ class ScheduleSettings(_Section):
 class TriggerSettings(_Section):
     """A pipeline submitted when files arrive in a folder, watched by `jobrunner scheduler`."""
 
-    watch: Path = Field(description="the folder watched (local; object storage URLs: later)")
+    watch: str = Field(min_length=1, description="the folder watched: a path or object store URL")
     pattern: str = Field(default="**/*", min_length=1, description="glob of the files, under watch")
     pipeline: str = Field(min_length=1, description="the pipeline each batch submits")
     tier: Tier | None = Field(default=None, description="its tier; none: default_tier")
@@ -435,8 +435,8 @@ class SchedulerSettings(_Section):
 class DataSettings(_Section):
     """Where pipelines may read raw inputs, and how what they write is protected."""
 
-    input_roots: list[Path] = Field(
-        description="extra roots inputs may be read under, besides <data_dir>/inputs and the sample"
+    input_roots: list[str] = Field(
+        description="extra roots inputs may be read under (paths or s3://, gs://, az:// prefixes)"
     )
     store_url: str = Field(description="feature store: a path or s3://, gs://, az:// URL")
     work_url: str = Field(description="where steps share work files across hosts; empty: local")

@@ -80,11 +80,12 @@ class AggregateResult(BaseModel):
     steps: list[StepFact]  # validate and transform merged over partitions, then aggregate's
 
 
-def _connect(work: Path) -> duckdb.DuckDBPyConnection:
+def connect(work: Path, memory: str = DUCKDB_MEMORY) -> duckdb.DuckDBPyConnection:
+    """DuckDB held to `memory`, spilling to `work`, on one thread (sums in a fixed order)."""
     spill = make_dirs(work / "duckdb")
     return duckdb.connect(
         config={
-            "memory_limit": DUCKDB_MEMORY,
+            "memory_limit": memory,
             "threads": 1,
             "temp_directory": str(spill),
             "preserve_insertion_order": True,
@@ -188,7 +189,7 @@ def aggregate(
         )
 
     def compute() -> AggregateResult:
-        with _connect(work) as db:
+        with connect(work) as db:
             bad = _write_quarantine(db, _source(quarantine_in, QUARANTINE_COLUMNS), quarantine_path)
             rows = _source(features_in, FEATURE_COLUMNS)
             stats = statistics(db, rows, bad)

@@ -6,6 +6,7 @@ a bad input fails the job at its first step, and nothing is written to the featu
 
 Inputs are confined (see `paths`): `input_dir` must lie under an input root, `pattern` cannot
 leave it, a match whose symlinks lead out of it is refused, and only regular files are read.
+`input_dir` may be an object store prefix (`inputs`): each object is read at a pinned ETag.
 Each ingest also sweeps work directories left by failed jobs (`paths.sweep_work`).
 """
 
@@ -19,6 +20,7 @@ from pydantic import Field
 
 from jobrunner.tasks.features.files import write_json
 from jobrunner.tasks.features.formats import FORMATS, InputError, Range, Scan, scan
+from jobrunner.tasks.features.inputs import sources
 from jobrunner.tasks.features.lineage import (
     INGEST_FACTS,
     IngestFacts,
@@ -27,14 +29,7 @@ from jobrunner.tasks.features.lineage import (
     source_hash,
 )
 from jobrunner.tasks.features.partitions import Partition
-from jobrunner.tasks.features.paths import (
-    SAMPLE_DATA_DIR,
-    check_pattern,
-    confined_input_dir,
-    inside,
-    sweep_work,
-    work_dir,
-)
+from jobrunner.tasks.features.paths import SAMPLE_DATA_DIR, sweep_work, work_dir
 from jobrunner.tasks.features.schema import RAW_COLUMNS
 from jobrunner.tasks.features.shared import share
 from jobrunner.tasks.step import StepContext, StepPayload, step
@@ -45,34 +40,12 @@ CODE_VERSION = source_hash(__name__)
 class IngestPayload(StepPayload):
     input_dir: str = Field(
         default=str(SAMPLE_DATA_DIR),
-        description="under an input root; relative: to <data_dir>/inputs",
+        description="under an input root: a path (relative: to <data_dir>/inputs) or s3://... URL",
     )
     pattern: str = Field(default="*", description="glob under input_dir; ** descends; no ..")
     partition_rows: int = Field(
         default=0, ge=0, description="rows per partition; 0: one partition per file"
     )
-
-
-def input_files(directory: Path, pattern: str) -> list[Path]:
-    """The files `pattern` matches under `directory`, in name order; hidden files are skipped,
-    any other file must be a supported format (nothing matched is silently left out), and must
-    stay inside `directory` once its symlinks are resolved."""
-    try:
-        matches = sorted(directory.glob(check_pattern(pattern)))
-    except (ValueError, NotImplementedError) as error:
-        raise InputError(f"pattern {pattern!r}: {error}") from None
-    files = [p for p in matches if not p.name.startswith(".") and not p.is_dir()]
-    supported = ", ".join(FORMATS)
-    for path in files:
-        if not inside(path, directory):
-            raise InputError(f"{path}: a link out of input_dir {directory}, refused")
-        if path.suffix not in FORMATS:
-            raise InputError(
-                f"{path}: unsupported input format (expected {supported}; narrow `pattern`)"
-            )
-    if not files:
-        raise InputError(f"no input files matching {pattern!r} in {directory} ({supported})")
-    return files
 
 
 def _scan(path: Path, fmt: str, rows_per_range: int) -> Scan:
@@ -127,17 +100,17 @@ def ingest(payload: IngestPayload, upstream: Any, ctx: StepContext) -> list[dict
     started = time.time()
     work = work_dir(ctx.data_dir, ctx.job_id)
     sweep_work(ctx.data_dir)
-    directory = confined_input_dir(ctx.data_dir, payload.input_dir)
     inputs: list[InputFile] = []
     partitions: list[Partition] = []
-    for path in input_files(directory, payload.pattern):
-        fmt = FORMATS[path.suffix]
-        found = _scan(path, fmt, payload.partition_rows)
-        file, absolute = path.relative_to(directory).as_posix(), str(path.resolve())
+    for source in sources(ctx, payload.input_dir, payload.pattern):
+        fmt = FORMATS[source.local.suffix]
+        found = _scan(source.local, fmt, payload.partition_rows)
+        file, absolute = source.file, source.path
         inputs.append(
             InputFile(
                 file=file,
                 path=absolute,
+                etag=source.etag,
                 format=fmt,
                 sha256=found.sha256,
                 bytes=found.size,
@@ -150,6 +123,7 @@ def ingest(payload: IngestPayload, upstream: Any, ctx: StepContext) -> list[dict
                 name=_name(file, rows, len(found.ranges) == 1),
                 file=file,
                 path=absolute,
+                etag=source.etag,
                 format=fmt,
                 columns=found.columns,
                 offset=rows.offset,

@@ -121,7 +121,8 @@ def merge_facts(facts: Iterable[StepFact]) -> list[StepFact]:
 
 class InputFile(BaseModel):
     file: str  # relative to the input directory
-    path: str
+    path: str  # absolute, or the object's URL
+    etag: str | None = None  # an object's ETag or version as read; None: a local file
     format: str
     sha256: str
     bytes: int

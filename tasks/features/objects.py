@@ -11,6 +11,10 @@ rename (which S3 does not have):
 - `create`: put only if the name is free, failing otherwise (O_EXCL through a hard link locally;
   a conditional PUT, `If-None-Match: *`, on S3): the commit of a version;
 - `list` and `get`.
+
+Raw inputs and watched folders may be object store prefixes too: `glob` lists objects with a
+stamp that changes whenever an object does (its ETag, or version/generation where the store has
+one), and `snapshot` downloads an object only if it still has the stamp it was listed with.
 """
 
 from __future__ import annotations
@@ -27,8 +31,13 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from jobrunner.config import JobrunnerError
-from jobrunner.tasks.features.files import copy_file, write_bytes
+from jobrunner.tasks.features.files import atomic_path, copy_file, write_bytes
+from jobrunner.tasks.features.formats import InputError
 from jobrunner.tasks.features.paths import make_dirs
+
+# Keys of fsspec's info() that change with an object's content, the most precise first: S3's
+# version id and ETag (s3fs), GCS's generation (gcsfs), Azure's etag (adlfs).
+STAMP_KEYS = ("VersionId", "ETag", "generation", "etag")
 
 
 class StorageError(JobrunnerError, OSError):
@@ -37,6 +46,24 @@ class StorageError(JobrunnerError, OSError):
 
 class AlreadyExists(StorageError):
     """`create` found the name taken (another writer got there first)."""
+
+
+class ObjectChanged(InputError):
+    """An input object is no longer the one ingest pinned: the message names it."""
+
+
+@dataclass(frozen=True, order=True)
+class ObjectInfo:
+    name: str  # relative to the root
+    size: int
+    stamp: str  # changes whenever the object does
+
+
+def _stamp(info: dict[str, Any]) -> str:
+    for key in STAMP_KEYS:
+        if info.get(key):
+            return str(info[key]).strip('"')
+    return f"size={info.get('size')};modified={info.get('LastModified') or info.get('mtime')}"
 
 
 @dataclass(frozen=True)
@@ -92,6 +119,11 @@ class Root:
             data: bytes = self.fs.cat_file(self._path(name))
             return data
 
+    def open(self, name: str) -> Any:
+        """`name` opened for reading (a seekable binary file), e.g. for pyarrow."""
+        with _named(self, name):
+            return self.fs.open(self._path(name), "rb")
+
     def exists(self, name: str) -> bool:
         with _named(self, name):
             return bool(self.fs.exists(self._path(name)))
@@ -104,6 +136,39 @@ class Root:
             except FileNotFoundError:
                 return []
         return sorted(str(path).rstrip("/").rsplit("/", 1)[-1] for path in found)
+
+    def glob(self, pattern: str) -> list[ObjectInfo]:
+        """The objects `pattern` matches under the root (listed afresh), in name order."""
+        base = self.base.rstrip("/") + "/"
+        with _named(self, pattern):
+            self.fs.invalidate_cache(self.base)
+            found = self.fs.glob(base + pattern, detail=True)
+        return sorted(
+            ObjectInfo(path.removeprefix(base), int(info.get("size") or 0), _stamp(info))
+            for path, info in found.items()
+            if info.get("type") == "file" and path.startswith(base)
+        )
+
+    def stamp(self, name: str) -> str:
+        """`name`'s current stamp (asked of the store, not a cached listing)."""
+        with _named(self, name):
+            self.fs.invalidate_cache(self._path(name))
+            return _stamp(self.fs.info(self._path(name)))
+
+    def snapshot(self, name: str, target: Path, pinned: str) -> None:
+        """Download `name` to `target` (atomically) if its stamp is `pinned`, and still is once
+        every byte is down; else ObjectChanged, and no `target`."""
+        if (before := self.stamp(name)) != pinned:
+            raise ObjectChanged(
+                f"{self.where(name)} changed since ingest (was {pinned}, now {before})"
+            )
+        with atomic_path(target) as temp:
+            with _named(self, name):
+                self.fs.get_file(self._path(name), str(temp))
+            if (after := self.stamp(name)) != pinned:
+                raise ObjectChanged(
+                    f"{self.where(name)} changed while read (was {pinned}, now {after})"
+                )
 
     def remove(self, name: str) -> None:
         with _named(self, name), contextlib.suppress(FileNotFoundError):

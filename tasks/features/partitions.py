@@ -27,7 +27,8 @@ class Partition(BaseModel):
     index: int
     name: str  # the file, or file:first-last line for a row range
     file: str  # relative to the input directory: what features and lineage record
-    path: str  # absolute, to read it
+    path: str  # absolute, to read it; or the object's URL
+    etag: str | None = None  # an object's ETag or version as ingest read it (`inputs`)
     format: str
     columns: tuple[str, ...]  # CSV header in file order; empty for JSON Lines
     offset: int

@@ -78,17 +78,44 @@ def sweep_work(data_dir: Path, now: float | None = None) -> list[str]:
     return removed
 
 
+def local_path(url: str) -> Path | None:
+    """A plain path or file:// URL as a local path; None for an object store URL (s3://...)."""
+    if url.startswith("file://"):
+        return Path(url.removeprefix("file://"))
+    return None if "://" in url else Path(url)
+
+
 def input_roots(data_dir: Path) -> list[Path]:
     """The directories raw inputs may be read under, resolved."""
-    configured = [
-        root if root.is_absolute() else data_dir / root for root in get_settings().data.input_roots
-    ]
-    return [p.resolve() for p in (data_dir / "inputs", SAMPLE_DATA_DIR, *configured)]
+    configured = [p for p in map(local_path, get_settings().data.input_roots) if p is not None]
+    absolute = [p if p.is_absolute() else data_dir / p for p in configured]
+    return [p.resolve() for p in (data_dir / "inputs", SAMPLE_DATA_DIR, *absolute)]
+
+
+def input_root_urls() -> list[str]:
+    """The object store prefixes raw inputs may be read under (`data.input_roots`' URLs)."""
+    roots = get_settings().data.input_roots
+    return [root.rstrip("/") for root in roots if local_path(root) is None]
+
+
+def confined_input_url(url: str) -> str:
+    """`url`, an object store prefix or object, if it lies under an object store input root and
+    has no empty, `.` or `..` component (so it cannot name a key outside that prefix)."""
+    _, _, rest = url.partition("://")
+    if not rest or any(part in ("", ".", "..") for part in rest.rstrip("/").split("/")):
+        raise InputError(f"{url}: an object store URL needs a bucket and no '', '.' or '..' parts")
+    roots = input_root_urls()
+    if not any(url.rstrip("/") == root or url.startswith(root + "/") for root in roots):
+        raise InputError(
+            f"{url} is outside the input roots ({', '.join(roots) or 'no object store prefix'}; "
+            "add one with data.input_roots)"
+        )
+    return url
 
 
 def confined_input_dir(data_dir: Path, input_dir: str) -> Path:
-    """`input_dir` resolved, if it lies under an input root."""
-    directory = Path(input_dir)
+    """`input_dir` (a path or file:// URL) resolved, if it lies under an input root."""
+    directory = local_path(input_dir) or Path(input_dir)
     if not directory.is_absolute():
         directory = data_dir / "inputs" / directory
     roots = input_roots(data_dir)

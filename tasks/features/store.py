@@ -6,6 +6,10 @@
 - the quarantine: the rows validate rejected, ordered by file and line;
 - then one commit naming both, the job and its statistics: the new current version.
 
+With `partition_by` (e.g. `["station", "date"]`), the features are split Hive-style first
+(`partitioned`): the version's features are then a folder, data/<digest>/col=value/.../part-00000
+.parquet, its name the digest of its files' names and sha256s, every file listed in the commit.
+
 Both files are hashed in the job's work directory, then uploaded under their content names; the
 commit comes last. Then the job's lineage record (naming the version) goes to <data_dir>/lineage/
 and the work directory is removed. If anything fails before the commit, the files this run
@@ -15,11 +19,15 @@ uploaded that no version uses are removed: the current version stays as it was.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import shutil
 import time
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from jobrunner.tasks.features.aggregate import AggregateResult
 from jobrunner.tasks.features.files import sha256_file
@@ -34,15 +42,23 @@ from jobrunner.tasks.features.lineage import (
     source_hash,
     write_record,
 )
+from jobrunner.tasks.features.objects import Root
+from jobrunner.tasks.features.partitioned import (
+    PARTITION_COLUMNS,
+    check_partition_by,
+    write_partitioned,
+)
 from jobrunner.tasks.features.paths import work_dir
 from jobrunner.tasks.features.shared import fetch, unshare
 from jobrunner.tasks.features.versions import (
+    DATA,
     Commit,
     DataFile,
     collect,
     publish,
     store_root,
     upload,
+    upload_as,
 )
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
@@ -53,9 +69,33 @@ class StorePayload(StepPayload):
     output_name: str = Field(
         default="features", pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="the feature set"
     )
+    # The check is in the type, so the pipeline's payload model (built from the steps' field
+    # types) refuses an unknown column at submission, before anything is enqueued.
+    partition_by: Annotated[list[str], AfterValidator(check_partition_by)] = Field(
+        default_factory=list,
+        description=f"split the features Hive-style by these ({', '.join(PARTITION_COLUMNS)})",
+    )
 
 
-@step(memory_mb=64)  # hashes and uploads files in chunks
+@dataclass(frozen=True)
+class Upload:
+    features: DataFile
+    partitions: list[DataFile]
+
+
+def _partitioned(root: Root, name: str, work: Path, features: Path, columns: list[str]) -> Upload:
+    """Split the features by `columns` and upload the dataset under its digest's folder."""
+    parts = write_partitioned(features, columns, work / "partitioned")
+    listing = json.dumps([[p.relative, p.sha256] for p in parts]).encode()
+    folder = f"{DATA}/{hashlib.sha256(listing).hexdigest()}/"
+    files = [DataFile(file=folder + p.relative, sha256=p.sha256, rows=p.rows) for p in parts]
+    for part, entry in zip(parts, files, strict=True):
+        upload_as(root, name, entry.file, part.path)
+    rows = sum(p.rows for p in parts)
+    return Upload(DataFile(file=folder, sha256=folder[len(DATA) + 1 : -1], rows=rows), files)
+
+
+@step(memory_mb=256)  # partition_by: DuckDB's 128 MB sort, 210-250 MB measured at 4M rows
 def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     """Publish features and quarantine as a new version, then the lineage record; returns where
     they are, the version, and the rows in/out/quarantined of every step (the job's data-flow
@@ -71,11 +111,13 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
     name, root = payload.output_name, store_root(ctx.data_dir)
     uploaded: list[str] = []
     try:
-        for source, digest, suffix in (
-            (features_in, features_sha, ".parquet"),
-            (quarantine_in, quarantine_sha, ".quarantine.jsonl"),
-        ):
-            uploaded.append(upload(root, name, source, digest, suffix))
+        if payload.partition_by:
+            dataset = _partitioned(root, name, work, features_in, payload.partition_by)
+            uploaded += [part.file for part in dataset.partitions]
+        else:
+            uploaded.append(upload(root, name, features_in, features_sha, ".parquet"))
+            dataset = Upload(DataFile(file=uploaded[-1], sha256=features_sha, rows=merged.rows), [])
+        uploaded.append(upload(root, name, quarantine_in, quarantine_sha, ".quarantine.jsonl"))
         version = publish(
             root,
             Commit(
@@ -84,10 +126,12 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
                 action="publish",
                 committed_at="",
                 job_id=ctx.job_id,
-                features=DataFile(file=uploaded[0], sha256=features_sha, rows=merged.rows),
+                features=dataset.features,
                 quarantine=DataFile(
-                    file=uploaded[1], sha256=quarantine_sha, rows=merged.quarantined
+                    file=uploaded[-1], sha256=quarantine_sha, rows=merged.quarantined
                 ),
+                partition_by=payload.partition_by,
+                partitions=dataset.partitions,
                 statistics=merged.statistics,
                 pipeline=ctx.pipeline,
                 pipeline_version=pipeline_version(ctx.pipeline),
@@ -103,7 +147,9 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
         ctx, CODE_VERSION, started, payload, rows_in=merged.rows, rows_out=merged.rows
     )
     output = OutputFile(
-        path=root.where(f"{name}/{version.features.file}"), sha256=features_sha, rows=merged.rows
+        path=root.where(f"{name}/{version.features.file}"),
+        sha256=version.features.sha256,
+        rows=merged.rows,
     )
     rejected = OutputFile(
         path=root.where(f"{name}/{version.quarantine.file}"),
@@ -140,5 +186,6 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
         "version": version.version,
         "lineage_path": str(lineage),
         "partitions": len(merged.partitions),
+        "partition_files": [p.file for p in version.partitions],
         "steps": [f.model_dump(exclude={"params"}) for f in record.steps],
     }

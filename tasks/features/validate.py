@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError
 from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
 from jobrunner.tasks.features.files import JsonLinesWriter
 from jobrunner.tasks.features.formats import Record, read
+from jobrunner.tasks.features.inputs import readable_input
 from jobrunner.tasks.features.lineage import StepFact, source_hash
 from jobrunner.tasks.features.partitions import (
     Partition,
@@ -27,7 +28,6 @@ from jobrunner.tasks.features.partitions import (
     failures_named,
     partition_file,
 )
-from jobrunner.tasks.features.paths import confined_input
 from jobrunner.tasks.features.schema import Reading
 from jobrunner.tasks.step import StepContext, step
 
@@ -118,7 +118,7 @@ def validate(
     from the cache when the same bytes were validated the same way before."""
     started = time.time()
     partition = Partition.model_validate(upstream)
-    source = confined_input(ctx.data_dir, partition.path)  # checked before anything is read
+    source = readable_input(ctx, partition)  # checked before anything is read
     valid_path = partition_file(ctx, partition, "valid")
     quarantine_path = partition_file(ctx, partition, "quarantine")
     digest = key(

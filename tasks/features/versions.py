@@ -5,6 +5,9 @@ Layout under the store root (`data.store_url`; empty: <data_dir>/features), one 
 
     NAME/data/<sha256>.parquet             the feature files, named by their content
     NAME/data/<sha256>.quarantine.jsonl    the rows validate rejected
+    NAME/data/<sha256>/station=E01/part-00000.parquet
+                                           partitioned (`partition_by`): one Hive-style dataset,
+                                           named by the digest of its files' names and sha256s
     NAME/_versions/00000001.json           one commit per version, never rewritten
     NAME/_versions/00000002.json           ...the highest number is the current version
 
@@ -33,10 +36,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from jobrunner.config import JobrunnerError, get_settings
 from jobrunner.tasks.features.objects import AlreadyExists, Root, StorageError, open_root
+from jobrunner.tasks.features.partitioned import with_partition_columns
 
 NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 VERSIONS = "_versions"
@@ -65,8 +71,10 @@ class Commit(BaseModel):
     job_id: str  # the job whose output this version holds
     restores: int | None = None  # a rollback: the version it restores
     by: str | None = None  # a rollback: who asked (user@host)
-    features: DataFile
+    features: DataFile  # partitioned: the dataset's folder ("data/<sha256>/") and its digest
     quarantine: DataFile
+    partition_by: list[str] = []
+    partitions: list[DataFile] = []  # partitioned: every file of the dataset, in path order
     statistics: dict[str, Any]
     pipeline: str
     pipeline_version: str | None
@@ -110,10 +118,38 @@ def current(root: Root, name: str) -> Commit | None:
 def upload(root: Root, name: str, source: Path, sha256: str, suffix: str) -> str:
     """Put a data file under its content name (skipped if that content is there already);
     returns its name relative to NAME/."""
-    relative = f"{DATA}/{sha256}{suffix}"
+    return upload_as(root, name, f"{DATA}/{sha256}{suffix}", source)
+
+
+def upload_as(root: Root, name: str, relative: str, source: Path) -> str:
+    """Put `source` as NAME/`relative`, a name fixed by its content (skipped if there already)."""
     if not root.exists(f"{check_name(name)}/{relative}"):
         root.put_file(f"{name}/{relative}", source)
     return relative
+
+
+def files(commit: Commit) -> list[DataFile]:
+    """Every stored file a version references."""
+    return [commit.features, commit.quarantine, *commit.partitions]
+
+
+def read_features(root: Root, commit: Commit) -> pa.Table:
+    """A version's feature rows as one table: partitioned, each file's rows in path order with
+    its partition columns put back from the path (as a Hive reader would)."""
+    if not commit.partition_by:
+        return _read_parquet(root, f"{commit.name}/{commit.features.file}")
+    prefix = commit.features.file
+    return pa.concat_tables(
+        with_partition_columns(
+            _read_parquet(root, f"{commit.name}/{part.file}"), part.file[len(prefix) :]
+        )
+        for part in commit.partitions
+    )
+
+
+def _read_parquet(root: Root, name: str) -> pa.Table:
+    with root.open(name) as handle:
+        return pq.read_table(handle)
 
 
 def _commit(root: Root, name: str, make: Callable[[int], Commit]) -> Commit:
@@ -175,7 +211,7 @@ def rollback(root: Root, name: str, to: int) -> Commit:
 
 def collect(root: Root, name: str, uploaded: list[str]) -> None:
     """Remove the data files a failed run uploaded that no version references."""
-    kept = {f.file for c in versions(root, name) for f in (c.features, c.quarantine)}
+    kept = {f.file for c in versions(root, name) for f in files(c)}
     for relative in uploaded:
         if relative not in kept:
             root.remove(f"{name}/{relative}")

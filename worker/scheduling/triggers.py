@@ -8,6 +8,10 @@ changing, so it waits); once settled it joins the batch, which is submitted `bat
 first file settled. The submitted pairs are remembered in Redis, so a restarted scheduler never
 submits a file again; the idempotency key is made from the batch's pairs, so a scheduler killed
 between submitting and remembering gets the first job back.
+
+`watch` may be an object store prefix (s3://bucket/incoming, gs://, az://): its listing is polled
+the same way, an object identified by its URL, size and ETag (or version). An object store
+writes an object whole, so settling there only waits out a producer that overwrites it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 
 from jobrunner.config import ConfigError, JobrunnerError, Settings
 from jobrunner.config.settings import TriggerSettings
+from jobrunner.tasks.features.objects import open_root
+from jobrunner.tasks.features.paths import local_path
 from jobrunner.worker.broker.keys import TRIGGER
 from jobrunner.worker.client import Client, Job
 from jobrunner.worker.scheduling.base import Submitter
@@ -27,9 +33,14 @@ log = logging.getLogger("jobrunner.scheduler")
 
 
 def scan(trigger: TriggerSettings) -> dict[str, str]:
-    """Each file matching the trigger's pattern -> "size:mtime_ns"."""
+    """Each file matching the trigger's pattern -> "size:mtime_ns"; on an object store, each
+    object's URL -> "size:stamp" (its ETag or version: a listing has no trustworthy mtime)."""
+    folder = local_path(trigger.watch)
+    if folder is None:
+        root = open_root(trigger.watch)
+        return {root.where(o.name): f"{o.size}:{o.stamp}" for o in root.glob(trigger.pattern)}
     found = {}
-    for path in trigger.watch.glob(trigger.pattern):
+    for path in folder.glob(trigger.pattern):
         try:
             stat = path.stat()
         except OSError:  # gone between the listing and the stat
@@ -51,7 +62,10 @@ class Triggers(Submitter):
         """Every trigger's folder, pipeline, tier and payload are sound; else one line."""
         for name, trigger in self.triggers.items():
             try:
-                if not trigger.watch.is_dir():
+                folder = local_path(trigger.watch)
+                if folder is None:
+                    scan(trigger)  # the store answers: bucket, credentials, endpoint
+                elif not folder.is_dir():
                     raise ConfigError(f"watch {trigger.watch} is not a folder")
                 self.check_submission(trigger.pipeline, trigger.tier, self.payload(trigger, []))
             except JobrunnerError as error:

@@ -1,6 +1,7 @@
 """Data-arrival triggers with a real scheduler process and a real folder: files dropped together
 start one job naming them all; a file still being written waits until it settles, then starts
-its own; a restarted scheduler submits nothing it already submitted."""
+its own; a restarted scheduler submits nothing it already submitted. The same on a bucket prefix
+of a real S3-compatible server."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from jobrunner.config import get_settings
+from jobrunner.config.settings import TriggerSettings
 from jobrunner.worker.broker.keys import IDEMPOTENCY, TRIGGER
 from jobrunner.worker.client import Client
+from jobrunner.worker.scheduling.triggers import Triggers
+from tests.fixtures.s3 import S3Server
 from tests.fixtures.scheduler import Schedulers
 from tests.support.polling import eventually
 
@@ -85,3 +90,31 @@ batch_s = 1
     eventually(lambda: "Acquired lock" in schedulers.log("b").read_text(), 60)
     time.sleep(3)  # several ticks, each longer than settle_s + batch_s
     assert _batches(redis_client, name) == 2
+
+
+def test_a_bucket_prefix_submits_once_per_settled_object_and_nothing_twice_after_restart(
+    client: Client, s3_bucket: str, s3_server: S3Server
+) -> None:
+    """The scheduler's poll in this process, its clock given: each tick is one call."""
+    name, bucket = f"bucket-{uuid.uuid4().hex[:8]}", s3_server.client()
+    settings = get_settings()
+    trigger = TriggerSettings(
+        watch=f"s3://{s3_bucket}/in", pattern="**/*.csv", pipeline="arrivals", settle_s=5
+    )
+    triggers = Triggers(client, settings.model_copy(update={"triggers": {name: trigger}}))
+    triggers.check()
+    for key in ("in/a.csv", "in/day2/b.csv", "in/notes.txt", "other/c.csv"):
+        bucket.put_object(Bucket=s3_bucket, Key=key, Body=b"a,b\n1,2\n")
+    assert triggers.poll(0) == []  # not settled yet
+    (first,) = triggers.poll(6)
+    urls = [f"s3://{s3_bucket}/in/a.csv", f"s3://{s3_bucket}/in/day2/b.csv"]
+    assert first.record().payload["files"] == urls
+    assert triggers.poll(20) == []
+
+    bucket.put_object(Bucket=s3_bucket, Key="in/a.csv", Body=b"a,b\n3,4\n")  # same size
+    restarted = Triggers(client, settings.model_copy(update={"triggers": {name: trigger}}))
+    assert restarted.poll(30) == []
+    (second,) = restarted.poll(36)  # the overwritten object, once; b.csv not again
+    assert second.record().payload["files"] == urls[:1]
+    again = Triggers(client, settings.model_copy(update={"triggers": {name: trigger}}))
+    assert again.poll(50) == again.poll(100) == []
