@@ -11,7 +11,6 @@ job's done list (the list `Job.wait` blocks on) with an asyncio Redis client.
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -144,7 +143,7 @@ class Api:
 
     def view(self, record: JobRecord) -> dict[str, Any]:
         """A job as GET /jobs/{id} shows it: the record, its timings and its step tree."""
-        data = asdict(record)
+        data = record.as_dict()
         data.update(wait_s=record.wait_s, run_s=record.run_s, total_s=record.total_s)
         data["steps"] = step_tree(self.client, record.id, record.pipeline)
         return data
