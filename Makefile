@@ -26,8 +26,12 @@ lint: $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --target $(IMPORTCHECK) .
 	cd $(IMPORTCHECK) && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
+# Two pytest processes (pytest-xdist), each taking whole files so module fixtures and in-order
+# tests stay together: the suite mostly waits on servers and workers, so two share 2 cores.
+# The fleet (lease timings over network namespaces) then runs alone, as before.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile -m "not fleet"
+	$(BIN)/pytest -m fleet
 
 # The documentation site (mkdocs.yml); strict, so a warning such as a broken link fails it.
 docs: $(STAMP)

@@ -333,7 +333,9 @@ SCHEDULE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"  # it goes into idempotency keys 
 
 
 def parse_duration(value: str | float) -> float:
-    """Seconds in `value`: a number, or "90s", "30m", "1h", "7d"; ValueError otherwise."""
+    """Seconds in `value`: a number, or a string of one with an optional unit s, m, h or d
+    ("90", "90s", "30m", "1.5h", "7 d"); ValueError otherwise. The one duration rule: settings
+    and the CLI's options (worker/cli/base.py duration_s) both use it."""
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"a duration cannot be negative, got {value}")

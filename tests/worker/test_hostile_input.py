@@ -274,11 +274,12 @@ def test_a_queue_or_wake_key_of_another_type_is_moved_aside(
 def test_a_deadline_failure_names_the_jobs_own_deadline(
     worker: subprocess.Popen[bytes], client: Client, redis_client: redis.Redis
 ) -> None:
-    # An overdue job whose record this worker cannot read (its payload sealed under a key the
-    # worker lacks) stood in the reaper's way and no deadline failed after it.
-    with unreadable_job(redis_client, deadline_s=0.001):
+    # An overdue job whose payload is sealed under a key the worker lacks once stood in the
+    # reaper's way; now its record loads without the key and it fails like any other.
+    with unreadable_job(redis_client, deadline_s=0.001) as sealed:
         job = client.submit("sleepy", {"sleep_ms": 2500, "tag": "slow"}, tier="low", deadline_s=1)
         record = job.wait(30)
+        assert client.job(sealed).record().state == FAILURE  # reaped first: its deadline is older
     assert record.state == FAILURE
     assert record.error is not None and "not finished within 1 s of submission" in record.error
 

@@ -11,8 +11,7 @@ job's done list (the list `Job.wait` blocks on) with an asyncio Redis client.
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
@@ -134,6 +133,16 @@ class Api:
                 raise Problem(409, str(error)) from None
             raise
 
+    def switch_tier(
+        self, token: Token, request: Request, what: Literal["pause", "resume"], tier: str
+    ) -> dict[str, dict[str, Any]]:
+        """Pause or resume a tier fleet-wide, allowed and audited; every pause then in force."""
+        self.allow(token, request, OPERATE, tier, tier=tier)
+        switch = self.client.pause if what == "pause" else self.client.resume
+        pauses = self.act(token, request, what, tier, lambda: switch(tier, by=token.who))
+        self.record(token, request, what, tier, f"tier {tier}")
+        return pauses
+
     def job(self, token: Token, request: Request, job_id: str) -> JobRecord:
         """The job's record, if the token may read its pipeline; else 404 or 403."""
         record = self.client.store.get(job_id)
@@ -144,7 +153,7 @@ class Api:
 
     def view(self, record: JobRecord) -> dict[str, Any]:
         """A job as GET /jobs/{id} shows it: the record, its timings and its step tree."""
-        data = asdict(record)
+        data = record.as_dict()
         data.update(wait_s=record.wait_s, run_s=record.run_s, total_s=record.total_s)
         data["steps"] = step_tree(self.client, record.id, record.pipeline)
         return data
@@ -366,21 +375,11 @@ def create_api(settings: Settings) -> FastAPI:
 
     @app.post("/tiers/{tier}:pause", summary="Pause a tier fleet-wide; every pause in force")
     def pause(tier: str, token: Caller, request: Request) -> dict[str, dict[str, Any]]:
-        api.allow(token, request, OPERATE, tier, tier=tier)
-        pauses = api.act(
-            token, request, "pause", tier, lambda: api.client.pause(tier, by=token.who)
-        )
-        api.record(token, request, "pause", tier, f"tier {tier}")
-        return pauses
+        return api.switch_tier(token, request, "pause", tier)
 
     @app.post("/tiers/{tier}:resume", summary="Resume a paused tier (409 if it was not paused)")
     def resume(tier: str, token: Caller, request: Request) -> dict[str, dict[str, Any]]:
-        api.allow(token, request, OPERATE, tier, tier=tier)
-        pauses = api.act(
-            token, request, "resume", tier, lambda: api.client.resume(tier, by=token.who)
-        )
-        api.record(token, request, "resume", tier, f"tier {tier}")
-        return pauses
+        return api.switch_tier(token, request, "resume", tier)
 
     @app.get("/dlq", summary="Dead letters: failed jobs with why, where and their payload")
     def dead_letters(token: Caller) -> list[dict[str, Any]]:

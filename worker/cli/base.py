@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from jobrunner.config.settings import parse_duration
 
 cli = typer.Typer(
     help="Priority job runner for data and ML pipelines on Celery and Redis.",
@@ -32,16 +33,13 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
-SECONDS_PER = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def duration_s(text: str, option: str) -> float:
-    """Seconds in an age like 7d, 12h, 30m or 90; a one-line error naming `option` if not."""
-    match = DURATION.fullmatch(text.strip())
-    if match is None:
+    """Seconds in an age like 7d, 12h, 30m or 90, by the settings' rule (parse_duration); a
+    one-line error naming `option` if not."""
+    try:
+        return parse_duration(text)
+    except ValueError:
         fail(f"{option} {text!r} is not a duration like 7d, 12h, 30m or 90")
-    return float(match.group(1)) * SECONDS_PER[match.group(2)]
 
 
 def print_json(data: Any) -> None:

@@ -119,8 +119,6 @@ def render_overview(data: dict[str, Any], console: Console) -> None:
     if not data["alerts"]:
         console.print("no alerts firing")
     console.print(f"payloads: {data['payloads']}")
-    for why in data["unreadable"]:
-        console.print(f"not shown: {why}", markup=False)
     for pipeline, pause in data.get("paused_pipelines", {}).items():
         console.print(f"pipeline {pipeline} paused by {pause['by']}: {pause['parked']} parked")
 

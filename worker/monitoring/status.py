@@ -9,11 +9,8 @@ and run time. Celery's result backend is not used (steps store no results there)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import asdict
-from typing import Any, TypeVar
+from typing import Any
 
-from jobrunner.config import JobrunnerError
 from jobrunner.tasks.builtin import COLLECT_TASK, FAN_OUT_TASK, START_TASK
 from jobrunner.tasks.pipeline import ChainNode, ChordNode, GroupNode, MapNode, Node, StepNode
 from jobrunner.worker.broker import connection
@@ -27,7 +24,6 @@ from jobrunner.worker.store.dead_letters import DeadLetterStore
 
 RECENT_JOBS = 10
 RECENT_FAILURES = 5
-T = TypeVar("T")
 PLUMBING = {START_TASK: "start", COLLECT_TASK: "collect", FAN_OUT_TASK: "map"}
 
 
@@ -51,12 +47,10 @@ def overview() -> dict[str, Any]:
     ]
     workers = [_worker_row(beat) for beat in heartbeat.read_all(results)]
     recent_ids = [i.decode() for i in results.zrevrange(JOBS, 0, RECENT_JOBS - 1)]
-    unreadable: list[str] = []
-    recent = [_read(client.store.get, job_id, unreadable) for job_id in recent_ids]
+    recent = [client.store.get(job_id) for job_id in recent_ids]  # payloads not opened
     letters = DeadLetterStore(results, client.store.cipher)
     failed_ids = [i.decode() for i in results.zrevrange(DEAD_LETTERS, 0, RECENT_FAILURES - 1)]
-    entries = [_read(letters.get, job_id, unreadable) for job_id in failed_ids]
-    failures = [_failure_row(entry) for entry in entries if entry is not None]
+    entries = [letters.summary(job_id) for job_id in failed_ids]  # payloads not opened
     return {
         "tiers": tiers,
         "paused_pipelines": {
@@ -66,26 +60,14 @@ def overview() -> dict[str, Any]:
         },
         "workers": workers,
         "alerts": alerts.firing(results),
-        "recent_failures": failures,
+        "recent_failures": [entry for entry in entries if entry is not None],
         "recent_jobs": [_job_row(r) for r in recent if r is not None],
-        "unreadable": unreadable,
         "payloads": (
             "encrypted at rest (security.payload_key)"
             if client.store.cipher.enabled
             else "stored in clear (set security.payload_key to encrypt them)"
         ),
     }
-
-
-def _read(read: Callable[[str], T | None], job_id: str, unreadable: list[str]) -> T | None:
-    """A job's record or dead letter for the overview. One this process cannot open (sealed
-    under a payload key it lacks) is left out and named in `unreadable`, with why: one such
-    record must not hide the fleet's state."""
-    try:
-        return read(job_id)
-    except JobrunnerError as error:
-        unreadable.append(f"{job_id}: {error}")
-        return None
 
 
 def _worker_row(beat: dict[str, str]) -> dict[str, Any]:
@@ -108,10 +90,6 @@ def _worker_row(beat: dict[str, str]) -> dict[str, Any]:
     row["cpu_percent"] = float(beat.get("cpu_percent") or 0)
     row["age_s"] = round(time.time() - float(beat.get("updated_at") or 0), 1)
     return row
-
-
-def _failure_row(entry: dict[str, Any]) -> dict[str, Any]:
-    return {key: entry.get(key) for key in ("job_id", "pipeline", "tier", "step", "error", "time")}
 
 
 def _job_row(record: Any) -> dict[str, Any]:
@@ -207,7 +185,7 @@ def step_tree(client: Client, job_id: str, pipeline: str) -> dict[str, Any]:
 def job_status(job_id: str) -> dict[str, Any]:
     client = Client()
     record = client.job(job_id).record()
-    data = asdict(record)
+    data = record.as_dict()
     data.update(
         wait_s=record.wait_s, run_s=record.run_s, age_s=round(time.time() - record.submitted_at, 3)
     )

@@ -19,6 +19,7 @@ from jobrunner.worker.store.crypto import CLEAR, Cipher
 from jobrunner.worker.store.jobs import FAILURE, SUCCESS, JobStore
 
 TRACEBACK_LIMIT = 8000  # characters kept of a traceback
+SUMMARY = ("job_id", "pipeline", "tier", "step", "error", "time")  # an entry in one line
 
 
 def format_traceback(error: BaseException) -> str:
@@ -32,11 +33,12 @@ class DeadLetterStore:
         self.cipher = cipher  # seals the payload at rest (worker/store/crypto.py)
 
     def add(self, entry: dict[str, Any]) -> None:
-        """Keep `entry` (it must hold job_id) until purged."""
+        """Keep `entry` (it must hold job_id) until purged. Its payload is sealed unless it is
+        sealed already (copied as a job record stores it)."""
         now = time.time()
         fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in entry.items()}
         if "payload" in fields:
-            fields["payload"] = self.cipher.seal(fields["payload"])
+            fields["payload"] = self.cipher.seal_once(fields["payload"])
         with self.redis.pipeline() as pipe:
             pipe.hset(DEAD_LETTER + entry["job_id"], mapping={**fields, "time": repr(now)})
             pipe.zadd(DEAD_LETTERS, {entry["job_id"]: now})
@@ -52,6 +54,18 @@ class DeadLetterStore:
         for key in ("payload", "failures", "deliveries"):
             if key in entry:
                 entry[key] = json.loads(entry[key])
+        entry["time"] = float(entry["time"])
+        return entry
+
+    def summary(self, job_id: str) -> dict[str, Any] | None:
+        """The entry's SUMMARY fields only, its payload left sealed: what status lists, read
+        whether or not this host holds the payload key."""
+        values = self.redis.hmget(DEAD_LETTER + job_id, SUMMARY)
+        if values[0] is None:
+            return None
+        entry: dict[str, Any] = {
+            k: None if v is None else v.decode() for k, v in zip(SUMMARY, values, strict=True)
+        }
         entry["time"] = float(entry["time"])
         return entry
 
@@ -97,7 +111,7 @@ def fail_job(
             "job_id": job_id,
             "pipeline": record.pipeline,
             "tier": record.tier,
-            "payload": record.payload,
+            "payload": record.stored_payload,  # copied sealed: no key needed to fail a job
             "step": step,
             "error_type": type(error).__name__ if error else "",
             "error": summary,

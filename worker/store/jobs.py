@@ -11,7 +11,8 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -94,15 +95,18 @@ def job_head(job_id: str, pipeline: str, state: str) -> JobHead | None:
 
 @dataclass(frozen=True)
 class JobRecord:
+    """A job as stored. Payload and result stay as stored (sealed, or clear JSON) until read:
+    state, timings and links load without the payload key, so a host lacking it can still
+    reap, retry or list the job; only reading `payload` or `result` needs the key."""
+
     id: str
     pipeline: str
     tier: str
-    payload: dict[str, Any]
+    stored_payload: str = field(repr=False)  # as in Redis: sealed, or clear JSON
     state: str
     submitted_at: float
     started_at: float | None = None
     finished_at: float | None = None
-    result: Any = None
     error: str | None = None
     failures: list[dict[str, str]] = field(default_factory=list)
     retries: int = 0  # steps retried under their retry policy
@@ -111,6 +115,27 @@ class JobRecord:
     attempt: int = 1  # of its pipeline's on_failure = "retry_job" chain (or of `dlq retry`)
     retry_of: str | None = None  # the failed job this one retries
     retried_as: str | None = None  # the job that retries this one
+    stored_result: str | None = field(default=None, repr=False)  # as stored, like the payload
+    cipher: Cipher = field(default=CLEAR, repr=False, compare=False)  # opens the two above
+
+    @cached_property
+    def payload(self) -> dict[str, Any]:
+        """The submitted payload, opened on first read (JobrunnerError: no key opens it)."""
+        payload: dict[str, Any] = json.loads(self.cipher.open(self.stored_payload))
+        return payload
+
+    @cached_property
+    def result(self) -> Any:
+        """The final step's result (None until the job succeeded), opened on first read."""
+        return (
+            None if self.stored_result is None else json.loads(self.cipher.open(self.stored_result))
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as status and the API show it: payload and result opened, nothing sealed."""
+        hidden = {"stored_payload", "stored_result", "cipher"}
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
+        return {**shown, "payload": self.payload, "result": self.result}
 
     @property
     def finished(self) -> bool:
@@ -288,6 +313,10 @@ class JobStore:
         due = [raw.decode() for raw in self.redis.zrangebyscore(RETRY_JOBS, "-inf", now, 0, limit)]
         return [job_id for job_id in due if self.redis.zrem(RETRY_JOBS, job_id)]
 
+    def return_retry(self, job_id: str, due: float) -> None:
+        """Give back a retry taken by `take_due_retries` that this caller cannot make."""
+        self.redis.zadd(RETRY_JOBS, {job_id: due})
+
     def link_retry(self, old: str, new: str) -> None:
         self.redis.hset(job_keys(old).record, "retried_as", new)
 
@@ -392,7 +421,7 @@ class JobStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job's record, failures and promotions, read in one round trip (waiters and
-        status poll this)."""
+        status poll this). Payload and result are opened only when read (see JobRecord)."""
         keys = job_keys(job_id)
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.record)
@@ -407,12 +436,11 @@ class JobStore:
             id=job_id,
             pipeline=raw["pipeline"],
             tier=raw["tier"],
-            payload=json.loads(self.cipher.open(raw["payload"])),
+            stored_payload=raw["payload"],
             state=state,
             submitted_at=float(raw["submitted_at"]),
             started_at=float(raw["started_at"]) if "started_at" in raw else None,
             finished_at=float(raw["finished_at"]) if "finished_at" in raw else None,
-            result=json.loads(self.cipher.open(raw["result"])) if "result" in raw else None,
             error=raw.get("error"),
             failures=[json.loads(entry) for entry in failures] if state == FAILURE else [],
             promotions=[json.loads(entry) for entry in promotions],
@@ -421,6 +449,8 @@ class JobStore:
             attempt=int(raw.get("attempt", 1)),
             retry_of=raw.get("retry_of"),
             retried_as=raw.get("retried_as"),
+            stored_result=raw.get("result"),
+            cipher=self.cipher,
         )
 
     def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:

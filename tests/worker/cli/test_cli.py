@@ -10,6 +10,8 @@ import redis
 
 from jobrunner.config import TIERS, get_settings
 from jobrunner.worker.broker.keys import JOBS
+from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
+from jobrunner.worker.store.jobs import FAILURE, JobStore
 from tests.conftest import Workers
 from tests.support.cli import run
 from tests.support.sealed import unreadable_job
@@ -162,10 +164,20 @@ def test_listings_print_a_table_of_their_entries(redis_client: redis.Redis) -> N
     SetAsideStore(redis_client).remove(str(entry))
 
 
-def test_status_names_a_record_it_cannot_read_and_shows_the_rest(redis_client: redis.Redis) -> None:
-    """A record sealed under a payload key this host lacks must not take the overview down."""
+def test_status_lists_a_record_sealed_under_a_key_this_host_lacks(
+    redis_client: redis.Redis,
+) -> None:
+    """State and timings load without the payload key: the overview lists such a job and its
+    dead letter like any other; only one job's status, which shows the payload, needs the key."""
     with unreadable_job(redis_client) as job_id:
+        keyless = JobStore(redis_client, 60)
+        assert fail_job(keyless, DeadLetterStore(redis_client), job_id, step="", summary="sealed")
         shown = run("status", "--json")
         assert shown.returncode == 0, shown.stderr
-        assert [why for why in json.loads(shown.stdout)["unreadable"] if job_id in why]
-        assert f"not shown: {job_id}" in run("status").stdout
+        data = json.loads(shown.stdout)
+        assert {"id": job_id, "state": FAILURE} in [
+            {"id": row["id"], "state": row["state"]} for row in data["recent_jobs"]
+        ]
+        assert job_id in [row["job_id"] for row in data["recent_failures"]]
+        one = run("status", job_id)
+        assert one.returncode == 1 and "payload_key" in one.stderr, one.stderr

@@ -14,8 +14,8 @@ from jobrunner.config import JobrunnerError, get_settings
 from jobrunner.worker.broker.keys import DEAD_LETTER, job_keys
 from jobrunner.worker.client import Client
 from jobrunner.worker.store.crypto import CLEAR, Cipher, new_key
-from jobrunner.worker.store.dead_letters import DeadLetterStore
-from jobrunner.worker.store.jobs import SUCCESS, JobStore, open_store
+from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
+from jobrunner.worker.store.jobs import FAILURE, SUCCESS, JobStore, open_store
 from tests.conftest import Workers
 from tests.support.cli import run
 from tests.support.polling import eventually
@@ -82,8 +82,24 @@ def test_rotation_re_seals_old_values_and_keeps_them_readable(redis_client: redi
     assert new_only.get("rot-clear").payload == {"v": 2}
     assert b'"v": 2' not in redis_client.hget(job_keys("rot-clear").record, "payload")
     with pytest.raises(JobrunnerError, match="no configured payload key opens"):
-        old_store.get("rot-old")  # nothing is left under the old key alone
+        _ = old_store.get("rot-old").payload  # nothing is left under the old key alone
     without_key = JobStore(redis_client, 3600)
     with pytest.raises(JobrunnerError, match=r"set security\.payload_key"):
-        without_key.get("rot-old")
+        _ = without_key.get("rot-old").result
     assert run("keys", "rotate", **{VARIABLE: ""}).returncode == 1
+
+
+def test_a_host_without_the_key_fails_a_sealed_job_and_its_dead_letter_stays_sealed(
+    redis_client: redis.Redis,
+) -> None:
+    sealed = open_store(get_settings())
+    sealed.create([("sealed-late", {"v": 3})], "sleepy", "low", 60)
+    keyless = JobStore(redis_client, 3600)
+    record = keyless.get("sealed-late")
+    assert record is not None and (record.pipeline, record.state) == ("sleepy", "PENDING")
+    with pytest.raises(JobrunnerError, match=r"set security\.payload_key"):
+        _ = record.payload  # only reading the payload needs the key
+    assert fail_job(keyless, DeadLetterStore(redis_client), "sealed-late", step="", summary="late")
+    assert keyless.get("sealed-late").state == FAILURE
+    assert b'"v": 3' not in redis_client.hget(DEAD_LETTER + "sealed-late", "payload")
+    assert DeadLetterStore(redis_client, sealed.cipher).get("sealed-late")["payload"] == {"v": 3}

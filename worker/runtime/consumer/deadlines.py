@@ -30,25 +30,29 @@ class DeadlineStep(PeriodicStep):
         self.every(c, self.settings.reliability.reaper_interval_s, self.retry_failed_jobs)
 
     def retry_failed_jobs(self) -> None:
-        for job_id in self.jobs.take_due_retries(time.time()):
+        now = time.time()
+        for job_id in self.jobs.take_due_retries(now):
             record = self.jobs.get(job_id)
             if record is None:
                 continue
-            new = self.client.submit(
-                record.pipeline, record.payload, tier=record.tier, retry_of=job_id
-            )
+            try:
+                payload = record.payload
+            except JobrunnerError as error:
+                # Sealed under a key this host lacks: the retry goes back, due, for a host that
+                # holds the key (every host of a fleet should), rather than being lost.
+                self.jobs.return_retry(job_id, now)
+                log.error("job %s: retry left for a host with its payload key: %s", job_id, error)
+                continue
+            new = self.client.submit(record.pipeline, payload, tier=record.tier, retry_of=job_id)
             log.warning("job %s failed; attempt %d is job %s", job_id, record.attempt + 1, new.id)
 
     def fail_overdue_jobs(self) -> None:
         for job_id in self.jobs.overdue(time.time()):
-            try:
-                self._fail_overdue(job_id)
-            except JobrunnerError as error:  # one unreadable record must not stall the others
-                log.error(
-                    "job %s is past its deadline but cannot be failed here: %s", job_id, error
-                )
+            self._fail_overdue(job_id)
 
     def _fail_overdue(self, job_id: str) -> None:
+        """Fail one overdue job. Its payload is not opened (fail_job copies it sealed), so a
+        record sealed under a key this host lacks is failed like any other."""
         record = self.jobs.get(job_id)
         state_now = record.state if record else "unknown"
         deadline_s = self.settings.reliability.job_deadline_s
