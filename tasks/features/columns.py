@@ -76,6 +76,8 @@ def python_round(values: pa.Array, digits: int) -> pa.Array:
     ties on the scaled double, and leaves some values unrounded). Scales, rounds half to even,
     divides back (correctly rounded, like Python's decimal round trip); the rare values within
     rounding error of a tie are rounded by Python itself."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
     scale = 10.0**digits
     scaled = pc.multiply(values, scale)
     out = pc.if_else(

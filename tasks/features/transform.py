@@ -10,13 +10,22 @@ atomically, so a rerun is harmless); if it still fails, the job fails naming par
 
 from __future__ import annotations
 
-import math
 import time
-from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
-from jobrunner.tasks.features.files import read_jsonl, write_jsonl
+from jobrunner.tasks.features.columns import (
+    joined,
+    json_lines,
+    json_numbers,
+    json_strings,
+    python_round,
+    read_jsonl,
+)
+from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.lineage import StepFact, source_hash
 from jobrunner.tasks.features.partitions import PartitionResult, failures_named, partition_file
 from jobrunner.tasks.features.shared import fetch
@@ -31,27 +40,67 @@ class TransformPayload(CachedPayload):
     pass
 
 
-def dew_point_c(temperature_c: float, humidity_pct: float) -> float:
-    """Magnus formula; humidity is floored at 0.1 % because the logarithm of 0 is undefined."""
+# What transform reads of validate's rows; the timestamp stays text (as validate wrote it) and
+# is written on as it came.
+VALID_SCHEMA = pa.schema(
+    [
+        ("station", pa.string()),
+        ("timestamp", pa.string()),
+        ("temperature_c", pa.float64()),
+        ("humidity_pct", pa.float64()),
+        ("wind_ms", pa.float64()),
+        ("source_file", pa.string()),
+        ("source_line", pa.int64()),
+    ]
+)
+
+
+def dew_point_c(temperature_c: pa.Array, humidity_pct: pa.Array) -> pa.Array:
+    """Magnus formula; humidity is floored at 0.1 % because the logarithm of 0 is undefined.
+    Each operation in the order the scalar formula takes it, so the doubles are the same."""
     a, b = 17.62, 243.12
-    gamma = math.log(max(humidity_pct, 0.1) / 100) + a * temperature_c / (b + temperature_c)
-    return b * gamma / (a - gamma)
+    gamma = pc.add(
+        pc.ln(pc.divide(pc.max_element_wise(humidity_pct, 0.1), 100)),
+        pc.divide(pc.multiply(a, temperature_c), pc.add(b, temperature_c)),
+    )
+    return pc.divide(pc.multiply(b, gamma), pc.subtract(a, gamma))
 
 
-def derive_features(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with its derived columns added."""
-    when = datetime.fromisoformat(row["timestamp"])
-    return {
-        **row,
-        "temperature_f": round(row["temperature_c"] * 9 / 5 + 32, 2),
-        "dew_point_c": round(dew_point_c(row["temperature_c"], row["humidity_pct"]), 2),
-        "humidity_frac": round(row["humidity_pct"] / 100, 4),
-        "hour": when.hour,
-        "weekday": when.weekday(),
+def derive_features(rows: pa.Table) -> pa.Table:
+    """The rows (VALID_SCHEMA) with their derived columns added, rounded as Python's `round`."""
+    temperature, humidity = rows["temperature_c"], rows["humidity_pct"]
+    when = pc.cast(rows["timestamp"], pa.timestamp("us"))
+    derived = {
+        "temperature_f": python_round(pc.add(pc.divide(pc.multiply(temperature, 9), 5), 32), 2),
+        "dew_point_c": python_round(dew_point_c(temperature, humidity), 2),
+        "humidity_frac": python_round(pc.divide(humidity, 100), 4),
+        "hour": pc.hour(when),
+        "weekday": pc.day_of_week(when),  # Monday 0, as datetime.weekday
     }
+    for name, values in derived.items():
+        rows = rows.append_column(name, values)
+    return rows
 
 
-@step(retry=RETRY, memory_mb=64)  # streams: one row at a time
+def _json(rows: pa.Table) -> bytes:
+    """The feature rows as JSON Lines, columns in the order transform always wrote them."""
+    text = {"station", "timestamp", "source_file"}
+    whole = {"source_line", "hour", "weekday"}
+    return joined(
+        json_lines(
+            {
+                name: json_strings(values)
+                if name in text
+                else pc.cast(values, pa.string())
+                if name in whole
+                else json_numbers(values)
+                for name, values in zip(rows.column_names, rows.columns, strict=True)
+            }
+        )
+    )
+
+
+@step(retry=RETRY, memory_mb=128)  # a block of rows in Arrow at a time (BLOCK bytes)
 def transform(
     payload: TransformPayload, upstream: dict[str, Any], ctx: StepContext
 ) -> PartitionResult:
@@ -78,8 +127,13 @@ def transform(
         )
 
     def compute() -> PartitionResult:
-        with failures_named(done.partition):
-            write_jsonl(features, (derive_features(row) for row in read_jsonl(rows)))
+        with (
+            failures_named(done.partition),
+            atomic_path(features) as temp,
+            temp.open("wb") as out,
+        ):
+            for block in read_jsonl(rows, VALID_SCHEMA):
+                out.write(_json(derive_features(block)))
         return result(cached=False)
 
     return cached(

@@ -22,7 +22,7 @@ from jobrunner.tasks.features.formats import InputError
 from jobrunner.tasks.features.parquet import write_batches, write_parquet
 from jobrunner.tasks.features.partitions import PartitionError
 from jobrunner.tasks.features.schema import FEATURE_SCHEMA
-from jobrunner.tasks.features.transform import derive_features
+from jobrunner.tasks.features.transform import VALID_SCHEMA, derive_features
 from tests.support.features import (
     CSV_HEADER,
     JOB_ID,
@@ -120,7 +120,7 @@ def test_partitioning_does_not_change_the_feature_file(
 
 
 def test_parquet_writer_is_deterministic_and_timeless(tmp_path: Path) -> None:
-    row = derive_features(
+    (row,) = _derived(
         {
             "station": "E01",
             "timestamp": "2026-06-01T12:00:00",
@@ -144,8 +144,13 @@ def test_parquet_writer_is_deterministic_and_timeless(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
 
 
+def _derived(*rows: dict[str, Any]) -> list[dict[str, Any]]:
+    """transform's features of `rows` (missing columns null)."""
+    return derive_features(pa.Table.from_pylist(list(rows), schema=VALID_SCHEMA)).to_pylist()
+
+
 def test_derived_columns() -> None:
-    row = derive_features(
+    (row,) = _derived(
         {"timestamp": "2026-06-03T14:00:00", "temperature_c": 20.0, "humidity_pct": 100.0}
     )
     assert row["temperature_f"] == 68.0
