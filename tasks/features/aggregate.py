@@ -6,13 +6,13 @@ The order is (station, timestamp, source file, source line): it depends only on 
 on partitioning or on which worker finished first, which is what makes the feature file
 reproducible.
 
-Out of core, in bounded memory: DuckDB reads the partitions' JSON Lines, computes the statistics
-and sorts, spilling to the work directory past `DUCKDB_MEMORY`, and hands the sorted rows on as
-Arrow batches that `parquet.write_batches` writes one row group at a time. Why DuckDB: the sort
-over the whole dataset is the one operation here that cannot stream, and DuckDB's sort is
+Out of core, in bounded memory: DuckDB reads the partitions' Parquet work files, computes the
+statistics and sorts, spilling to the work directory past `DUCKDB_MEMORY`, and hands the sorted
+rows on as Arrow batches that `parquet.write_batches` writes one row group at a time. Why DuckDB:
+the sort over the whole dataset is the one operation here that cannot stream, and DuckDB's sort is
 external with an explicit memory limit (pyarrow has no external sort; Polars' streaming engine
-would be the other candidate, not measured here). One thread, so the floating-point sums behind
-the statistics are always added in the same order: the same inputs give the same bytes.
+would be the other candidate, not measured here). One thread, so the floating-point sums behind the
+statistics are always added in the same order: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -42,21 +42,6 @@ DUCKDB_MEMORY = "256MB"  # DuckDB's own limit; it spills to the work directory b
 MEMORY_MB = 384  # declared: DuckDB's limit, a row group in Arrow, duckdb itself (measured ~260)
 BATCH_ROWS = 1 << 16
 
-# Column types of the partitions' feature rows (transform's output), as DuckDB reads them.
-FEATURE_COLUMNS = {
-    "station": "VARCHAR",
-    "timestamp": "TIMESTAMP",
-    "temperature_c": "DOUBLE",
-    "humidity_pct": "DOUBLE",
-    "wind_ms": "DOUBLE",
-    "temperature_f": "DOUBLE",
-    "dew_point_c": "DOUBLE",
-    "humidity_frac": "DOUBLE",
-    "hour": "TINYINT",
-    "weekday": "TINYINT",
-    "source_file": "VARCHAR",
-    "source_line": "BIGINT",
-}
 QUARANTINE_COLUMNS = {
     "file": "VARCHAR",
     "line": "BIGINT",
@@ -92,11 +77,19 @@ def _connect(work: Path) -> duckdb.DuckDBPyConnection:
     )
 
 
+def _listed(files: list[Path]) -> str:
+    return ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+
+
 def _source(files: list[Path], columns: dict[str, str]) -> str:
     """A DuckDB table function over JSON Lines files with fixed column types."""
-    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
     typed = ", ".join(f"'{name}': '{kind}'" for name, kind in columns.items())
-    return f"read_json([{listed}], format = 'newline_delimited', columns = {{{typed}}})"
+    return f"read_json([{_listed(files)}], format = 'newline_delimited', columns = {{{typed}}})"
+
+
+def _features(files: list[Path]) -> str:
+    """A DuckDB table function over transform's work files (Parquet, typed)."""
+    return f"read_parquet([{_listed(files)}])"
 
 
 def statistics(db: duckdb.DuckDBPyConnection, rows: str, quarantined: int) -> dict[str, Any]:
@@ -190,7 +183,7 @@ def aggregate(
     def compute() -> AggregateResult:
         with _connect(work) as db:
             bad = _write_quarantine(db, _source(quarantine_in, QUARANTINE_COLUMNS), quarantine_path)
-            rows = _source(features_in, FEATURE_COLUMNS)
+            rows = _features(features_in)
             stats = statistics(db, rows, bad)
             temperature = stats["columns"].get("temperature_c", {})
             mean, spread = _exact_moments(db, rows) if temperature else (0.0, 0.0)

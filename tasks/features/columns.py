@@ -1,74 +1,31 @@
-"""Rows as Arrow columns: JSON Lines read and written a block at a time, and Python's rounding,
-for the steps that work on many rows at once (validate, transform).
-
-Why by hand rather than a JSON writer: pyarrow has none, and DuckDB's formats timestamps its own
-way; building each line from columns with `binary_join_element_wise` keeps the work files in
-the exact layout the row-at-a-time path writes, in C++.
-"""
+"""Rows as Arrow columns, for the steps that work on many rows at once (validate, transform):
+the Parquet work files between steps, and Python's rounding."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
+import pyarrow.parquet as pq
 
-from jobrunner.tasks.features.formats import BLOCK, line_blocks
-
-
-def json_strings(values: pa.Array) -> pa.Array:
-    """Each string as a JSON string (json.dumps, ensure_ascii=False), encoded once per distinct
-    value: a column of station names has a handful."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    encoded = pc.dictionary_encode(values)
-    quoted = pa.array(
-        [json.dumps(v, ensure_ascii=False) for v in encoded.dictionary.to_pylist()], pa.string()
-    )
-    return pc.take(quoted, encoded.indices)
+# Parquet options of the work files between steps: fast to write and read, not kept.
+WORK_PARQUET: dict[str, Any] = {"compression": "snappy", "use_dictionary": True}
+WORK_BATCH_ROWS = 1 << 16  # rows a step reads from a work file at a time
 
 
-def json_numbers(values: pa.Array) -> pa.Array:
-    """Each float as a JSON number that reads back as the same float (Arrow writes the shortest
-    such digits; a whole number gets ".0", as json.dumps writes it, so it stays a float)."""
-    text = pc.cast(values, pa.string())
-    whole = pc.match_substring_regex(text, r"^-?[0-9]+$")
-    return pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
+def work_parquet(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """A writer of a work file (`path` from files.atomic_path, which keeps its mode)."""
+    return pq.ParquetWriter(path, schema, **WORK_PARQUET)
 
 
-def json_lines(columns: dict[str, pa.Array]) -> pa.Array:
-    """One JSON object per row, `{"name": value, ...}` in the order given, each value already
-    JSON text (see json_strings, json_numbers), ending in a newline: json.dumps's layout."""
-    parts: list[pa.Array | str] = []
-    for i, (name, values) in enumerate(columns.items()):
-        parts += [("{" if i == 0 else ", ") + json.dumps(name) + ": ", values]
-    rows = pc.binary_join_element_wise(*parts, "}\n", "")
-    return rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows
-
-
-def joined(rows: pa.Array) -> bytes:
-    """The strings of `rows` one after another, as bytes."""
-    if len(rows) == 0:
-        return b""
-    whole = pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows)
-    return pc.binary_join(whole, "")[0].as_buffer().to_pybytes()
-
-
-def read_jsonl(path: Path, schema: pa.Schema) -> Iterator[pa.Table]:
-    """The rows of a JSON Lines file as tables of `schema`'s columns, a block at a time (bounded
-    memory however long the file)."""
-    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    with path.open("rb") as handle:
-        for block in line_blocks(handle, -1, BLOCK):
-            yield pj.read_json(
-                BytesIO(block),
-                read_options=pj.ReadOptions(use_threads=False, block_size=len(block) + 1),
-                parse_options=options,
-            ).select(schema.names)
+def work_batches(path: Path) -> Iterator[pa.Table]:
+    """The rows of a work file, WORK_BATCH_ROWS at a time (bounded memory however long)."""
+    with pq.ParquetFile(path) as found:
+        for batch in found.iter_batches(batch_size=WORK_BATCH_ROWS):
+            yield pa.Table.from_batches([batch])
 
 
 def python_round(values: pa.Array, digits: int) -> pa.Array:

@@ -25,6 +25,20 @@ RAW_COLUMNS = tuple(Reading.model_fields)
 # (station, timestamp) pairs from different files still sort the same way every run.
 SOURCE_COLUMNS = ("source_file", "source_line")
 
+# A valid row as validate hands it on (the work files between steps are Parquet: typed, and
+# read back by transform and DuckDB without parsing text again).
+VALID_SCHEMA = pa.schema(
+    [
+        ("station", pa.string()),
+        ("timestamp", pa.timestamp("us")),
+        ("temperature_c", pa.float64()),
+        ("humidity_pct", pa.float64()),
+        ("wind_ms", pa.float64()),
+        ("source_file", pa.string()),
+        ("source_line", pa.int64()),
+    ]
+)
+
 FEATURE_SCHEMA = pa.schema(
     [
         ("station", pa.string()),

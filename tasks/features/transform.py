@@ -17,40 +17,30 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
-from jobrunner.tasks.features.columns import (
-    joined,
-    json_lines,
-    json_numbers,
-    json_strings,
-    python_round,
-    read_jsonl,
-)
+from jobrunner.tasks.features.columns import python_round, work_batches, work_parquet
 from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.lineage import StepFact, source_hash
 from jobrunner.tasks.features.partitions import PartitionResult, failures_named, partition_file
+from jobrunner.tasks.features.schema import FEATURE_SCHEMA, VALID_SCHEMA
 from jobrunner.tasks.features.shared import fetch
 from jobrunner.tasks.retry import RetryPolicy
 from jobrunner.tasks.step import StepContext, step
 
 CODE_VERSION = source_hash(__name__)
 RETRY = RetryPolicy(max_retries=2, backoff_s=0.5)
+DERIVED = ("temperature_f", "dew_point_c", "humidity_frac", "hour", "weekday")
 
 
 class TransformPayload(CachedPayload):
     pass
 
 
-# What transform reads of validate's rows; the timestamp stays text (as validate wrote it) and
-# is written on as it came.
-VALID_SCHEMA = pa.schema(
+# transform's work file: the valid rows and what one row determines (FEATURE_SCHEMA's
+# columns but the dataset's z-score).
+WORK_SCHEMA = pa.schema(
     [
-        ("station", pa.string()),
-        ("timestamp", pa.string()),
-        ("temperature_c", pa.float64()),
-        ("humidity_pct", pa.float64()),
-        ("wind_ms", pa.float64()),
-        ("source_file", pa.string()),
-        ("source_line", pa.int64()),
+        *VALID_SCHEMA,
+        *(FEATURE_SCHEMA.field(name) for name in DERIVED),
     ]
 )
 
@@ -67,37 +57,19 @@ def dew_point_c(temperature_c: pa.Array, humidity_pct: pa.Array) -> pa.Array:
 
 
 def derive_features(rows: pa.Table) -> pa.Table:
-    """The rows (VALID_SCHEMA) with their derived columns added, rounded as Python's `round`."""
-    temperature, humidity = rows["temperature_c"], rows["humidity_pct"]
-    when = pc.cast(rows["timestamp"], pa.timestamp("us"))
+    """The rows (VALID_SCHEMA) with their derived columns added (WORK_SCHEMA), rounded as
+    Python's `round`."""
+    temperature, humidity, when = rows["temperature_c"], rows["humidity_pct"], rows["timestamp"]
     derived = {
         "temperature_f": python_round(pc.add(pc.divide(pc.multiply(temperature, 9), 5), 32), 2),
         "dew_point_c": python_round(dew_point_c(temperature, humidity), 2),
         "humidity_frac": python_round(pc.divide(humidity, 100), 4),
-        "hour": pc.hour(when),
-        "weekday": pc.day_of_week(when),  # Monday 0, as datetime.weekday
+        "hour": pc.cast(pc.hour(when), pa.int8()),
+        "weekday": pc.cast(pc.day_of_week(when), pa.int8()),  # Monday 0, as datetime.weekday
     }
     for name, values in derived.items():
         rows = rows.append_column(name, values)
     return rows
-
-
-def _json(rows: pa.Table) -> bytes:
-    """The feature rows as JSON Lines, columns in the order transform always wrote them."""
-    text = {"station", "timestamp", "source_file"}
-    whole = {"source_line", "hour", "weekday"}
-    return joined(
-        json_lines(
-            {
-                name: json_strings(values)
-                if name in text
-                else pc.cast(values, pa.string())
-                if name in whole
-                else json_numbers(values)
-                for name, values in zip(rows.column_names, rows.columns, strict=True)
-            }
-        )
-    )
 
 
 @step(retry=RETRY, memory_mb=128)  # a block of rows in Arrow at a time (BLOCK bytes)
@@ -109,7 +81,7 @@ def transform(
     started = time.time()
     done = PartitionResult.model_validate(upstream)
     rows = fetch(ctx, done.rows_path)
-    features = partition_file(ctx, done.partition, "features")
+    features = partition_file(ctx, done.partition, "features.parquet")
     digest = key("transform", CODE_VERSION, payload.key_params(), done.cache_key)
 
     def result(cached: bool) -> PartitionResult:
@@ -130,10 +102,10 @@ def transform(
         with (
             failures_named(done.partition),
             atomic_path(features) as temp,
-            temp.open("wb") as out,
+            work_parquet(temp, WORK_SCHEMA) as out,
         ):
-            for block in read_jsonl(rows, VALID_SCHEMA):
-                out.write(_json(derive_features(block)))
+            for block in work_batches(rows):
+                out.write_table(derive_features(block))
         return result(cached=False)
 
     return cached(
@@ -141,7 +113,7 @@ def transform(
             ctx,
             payload,
             digest,
-            {"features.jsonl": features},
+            {"features.parquet": features},
             PartitionResult,
             compute,
             lambda _: result(cached=True),

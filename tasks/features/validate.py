@@ -18,10 +18,11 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import Field, ValidationError
 
 from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
-from jobrunner.tasks.features.columns import joined, json_lines, json_numbers, json_strings
+from jobrunner.tasks.features.columns import work_parquet
 from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.formats import Block, Record, lines, read_blocks, records
 from jobrunner.tasks.features.lineage import StepFact, source_hash
@@ -34,7 +35,7 @@ from jobrunner.tasks.features.partitions import (
     partition_file,
 )
 from jobrunner.tasks.features.paths import confined_input
-from jobrunner.tasks.features.schema import RAW_COLUMNS, Reading
+from jobrunner.tasks.features.schema import RAW_COLUMNS, VALID_SCHEMA, Reading
 from jobrunner.tasks.step import StepContext, step
 
 CODE_VERSION = source_hash(__name__)
@@ -70,7 +71,7 @@ def check_row(record: Record, columns: tuple[str, ...]) -> dict[str, Any] | str:
         if not isinstance(values, dict):
             return f"expected a JSON object, got {type(values).__name__}"
     try:
-        return Reading.model_validate(values).model_dump(mode="json")
+        return Reading.model_validate(values).model_dump()
     except ValidationError as error:
         return _reason(error)
 
@@ -92,6 +93,7 @@ STATION = r"^[A-Z][0-9]{2}$"
 NUMBER = r"^-?[0-9]+(\.[0-9]+)?$"
 TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}$"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S"
+PENDING_ROWS = 1 << 14  # valid rows of the row-by-row path held before they are written
 BOUNDS = {  # field: (lowest, highest) allowed, as in `Reading`
     "temperature_c": (-60.0, 60.0),
     "humidity_pct": (0.0, 100.0),
@@ -137,18 +139,19 @@ def plain_csv(data: bytes) -> bool:
 
 
 class Split:
-    """Where validate's rows go: valid rows and quarantine entries, as JSON Lines, in line order."""
+    """Where validate's rows go: valid rows (Parquet, VALID_SCHEMA) and quarantine entries (JSON
+    Lines), in line order."""
 
-    def __init__(self, partition: Partition, valid: BinaryIO, quarantine: BinaryIO) -> None:
+    def __init__(self, partition: Partition, valid: pq.ParquetWriter, quarantine: BinaryIO) -> None:
         self.partition = partition
         self.valid = valid
         self.quarantine = quarantine
-        self.source = json.dumps(partition.file, ensure_ascii=False)
+        self.pending: list[dict[str, Any]] = []  # valid rows of the row-by-row path
         self.good = self.bad = 0
 
-    def checked(self, record: Record) -> str | None:
-        """One row checked by the row model: its valid row's JSON line, or None when it went to
-        the quarantine."""
+    def checked(self, record: Record) -> dict[str, Any] | None:
+        """One row checked by the row model: its valid row, or None when it went to the
+        quarantine."""
         checked = check_row(record, self.partition.columns)
         if isinstance(checked, str):
             self.bad += 1
@@ -156,16 +159,22 @@ class Split:
             self.quarantine.write((json.dumps(entry, ensure_ascii=False) + "\n").encode())
             return None
         self.good += 1
-        row = {**checked, "source_file": self.partition.file, "source_line": record.line}
-        return json.dumps(row, ensure_ascii=False) + "\n"
+        return {**checked, "source_file": self.partition.file, "source_line": record.line}
 
     def row(self, record: Record) -> None:
-        if (line := self.checked(record)) is not None:
-            self.valid.write(line.encode())
+        if (row := self.checked(record)) is not None:
+            self.pending.append(row)
+        if len(self.pending) >= PENDING_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.valid.write_table(pa.Table.from_pylist(self.pending, VALID_SCHEMA))
+            self.pending.clear()
 
     def block(self, block: Block) -> None:
-        """A plain CSV block (`plain_csv`): the plainly good rows checked and written as
-        columns, in C++; the others by `checked`, one at a time."""
+        """A plain CSV block (`plain_csv`): the plainly good rows checked and typed as columns,
+        in C++; the others by `checked`, one at a time."""
         rows = pc.list_flatten(pc.split_pattern(pa.array([block.data.decode()]), "\n"))
         if block.data.endswith(b"\n"):
             rows = rows.slice(0, len(rows) - 1)  # what follows the last newline: nothing
@@ -181,29 +190,32 @@ class Split:
         fields = {name: pc.list_element(split, i) for i, name in enumerate(columns)}
         good = pc.and_(fitting, plainly_good(fields))
         plain = {name: pc.filter(values, good) for name, values in fields.items()}
-        good_lines = pc.filter(numbers, good)
-        self.good += len(good_lines)
-        valid = json_lines(
+        lines = pc.filter(numbers, good)
+        self.good += len(lines)
+        valid = pa.table(
             {
-                "station": json_strings(plain["station"]),
-                "timestamp": json_strings(plain["timestamp"]),
-                **{name: json_numbers(pc.cast(plain[name], pa.float64())) for name in BOUNDS},
-                "source_file": pa.repeat(self.source, len(good_lines)),
-                "source_line": pc.cast(good_lines, pa.string()),
-            }
+                "station": plain["station"],
+                "timestamp": pc.strptime(plain["timestamp"], TIMESTAMP_FORMAT, "us"),
+                **{name: pc.cast(plain[name], pa.float64()) for name in BOUNDS},
+                "source_file": pa.repeat(self.partition.file, len(lines)),
+                "source_line": lines,
+            },
+            schema=VALID_SCHEMA,
         )
         others = pc.invert(good)
-        more: dict[int, str] = {}
-        for line, text in zip(
-            pc.filter(numbers, others).to_pylist(), pc.filter(rows, others).to_pylist(), strict=True
-        ):
-            record = Record(line, 1, -1, text, next(csv.reader([text])))
-            if (found := self.checked(record)) is not None:
-                more[line] = found
+        more = [
+            row
+            for line, text in zip(
+                pc.filter(numbers, others).to_pylist(),
+                pc.filter(rows, others).to_pylist(),
+                strict=True,
+            )
+            if (row := self.checked(Record(line, 1, -1, text, next(csv.reader([text])))))
+        ]
         if more:  # valid after all (another spelling of a valid value): back in line order
-            order = pc.sort_indices(pa.concat_arrays([good_lines, pa.array(more, pa.int64())]))
-            valid = pc.take(pa.concat_arrays([valid, pa.array(more.values(), pa.string())]), order)
-        self.valid.write(joined(valid))
+            valid = pa.concat_tables([valid, pa.Table.from_pylist(more, VALID_SCHEMA)])
+            valid = valid.sort_by("source_line")
+        self.valid.write_table(valid)
 
 
 def _split(
@@ -216,7 +228,7 @@ def _split(
         failures_named(partition),
         atomic_path(valid_path) as valid_temp,
         atomic_path(quarantine_path) as quarantine_temp,
-        valid_temp.open("wb") as valid,
+        work_parquet(valid_temp, VALID_SCHEMA) as valid,
         quarantine_temp.open("wb") as quarantine,
     ):
         split = Split(partition, valid, quarantine)
@@ -233,6 +245,7 @@ def _split(
                 lines(rest), partition.format, offset=block.offset, first_line=block.line
             ):
                 split.row(record)
+        split.flush()
     return split.good, split.bad
 
 
@@ -245,8 +258,8 @@ def validate(
     started = time.time()
     partition = Partition.model_validate(upstream)
     source = confined_input(ctx.data_dir, partition.path)  # checked before anything is read
-    valid_path = partition_file(ctx, partition, "valid")
-    quarantine_path = partition_file(ctx, partition, "quarantine")
+    valid_path = partition_file(ctx, partition, "valid.parquet")
+    quarantine_path = partition_file(ctx, partition, "quarantine.jsonl")
     digest = key(
         "validate",
         CODE_VERSION,
@@ -290,7 +303,7 @@ def validate(
             ctx,
             payload,
             digest,
-            {"valid.jsonl": valid_path, "quarantine.jsonl": quarantine_path},
+            {"valid.parquet": valid_path, "quarantine.jsonl": quarantine_path},
             PartitionResult,
             compute,
             lambda old: result(old.rows, old.quarantined, cached=True),
