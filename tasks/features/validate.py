@@ -24,7 +24,14 @@ from pydantic import Field, ValidationError
 from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
 from jobrunner.tasks.features.columns import work_parquet
 from jobrunner.tasks.features.files import atomic_path
-from jobrunner.tasks.features.formats import Block, Record, lines, read_blocks, records
+from jobrunner.tasks.features.formats import (
+    Block,
+    Record,
+    lines,
+    plain_csv,
+    read_blocks,
+    records,
+)
 from jobrunner.tasks.features.lineage import StepFact, source_hash
 from jobrunner.tasks.features.partitions import (
     Partition,
@@ -124,18 +131,6 @@ def plainly_good(fields: dict[str, pa.Array]) -> pa.Array:
         pc.equal(pc.second(parsed), pc.cast(pc.utf8_slice_codeunits(stamp, 17, 19), pa.int64())),
     )
     return pc.fill_null(pc.and_(good, pc.and_(shaped, same)), False)
-
-
-def plain_csv(data: bytes) -> bool:
-    """Whether a CSV block's rows are its lines, split at commas: no quotes, no NUL, a carriage
-    return only before a newline, UTF-8. Anything else is read by `records`, which knows CSV."""
-    if b'"' in data or b"\0" in data or data.count(b"\r") != data.count(b"\r\n"):
-        return False
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 class Split:
