@@ -92,8 +92,12 @@ def _features(files: list[Path]) -> str:
     return f"read_parquet([{_listed(files)}])"
 
 
-def statistics(db: duckdb.DuckDBPyConnection, rows: str, quarantined: int) -> dict[str, Any]:
-    """Dataset statistics, for the version's commit and the lineage record."""
+def statistics(
+    db: duckdb.DuckDBPyConnection, rows: str, quarantined: int
+) -> tuple[dict[str, Any], tuple[float, float]]:
+    """Dataset statistics, for the version's commit and the lineage record; and temperature's
+    mean and population standard deviation unrounded, for the z-scores (0, 0 without rows).
+    One pass over the rows."""
     parts = ", ".join(f"avg({c}), stddev_pop({c}), min({c}), max({c})" for c in STATISTICS_COLUMNS)
     found = db.execute(
         f"SELECT count(*), count(DISTINCT station), min(timestamp), max(timestamp), {parts} "
@@ -101,27 +105,32 @@ def statistics(db: duckdb.DuckDBPyConnection, rows: str, quarantined: int) -> di
     ).fetchall()[0]
     count, stations, first, last, *columns = found
     seen = count + quarantined
-    return {
-        "rows": count,
-        "quarantined": quarantined,
-        "bad_row_rate": round(quarantined / seen, 6) if seen else 0.0,
-        "stations": stations,
-        "first_timestamp": first.isoformat() if count else None,
-        "last_timestamp": last.isoformat() if count else None,
-        "columns": (
-            {
-                name: {
-                    "mean": round(columns[4 * i], 6),
-                    "std": round(columns[4 * i + 1], 6),
-                    "min": columns[4 * i + 2],
-                    "max": columns[4 * i + 3],
+    at = 4 * STATISTICS_COLUMNS.index("temperature_c")
+    moments = (float(columns[at]), float(columns[at + 1] or 0.0)) if count else (0.0, 0.0)
+    return (
+        {
+            "rows": count,
+            "quarantined": quarantined,
+            "bad_row_rate": round(quarantined / seen, 6) if seen else 0.0,
+            "stations": stations,
+            "first_timestamp": first.isoformat() if count else None,
+            "last_timestamp": last.isoformat() if count else None,
+            "columns": (
+                {
+                    name: {
+                        "mean": round(columns[4 * i], 6),
+                        "std": round(columns[4 * i + 1], 6),
+                        "min": columns[4 * i + 2],
+                        "max": columns[4 * i + 3],
+                    }
+                    for i, name in enumerate(STATISTICS_COLUMNS)
                 }
-                for i, name in enumerate(STATISTICS_COLUMNS)
-            }
-            if count
-            else {}
-        ),
-    }
+                if count
+                else {}
+            ),
+        },
+        moments,
+    )
 
 
 def _feature_query(rows: str, mean: float, spread: float) -> str:
@@ -184,9 +193,7 @@ def aggregate(
         with _connect(work) as db:
             bad = _write_quarantine(db, _source(quarantine_in, QUARANTINE_COLUMNS), quarantine_path)
             rows = _features(features_in)
-            stats = statistics(db, rows, bad)
-            temperature = stats["columns"].get("temperature_c", {})
-            mean, spread = _exact_moments(db, rows) if temperature else (0.0, 0.0)
+            stats, (mean, spread) = statistics(db, rows, bad)
             reader = db.sql(_feature_query(rows, mean, spread)).to_arrow_reader(BATCH_ROWS)
             _, written = write_batches(reader, FEATURE_SCHEMA, features_path)
         return result(written, bad, stats, cached=False)
@@ -202,11 +209,3 @@ def aggregate(
             lambda old: result(old.rows, old.quarantined, old.statistics, cached=True),
         )
     )
-
-
-def _exact_moments(db: duckdb.DuckDBPyConnection, rows: str) -> tuple[float, float]:
-    """Mean and population standard deviation of temperature, unrounded."""
-    (found,) = db.execute(
-        f"SELECT avg(temperature_c), stddev_pop(temperature_c) FROM {rows}"
-    ).fetchall()
-    return float(found[0]), float(found[1] or 0.0)
