@@ -25,20 +25,6 @@ RAW_COLUMNS = tuple(Reading.model_fields)
 # (station, timestamp) pairs from different files still sort the same way every run.
 SOURCE_COLUMNS = ("source_file", "source_line")
 
-# A valid row as validate hands it on (the work files between steps are Parquet: typed, and
-# read back by transform and DuckDB without parsing text again).
-VALID_SCHEMA = pa.schema(
-    [
-        ("station", pa.string()),
-        ("timestamp", pa.timestamp("us")),
-        ("temperature_c", pa.float64()),
-        ("humidity_pct", pa.float64()),
-        ("wind_ms", pa.float64()),
-        ("source_file", pa.string()),
-        ("source_line", pa.int64()),
-    ]
-)
-
 FEATURE_SCHEMA = pa.schema(
     [
         ("station", pa.string()),
@@ -56,3 +42,7 @@ FEATURE_SCHEMA = pa.schema(
         ("source_line", pa.int64()),
     ]
 )
+
+# A valid row as validate hands it on: the raw columns typed, and where it came from (the work
+# files between steps are Parquet: typed, read back by transform and DuckDB without parsing).
+VALID_SCHEMA = pa.schema([FEATURE_SCHEMA.field(name) for name in (*RAW_COLUMNS, *SOURCE_COLUMNS)])

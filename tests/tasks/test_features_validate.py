@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobrunner.tasks.features.formats import read, scan
+from jobrunner.tasks.features.formats import read
 from jobrunner.tasks.features.partitions import Partition
 from jobrunner.tasks.features.schema import RAW_COLUMNS
+from tests.support.features import JOB_ID, inputs_under, run_step
 
 # The module, not the step function that tasks.features exports under the same name.
 validate = importlib.import_module("jobrunner.tasks.features.validate")
@@ -73,22 +74,10 @@ def _line(draw: random.Random, order: list[str]) -> str:
     return ",".join(fields[:4] if kind < 0.01 else [*fields, "1"] if kind < 0.02 else fields)
 
 
-def _partition(path: Path, columns: tuple[str, ...]) -> Partition:
-    found = scan(path, "csv", 0)
-    (whole,) = found.ranges
-    return Partition(
-        index=0,
-        name=path.name,
-        file=path.name,
-        path=str(path),
-        format="csv",
-        columns=columns,
-        offset=whole.offset,
-        end=whole.end,
-        first_line=whole.first_line,
-        rows=whole.rows,
-        sha256=whole.sha256,
-    )
+def _partition(tmp_path: Path, directory: Path) -> Partition:
+    """The one partition ingest makes of the file in `directory`."""
+    (partition,) = run_step("ingest", {"input_dir": str(directory)}, None, tmp_path, JOB_ID)
+    return Partition.model_validate(partition)
 
 
 def _row_by_row(partition: Partition, path: Path) -> tuple[list[Any], list[Any]]:
@@ -115,9 +104,11 @@ def test_block_checks_agree_with_the_row_model(tmp_path: Path, seed: int) -> Non
     if draw.random() < 0.3:  # a quote: the partition is read row by row from there on
         text.insert(draw.randrange(ROWS), '"' + '","'.join(order) + '"')
     end = draw.choice(["\n", "\r\n"])
-    path = tmp_path / f"{seed}.csv"
+    directory = inputs_under(tmp_path, f"seed-{seed}")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "rows.csv"
     path.write_text(",".join(order) + end + "".join(line + end for line in text), newline="")
-    partition = _partition(path, tuple(order))
+    partition = _partition(tmp_path, directory)
     valid_path, quarantine_path = tmp_path / "valid.parquet", tmp_path / "quarantine.jsonl"
 
     good, bad = validate._split(partition, path, valid_path, quarantine_path)
