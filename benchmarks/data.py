@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import resource
 import shutil
 import sys
@@ -25,22 +26,55 @@ JOB_ID = "b" * 32
 BAD_EVERY = 1000  # one bad row in this many
 ROW_BYTES = 40  # about, per generated row
 PARTITION_ROWS = 250_000
+GENERATE_ROWS = 1 << 20  # rows generated at a time
+START = 1_780_000_000  # seconds: the first reading's time, a fixed day
 
 
 def generate(directory: Path, megabytes: float) -> tuple[Path, int]:
     """A CSV of about `megabytes` MB of hourly readings over 100 stations, one row in BAD_EVERY
-    bad; returns its path and its row count."""
+    bad; returns its path and its row count. Built GENERATE_ROWS rows at a time in Arrow and
+    streamed to disk, so 1 GB takes seconds and little memory."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "readings.csv"
     rows = int(megabytes * 1e6 / ROW_BYTES)
-    start = 1_780_000_000  # seconds, a fixed day
-    with path.open("w", encoding="utf-8") as out:
-        out.write("station,timestamp,temperature_c,humidity_pct,wind_ms\n")
-        for i in range(rows):
-            when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start + 3600 * (i // 100)))
-            humidity = "x" if i % BAD_EVERY == BAD_EVERY - 1 else str(40 + i % 50)
-            out.write(f"E{i % 100:02d},{when},{(i * 7) % 60 - 20}.5,{humidity},{i % 13}.25\n")
+    with path.open("wb") as out:
+        out.write(b"station,timestamp,temperature_c,humidity_pct,wind_ms\n")
+        for first in range(0, rows, GENERATE_ROWS):
+            out.write(_readings(first, min(rows, first + GENERATE_ROWS)))
     return path, rows
+
+
+def _readings(first: int, end: int) -> bytes:
+    """Rows [first, end) of the generated CSV: row i is station E{i % 100}, hour i // 100 after
+    START, temperature (7i mod 60) - 20 + 0.5, humidity 40 + i mod 50 (`x` for one row in
+    BAD_EVERY), wind i mod 13 + 0.25."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def mod(values: pa.Array, by: int) -> pa.Array:
+        return pc.subtract(values, pc.multiply(pc.divide(values, by), by))
+
+    def text(values: pa.Array) -> pa.Array:
+        return pc.cast(values, pa.string())
+
+    i = pa.array(range(first, end), pa.int64())
+    hours = range(first // 100, (end - 1) // 100 + 1)  # a timestamp per 100 rows: few to format
+    stamps = pa.array(
+        [time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(START + 3600 * h)) for h in hours]
+    )
+    humidity = pc.if_else(
+        pc.equal(mod(i, BAD_EVERY), BAD_EVERY - 1), "x", text(pc.add(mod(i, 50), 40))
+    )
+    line = pc.binary_join_element_wise(
+        pc.binary_join_element_wise("E", pc.utf8_lpad(text(mod(i, 100)), 2, "0"), ""),
+        pc.take(stamps, pc.subtract(pc.divide(i, 100), hours[0])),
+        pc.binary_join_element_wise(text(pc.subtract(mod(pc.multiply(i, 7), 60), 20)), ".5", ""),
+        humidity,
+        pc.binary_join_element_wise(text(mod(i, 13)), ".25\n", ""),
+        ",",
+    )
+    whole = pa.ListArray.from_arrays(pa.array([0, len(line)], pa.int32()), line)
+    return pc.binary_join(whole, "")[0].as_buffer().to_pybytes()
 
 
 def _peak_mb() -> float:
@@ -130,70 +164,52 @@ def _warm_and_wait(_: int) -> None:
     time.sleep(0.5)
 
 
-def _timed_baseline(input_dir: Path, out: Path) -> float:
+def _timed_baseline(input_dir: Path, out: Path) -> tuple[float, int, float]:
+    """The baseline's seconds, rows written and peak RSS (MB)."""
     began = time.perf_counter()
-    baseline(input_dir, out)
-    return time.perf_counter() - began
+    rows = baseline(input_dir, out)
+    return time.perf_counter() - began, rows, _peak_mb()
 
 
 def baseline(input_dir: Path, out: Path) -> int:
-    """The same transformation in one process with pyarrow alone (everything in memory): parse,
-    drop bad rows, derive the features, standardize, sort, write Parquet. Returns rows written."""
+    """The same transformation in one process with pyarrow alone, everything in memory: parse
+    (pyarrow's multithreaded CSV reader), keep the rows that pass validate's rules, derive the
+    same features with the same functions, standardize, sort in the feature file's order, write
+    the feature file. What it leaves out is what the pipeline adds: partitions, work files
+    between steps, hashing for lineage, the quarantine's reasons, an external sort, the
+    versioned store. Returns rows written."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pv
-    import pyarrow.parquet as pq
 
-    from jobrunner.tasks.features.parquet import PARQUET_OPTIONS
+    from jobrunner.tasks.features.parquet import write_parquet
+    from jobrunner.tasks.features.schema import FEATURE_SCHEMA, RAW_COLUMNS
+    from jobrunner.tasks.features.transform import derive_features
+    from jobrunner.tasks.features.validate import BOUNDS, TIMESTAMP_FORMAT, plainly_good
 
     table = pv.read_csv(
         input_dir / "readings.csv",
-        convert_options=pv.ConvertOptions(
-            column_types=dict.fromkeys(
-                ["station", "timestamp", "temperature_c", "humidity_pct", "wind_ms"], pa.string()
-            )
-        ),
+        convert_options=pv.ConvertOptions(column_types=dict.fromkeys(RAW_COLUMNS, pa.string())),
     )
-    number = r"^-?\d+(\.\d+)?$"
-    good = pc.and_(
-        pc.match_substring_regex(table["station"], r"^[A-Z]\d{2}$"),
-        pc.and_(
-            pc.match_substring_regex(table["humidity_pct"], number),
-            pc.and_(
-                pc.match_substring_regex(table["temperature_c"], number),
-                pc.match_substring_regex(table["wind_ms"], number),
-            ),
-        ),
-    )
-    table = table.filter(good)
-    temperature = pc.cast(table["temperature_c"], pa.float64())
-    humidity = pc.cast(table["humidity_pct"], pa.float64())
-    when = pc.strptime(table["timestamp"], "%Y-%m-%dT%H:%M:%S", "us")
-    gamma = pc.add(
-        pc.ln(pc.divide(pc.max_element_wise(humidity, 0.1), 100)),
-        pc.divide(pc.multiply(temperature, 17.62), pc.add(temperature, 243.12)),
-    )
-    mean = pc.mean(temperature).as_py()
-    spread = pc.stddev(temperature).as_py() or 1.0
-    features = pa.table(
+    # Lines are rows here (no blank lines generated): the header is line 1.
+    table = table.append_column("source_line", pa.array(range(2, table.num_rows + 2)))
+    table = table.filter(plainly_good({name: table[name] for name in RAW_COLUMNS}))
+    valid = pa.table(
         {
             "station": table["station"],
-            "timestamp": when,
-            "temperature_c": temperature,
-            "humidity_pct": humidity,
-            "wind_ms": pc.cast(table["wind_ms"], pa.float64()),
-            "temperature_f": pc.round(pc.add(pc.multiply(temperature, 1.8), 32), 2),
-            "dew_point_c": pc.round(
-                pc.divide(pc.multiply(gamma, 243.12), pc.subtract(17.62, gamma)), 2
-            ),
-            "humidity_frac": pc.round(pc.divide(humidity, 100), 4),
-            "hour": pc.cast(pc.hour(when), pa.int8()),
-            "weekday": pc.cast(pc.day_of_week(when), pa.int8()),
-            "temperature_z": pc.round(pc.divide(pc.subtract(temperature, mean), spread), 6),
+            "timestamp": pc.strptime(table["timestamp"], TIMESTAMP_FORMAT, "us"),
+            **{name: pc.cast(table[name], pa.float64()) for name in BOUNDS},
+            "source_file": pa.repeat("readings.csv", table.num_rows),
+            "source_line": table["source_line"],
         }
     )
-    features = features.sort_by([("station", "ascending"), ("timestamp", "ascending")])
-    pq.write_table(features, out, **PARQUET_OPTIONS)
+    features = derive_features(valid)
+    temperature = features["temperature_c"]
+    mean, spread = pc.mean(temperature).as_py(), pc.stddev(temperature).as_py()
+    z = pc.round(pc.divide(pc.subtract(temperature, mean), spread), 6)
+    features = features.append_column("temperature_z", z).select(FEATURE_SCHEMA.names)
+    order = [(name, "ascending") for name in ("station", "timestamp", "source_file", "source_line")]
+    write_parquet(features.sort_by(order).cast(FEATURE_SCHEMA), out)
     return features.num_rows
 
 
@@ -202,26 +218,35 @@ class SizeFigures:
     megabytes: float
     rows: int
     steps: list[StepFigure]
+    cached_steps: list[StepFigure]  # the fully cached rerun's
     pipeline_s: float
     cached_s: float
     baseline_s: float
+    baseline_peak_mb: float
+    load: tuple[float, float]  # 1-minute load average before and after
 
 
 def measure(megabytes: float, workers: int) -> SizeFigures:
     """The pipeline (each step in a fresh process, partitions `workers` at a time), a fully
     cached rerun, and the pyarrow baseline, on one generated input."""
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="jobrunner-data-bench-") as temp:
         data_dir = Path(temp)
         source, rows = generate(data_dir / "inputs" / "bench", megabytes)
-        steps, _ = run_pipeline(data_dir, source.parent, workers)
+        steps, written = run_pipeline(data_dir, source.parent, workers)
         again, _ = run_pipeline(data_dir, source.parent, workers)
         with _pool(1) as pool:
             pool.submit(_warm).result()
-            baseline_s = pool.submit(
+            baseline_s, baseline_rows, baseline_peak = pool.submit(
                 _timed_baseline, source.parent, data_dir / "baseline.parquet"
             ).result()
+        if baseline_rows != written:  # then the two did not do the same work
+            raise RuntimeError(f"baseline wrote {baseline_rows} rows, the pipeline {written}")
         pipeline_s, cached_s = (sum(f.seconds for f in run) for run in (steps, again))
-    return SizeFigures(megabytes, rows, steps, pipeline_s, cached_s, baseline_s)
+    load = (load_before, os.getloadavg()[0])
+    return SizeFigures(
+        megabytes, rows, steps, again, pipeline_s, cached_s, baseline_s, baseline_peak, load
+    )
 
 
 def main(sizes: list[float], workers: int = 2) -> None:
@@ -230,10 +255,15 @@ def main(sizes: list[float], workers: int = 2) -> None:
         print(
             f"{megabytes:g} MB, {found.rows:,} rows: pipeline {found.rows / found.pipeline_s:,.0f} "
             f"rows/s, baseline {found.rows / found.baseline_s:,.0f} rows/s, cached rerun "
-            f"{found.cached_s:.1f} s (first {found.pipeline_s:.1f} s)"
+            f"{found.cached_s:.1f} s (first {found.pipeline_s:.1f} s); baseline peak RSS "
+            f"{found.baseline_peak_mb:,.0f} MB; 1-min load {found.load[0]:.1f} -> "
+            f"{found.load[1]:.1f}"
         )
-        for f in found.steps:
-            print(f"  {f.step:20s} {f.seconds:8.2f} s  peak RSS {f.peak_mb:8.0f} MB")
+        for f, c in zip(found.steps, found.cached_steps, strict=True):
+            print(
+                f"  {f.step:20s} {f.seconds:8.2f} s  peak RSS {f.peak_mb:8.0f} MB  "
+                f"cached {c.seconds:8.2f} s"
+            )
 
 
 if __name__ == "__main__":

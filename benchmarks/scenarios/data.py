@@ -24,7 +24,9 @@ def run(bench: Bench) -> list[Row]:
         peak = max(found.steps, key=lambda step: step.peak_mb)
         progress(
             f"data: {size}: {found.rows / found.pipeline_s:,.0f} rows/s, peak RSS "
-            f"{peak.peak_mb:.0f} MB ({peak.step}), cached rerun {found.cached_s:.1f} s"
+            f"{peak.peak_mb:.0f} MB ({peak.step}), cached rerun {found.cached_s:.1f} s, "
+            f"baseline {found.rows / found.baseline_s:,.0f} rows/s, 1-min load "
+            f"{found.load[0]:.1f} -> {found.load[1]:.1f}"
         )
         rows += [
             row(

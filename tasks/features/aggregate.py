@@ -6,13 +6,13 @@ The order is (station, timestamp, source file, source line): it depends only on 
 on partitioning or on which worker finished first, which is what makes the feature file
 reproducible.
 
-Out of core, in bounded memory: DuckDB reads the partitions' JSON Lines, computes the statistics
-and sorts, spilling to the work directory past `DUCKDB_MEMORY`, and hands the sorted rows on as
-Arrow batches that `parquet.write_batches` writes one row group at a time. Why DuckDB: the sort
-over the whole dataset is the one operation here that cannot stream, and DuckDB's sort is
+Out of core, in bounded memory: DuckDB reads the partitions' Parquet work files, computes the
+statistics and sorts, spilling to the work directory past `DUCKDB_MEMORY`, and hands the sorted
+rows on as Arrow batches that `parquet.write_batches` writes one row group at a time. Why DuckDB:
+the sort over the whole dataset is the one operation here that cannot stream, and DuckDB's sort is
 external with an explicit memory limit (pyarrow has no external sort; Polars' streaming engine
-would be the other candidate, not measured here). One thread, so the floating-point sums behind
-the statistics are always added in the same order: the same inputs give the same bytes.
+would be the other candidate, not measured here). One thread, so the floating-point sums behind the
+statistics are always added in the same order: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -42,21 +42,6 @@ DUCKDB_MEMORY = "256MB"  # DuckDB's own limit; it spills to the work directory b
 MEMORY_MB = 384  # declared: DuckDB's limit, a row group in Arrow, duckdb itself (measured ~260)
 BATCH_ROWS = 1 << 16
 
-# Column types of the partitions' feature rows (transform's output), as DuckDB reads them.
-FEATURE_COLUMNS = {
-    "station": "VARCHAR",
-    "timestamp": "TIMESTAMP",
-    "temperature_c": "DOUBLE",
-    "humidity_pct": "DOUBLE",
-    "wind_ms": "DOUBLE",
-    "temperature_f": "DOUBLE",
-    "dew_point_c": "DOUBLE",
-    "humidity_frac": "DOUBLE",
-    "hour": "TINYINT",
-    "weekday": "TINYINT",
-    "source_file": "VARCHAR",
-    "source_line": "BIGINT",
-}
 QUARANTINE_COLUMNS = {
     "file": "VARCHAR",
     "line": "BIGINT",
@@ -93,15 +78,27 @@ def connect(work: Path, memory: str = DUCKDB_MEMORY) -> duckdb.DuckDBPyConnectio
     )
 
 
+def _listed(files: list[Path]) -> str:
+    return ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+
+
 def _source(files: list[Path], columns: dict[str, str]) -> str:
     """A DuckDB table function over JSON Lines files with fixed column types."""
-    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
     typed = ", ".join(f"'{name}': '{kind}'" for name, kind in columns.items())
-    return f"read_json([{listed}], format = 'newline_delimited', columns = {{{typed}}})"
+    return f"read_json([{_listed(files)}], format = 'newline_delimited', columns = {{{typed}}})"
 
 
-def statistics(db: duckdb.DuckDBPyConnection, rows: str, quarantined: int) -> dict[str, Any]:
-    """Dataset statistics, for the version's commit and the lineage record."""
+def _features(files: list[Path]) -> str:
+    """A DuckDB table function over transform's work files (Parquet, typed)."""
+    return f"read_parquet([{_listed(files)}])"
+
+
+def statistics(
+    db: duckdb.DuckDBPyConnection, rows: str, quarantined: int
+) -> tuple[dict[str, Any], tuple[float, float]]:
+    """Dataset statistics, for the version's commit and the lineage record; and temperature's
+    mean and population standard deviation unrounded, for the z-scores (0, 0 without rows).
+    One pass over the rows."""
     parts = ", ".join(f"avg({c}), stddev_pop({c}), min({c}), max({c})" for c in STATISTICS_COLUMNS)
     found = db.execute(
         f"SELECT count(*), count(DISTINCT station), min(timestamp), max(timestamp), {parts} "
@@ -109,27 +106,32 @@ def statistics(db: duckdb.DuckDBPyConnection, rows: str, quarantined: int) -> di
     ).fetchall()[0]
     count, stations, first, last, *columns = found
     seen = count + quarantined
-    return {
-        "rows": count,
-        "quarantined": quarantined,
-        "bad_row_rate": round(quarantined / seen, 6) if seen else 0.0,
-        "stations": stations,
-        "first_timestamp": first.isoformat() if count else None,
-        "last_timestamp": last.isoformat() if count else None,
-        "columns": (
-            {
-                name: {
-                    "mean": round(columns[4 * i], 6),
-                    "std": round(columns[4 * i + 1], 6),
-                    "min": columns[4 * i + 2],
-                    "max": columns[4 * i + 3],
+    at = 4 * STATISTICS_COLUMNS.index("temperature_c")
+    moments = (float(columns[at]), float(columns[at + 1] or 0.0)) if count else (0.0, 0.0)
+    return (
+        {
+            "rows": count,
+            "quarantined": quarantined,
+            "bad_row_rate": round(quarantined / seen, 6) if seen else 0.0,
+            "stations": stations,
+            "first_timestamp": first.isoformat() if count else None,
+            "last_timestamp": last.isoformat() if count else None,
+            "columns": (
+                {
+                    name: {
+                        "mean": round(columns[4 * i], 6),
+                        "std": round(columns[4 * i + 1], 6),
+                        "min": columns[4 * i + 2],
+                        "max": columns[4 * i + 3],
+                    }
+                    for i, name in enumerate(STATISTICS_COLUMNS)
                 }
-                for i, name in enumerate(STATISTICS_COLUMNS)
-            }
-            if count
-            else {}
-        ),
-    }
+                if count
+                else {}
+            ),
+        },
+        moments,
+    )
 
 
 def _feature_query(rows: str, mean: float, spread: float) -> str:
@@ -191,10 +193,8 @@ def aggregate(
     def compute() -> AggregateResult:
         with connect(work) as db:
             bad = _write_quarantine(db, _source(quarantine_in, QUARANTINE_COLUMNS), quarantine_path)
-            rows = _source(features_in, FEATURE_COLUMNS)
-            stats = statistics(db, rows, bad)
-            temperature = stats["columns"].get("temperature_c", {})
-            mean, spread = _exact_moments(db, rows) if temperature else (0.0, 0.0)
+            rows = _features(features_in)
+            stats, (mean, spread) = statistics(db, rows, bad)
             reader = db.sql(_feature_query(rows, mean, spread)).to_arrow_reader(BATCH_ROWS)
             _, written = write_batches(reader, FEATURE_SCHEMA, features_path)
         return result(written, bad, stats, cached=False)
@@ -210,11 +210,3 @@ def aggregate(
             lambda old: result(old.rows, old.quarantined, old.statistics, cached=True),
         )
     )
-
-
-def _exact_moments(db: duckdb.DuckDBPyConnection, rows: str) -> tuple[float, float]:
-    """Mean and population standard deviation of temperature, unrounded."""
-    (found,) = db.execute(
-        f"SELECT avg(temperature_c), stddev_pop(temperature_c) FROM {rows}"
-    ).fetchall()
-    return float(found[0]), float(found[1] or 0.0)

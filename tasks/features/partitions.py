@@ -81,6 +81,6 @@ def describe(partition: Partition) -> str:
     return f"partition {partition.name} (file {partition.path})"
 
 
-def partition_file(ctx: StepContext, partition: Partition, kind: str) -> Path:
-    """A work file of the partition: valid, quarantine or features rows, as JSON Lines."""
-    return work_dir(ctx.data_dir, ctx.job_id) / f"part-{partition.index:05d}.{kind}.jsonl"
+def partition_file(ctx: StepContext, partition: Partition, name: str) -> Path:
+    """A work file of the partition: `valid.parquet`, `quarantine.jsonl`, `features.parquet`."""
+    return work_dir(ctx.data_dir, ctx.job_id) / f"part-{partition.index:05d}.{name}"

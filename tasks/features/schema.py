@@ -42,3 +42,7 @@ FEATURE_SCHEMA = pa.schema(
         ("source_line", pa.int64()),
     ]
 )
+
+# A valid row as validate hands it on: the raw columns typed, and where it came from (the work
+# files between steps are Parquet: typed, read back by transform and DuckDB without parsing).
+VALID_SCHEMA = pa.schema([FEATURE_SCHEMA.field(name) for name in (*RAW_COLUMNS, *SOURCE_COLUMNS)])

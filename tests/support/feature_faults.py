@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any
 
+import pyarrow as pa
 import redis
 
 # The module, not the step function that tasks.features exports under the same name.
@@ -24,13 +24,15 @@ def _attempt(source_file: str) -> int:
     return int(client.hincrby(ATTEMPTS, source_file, 1))
 
 
-def derive_or_fail(row: dict[str, Any]) -> dict[str, Any]:
-    name = Path(row["source_file"]).name
-    if name.startswith("explode"):
-        raise RuntimeError(f"injected fault at line {row['source_line']}")
-    if name.startswith("flaky") and row["source_line"] == 2 and _attempt(name) == 1:
-        raise RuntimeError("injected fault, first attempt only")
-    return _derive(row)
+def derive_or_fail(rows: pa.Table) -> pa.Table:
+    """transform's `derive_features` over a block of rows, failing as the module says."""
+    for row in rows.select(["source_file", "source_line"]).to_pylist():
+        name, line = Path(row["source_file"]).name, row["source_line"]
+        if name.startswith("explode"):
+            raise RuntimeError(f"injected fault at line {line}")
+        if name.startswith("flaky") and line == 2 and _attempt(name) == 1:
+            raise RuntimeError("injected fault, first attempt only")
+    return _derive(rows)
 
 
 transform_module.derive_features = derive_or_fail

@@ -21,7 +21,7 @@ from jobrunner.tasks.features.files import read_jsonl, sha256_file
 from jobrunner.tasks.features.formats import InputError
 from jobrunner.tasks.features.parquet import write_batches, write_parquet
 from jobrunner.tasks.features.partitions import PartitionError
-from jobrunner.tasks.features.schema import FEATURE_SCHEMA
+from jobrunner.tasks.features.schema import FEATURE_SCHEMA, VALID_SCHEMA
 from jobrunner.tasks.features.transform import derive_features
 from tests.support.features import (
     CSV_HEADER,
@@ -120,7 +120,7 @@ def test_partitioning_does_not_change_the_feature_file(
 
 
 def test_parquet_writer_is_deterministic_and_timeless(tmp_path: Path) -> None:
-    row = derive_features(
+    (row,) = _derived(
         {
             "station": "E01",
             "timestamp": "2026-06-01T12:00:00",
@@ -131,7 +131,7 @@ def test_parquet_writer_is_deterministic_and_timeless(tmp_path: Path) -> None:
             "source_line": 2,
         }
     )
-    row = {**row, "timestamp": datetime.fromisoformat(row["timestamp"]), "temperature_z": 0.0}
+    row = {**row, "temperature_z": 0.0}
     table = pa.Table.from_pylist([row] * 5, schema=FEATURE_SCHEMA)
     first, second = tmp_path / "1.parquet", tmp_path / "2.parquet"
     assert write_parquet(table, first) == sha256_file(first)
@@ -144,8 +144,14 @@ def test_parquet_writer_is_deterministic_and_timeless(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
 
 
+def _derived(*rows: dict[str, Any]) -> list[dict[str, Any]]:
+    """transform's features of `rows` (missing columns null)."""
+    typed = [{**row, "timestamp": datetime.fromisoformat(row["timestamp"])} for row in rows]
+    return derive_features(pa.Table.from_pylist(typed, schema=VALID_SCHEMA)).to_pylist()
+
+
 def test_derived_columns() -> None:
-    row = derive_features(
+    (row,) = _derived(
         {"timestamp": "2026-06-03T14:00:00", "temperature_c": 20.0, "humidity_pct": 100.0}
     )
     assert row["temperature_f"] == 68.0
@@ -189,7 +195,7 @@ def test_columns_may_come_in_any_order(tmp_path: Path) -> None:
         "2.5,E01,2026-06-01T00:00:00,15.5,60\n",
     )
     result = run_step("validate", {}, partition, tmp_path, JOB_ID)
-    (row,) = read_jsonl(Path(result["rows_path"]))
+    (row,) = pq.read_table(result["rows_path"]).to_pylist()
     assert (row["station"], row["wind_ms"], row["source_line"]) == ("E01", 2.5, 2)
 
 
