@@ -447,7 +447,12 @@ class Client:
             raise PipelineError(f"unknown pipeline {name!r} (known: {known})") from None
 
     def _compile(
-        self, declared: Pipeline, tier: str, job_id: str, payload: dict[str, Any]
+        self,
+        declared: Pipeline,
+        tier: str,
+        job_id: str,
+        payload: dict[str, Any],
+        cache: bool = True,
     ) -> Compiled:
         """The job's canvas; sends nothing."""
         spec = JobSpec(
@@ -457,6 +462,7 @@ class Client:
             queue=self.settings.queue(tier),
             payload=payload,
             resource_queues=self._resource_queues(tier),
+            cache=cache,
         )
         return Compiled(job_id, payload, compile_job(self.app, spec))
 
@@ -484,12 +490,14 @@ class Client:
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
         retry_of: str | None = None,
+        cache: bool = True,
     ) -> Job:
         """Enqueue a job. With an `idempotency_key` already used (within the record lifetime),
         the job it was used for is returned instead and nothing is enqueued. A job unfinished
         `deadline_s` after submission (default: the configured job deadline) fails. A job that
         retries a failed one names it in `retry_of`: the two are linked, and the attempt
-        counted."""
+        counted. `cache=False` runs every cached step again (`@step(cache=True)`), refreshing
+        its entry."""
         tier = tier or self.settings.default_tier
         self.settings.queue(tier)  # an unknown tier is an error before anything else
         declared = self.pipeline(pipeline)
@@ -509,7 +517,7 @@ class Client:
             attempt = (previous.attempt if previous else 1) + 1
             fields.update(retry_of=retry_of, attempt=str(attempt))
         try:
-            self._enqueue(declared, tier, deadline, [(job_id, normalized)], fields)
+            self._enqueue(declared, tier, deadline, [(job_id, normalized)], fields, cache)
         except Exception:
             if idempotency_key is not None:
                 self.store.release_idempotency_key(idempotency_key)
@@ -616,6 +624,7 @@ class Client:
         deadline: float,
         jobs: list[tuple[str, dict[str, Any]]],
         fields: dict[str, str],
+        cache: bool = True,
     ) -> None:
         """Write the jobs' records, then send their messages. What can be built beforehand is
         (a job's canvas, a batch's messages), so a job is recorded as submitted only once it is
@@ -623,7 +632,7 @@ class Client:
         records are removed again."""
         written = False
         try:
-            with self._sending(declared, tier, jobs) as send:
+            with self._sending(declared, tier, jobs, cache) as send:
                 written = True
                 self.store.create(jobs, declared.name, tier, deadline, fields)
                 send()
@@ -638,16 +647,20 @@ class Client:
 
     @contextmanager
     def _sending(
-        self, declared: Pipeline, tier: str, jobs: list[tuple[str, dict[str, Any]]]
+        self,
+        declared: Pipeline,
+        tier: str,
+        jobs: list[tuple[str, dict[str, Any]]],
+        cache: bool = True,
     ) -> Iterator[Callable[[], object]]:
         """How to send `jobs`, all but the send done. One job is Celery's own send,
         `apply_async` (which retries a lost connection by the app's task_publish_retry_policy);
         several are stamped from one template Celery builds (`_Template`), in one round trip."""
         if len(jobs) == 1:
-            yield self._compile(declared, tier, *jobs[0]).canvas.apply_async
+            yield self._compile(declared, tier, *jobs[0], cache).canvas.apply_async
             return
         with self.app.producer_or_acquire() as producer:
-            compiled = self._compile(declared, tier, uuid.uuid4().hex, dict(_SENTINEL))
+            compiled = self._compile(declared, tier, uuid.uuid4().hex, dict(_SENTINEL), cache)
             yield partial(self._send, _Template(self.app, compiled, producer), jobs)
 
     def _send(self, template: _Template, jobs: list[tuple[str, dict[str, Any]]]) -> None:

@@ -15,19 +15,18 @@ import time
 from datetime import datetime
 from typing import Any
 
-from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
 from jobrunner.tasks.features.files import read_jsonl, write_jsonl
-from jobrunner.tasks.features.lineage import StepFact, source_hash
+from jobrunner.tasks.features.lineage import StepFact, reused, source_hash
 from jobrunner.tasks.features.partitions import PartitionResult, failures_named, partition_file
-from jobrunner.tasks.features.shared import fetch
+from jobrunner.tasks.features.shared import fetch, share
 from jobrunner.tasks.retry import RetryPolicy
-from jobrunner.tasks.step import StepContext, step
+from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 RETRY = RetryPolicy(max_retries=2, backoff_s=0.5)
 
 
-class TransformPayload(CachedPayload):
+class TransformPayload(StepPayload):
     pass
 
 
@@ -51,7 +50,7 @@ def derive_features(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@step(retry=RETRY, memory_mb=64)  # streams: one row at a time
+@step(retry=RETRY, memory_mb=64, cache=True, reuse=reused)  # streams: one row at a time
 def transform(
     payload: TransformPayload, upstream: dict[str, Any], ctx: StepContext
 ) -> PartitionResult:
@@ -61,35 +60,10 @@ def transform(
     done = PartitionResult.model_validate(upstream)
     rows = fetch(ctx, done.rows_path)
     features = partition_file(ctx, done.partition, "features")
-    digest = key("transform", CODE_VERSION, payload.key_params(), done.cache_key)
-
-    def result(cached: bool) -> PartitionResult:
-        fact = StepFact.since(
-            ctx,
-            CODE_VERSION,
-            started,
-            payload,
-            rows_in=done.rows,
-            rows_out=done.rows,
-            cached=cached,
-        )
-        return done.model_copy(
-            update={"rows_path": str(features), "steps": [*done.steps, fact], "cache_key": digest}
-        )
-
-    def compute() -> PartitionResult:
-        with failures_named(done.partition):
-            write_jsonl(features, (derive_features(row) for row in read_jsonl(rows)))
-        return result(cached=False)
-
-    return cached(
-        CachedRun(
-            ctx,
-            payload,
-            digest,
-            {"features.jsonl": features},
-            PartitionResult,
-            compute,
-            lambda _: result(cached=True),
-        )
+    with failures_named(done.partition):
+        write_jsonl(features, (derive_features(row) for row in read_jsonl(rows)))
+    share(ctx, features)
+    fact = StepFact.since(
+        ctx, CODE_VERSION, started, payload, rows_in=done.rows, rows_out=done.rows
     )
+    return done.model_copy(update={"rows_path": str(features), "steps": [*done.steps, fact]})
