@@ -48,3 +48,6 @@ def link_file(source: Path, target: Path) -> None:
         shutil.copyfile(source, temp)
         temp.chmod(get_settings().data.file_mode)
     os.replace(temp, target)
+    # Renaming a link over another link to the same file does nothing (POSIX rename(2)): the
+    # temp name is still there then.
+    temp.unlink(missing_ok=True)

@@ -51,3 +51,14 @@ register_pipeline(
         {"name": "cached", "flow": {"chain": [{"step": "produce"}, {"step": "consume"}]}}
     )
 )
+
+
+class SourcePayload(StepPayload):
+    tag: str
+    source: str  # a file read besides the upstream: declared with `inputs=`
+
+
+@step(cache=True, inputs=lambda payload, upstream: [payload.source])
+def count_lines(payload: SourcePayload, upstream: Any, ctx: StepContext) -> int:
+    _logged(ctx, payload.tag)
+    return len(Path(payload.source).read_text().splitlines())

@@ -89,12 +89,13 @@ def test_an_entry_whose_file_is_gone_or_changed_is_recomputed_not_failed(
     payload = {"tag": uuid.uuid4().hex}
     _, first = _job(client, payload)
     numbers = Path(first["path"]).with_name("numbers.txt")
-    cached = cache_file(get_settings().data_dir.resolve(), sha256_file(numbers))
+    expected = sha256_file(numbers)
+    cached = cache_file(get_settings().data_dir.resolve(), expected)
     for spoil in (lambda: cached.write_text("0\n"), cached.unlink):
         spoil()
         job_id, again = _job(client, payload)
         # produce ran again; consume's key chains to produce's, which did not change.
         assert _runs(payload["tag"], job_id) == ["produce"]
         assert again["total"] == first["total"]
-        assert sha256_file(cached) == sha256_file(numbers)  # saved again, as it was
+        assert sha256_file(cached) == expected  # saved again, as it was
         assert _cached_marks(job_id) == {"produce": False, "consume": True}
