@@ -54,7 +54,10 @@ def submit(
     from jobrunner.worker.client import Client
 
     data = _read_payload(payload, payload_file)
-    job = Client().submit(
+    client = Client()
+    if no_cache and not client.pipeline(pipeline).cached():
+        fail(f"--no-cache: pipeline {pipeline} has no cached steps")
+    job = client.submit(
         pipeline,
         data,
         tier=priority,
