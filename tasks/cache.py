@@ -11,7 +11,8 @@ same bytes as a recomputed one.
 - its **parameters**: its payload, validated into its own model;
 - its **inputs**: the upstream result. An upstream that a cached step returned earlier in this
   job stands for that step's key (the keys chain like a Merkle tree, so nothing is rehashed and
-  lineage facts riding in results do not matter); any other upstream counts by value, with each
+  lineage facts riding in results do not matter: steps replace files, never rewrite one they were
+  handed, so a result names the same bytes all along); any other upstream counts by value, with each
   string naming a file in the job's work directory replaced by the file's sha256; and the
   content of files a step declares with `inputs=` (paths outside the work directory otherwise
   count by name only: pass a content hash along, as the feature pipeline's `ingest` does).
@@ -134,10 +135,15 @@ def store_of(app: Celery) -> CacheStore | None:
     return _STORES[app]
 
 
+def _confined(name: str) -> bool:
+    """No `..` in it: a name in the work directory cannot step out of it."""
+    return bool(name) and ".." not in PurePosixPath(name).parts
+
+
 def _work_files(value: Any, work: Path) -> Iterable[str]:
     """Every string in `value` naming a file in the work directory `work`."""
     if isinstance(value, str):
-        if value.startswith(f"{work}/") and Path(value).is_file():
+        if value.startswith(f"{work}/") and _confined(value) and Path(value).is_file():
             yield value
     elif isinstance(value, dict):
         for item in value.values():
@@ -246,16 +252,14 @@ def _save(call: CachedCall, result: Any) -> dict[str, Any]:
     }
 
 
-def _confined(name: str) -> bool:
-    path = PurePosixPath(name)
-    return bool(name) and not path.is_absolute() and ".." not in path.parts
-
-
 def _restore(entry: dict[str, Any], ctx: StepContext) -> Any | None:
     """The entry's result for this job, its files linked into the job's work directory; None
     (a miss) if a file is gone or its bytes changed, or the entry is malformed."""
     files: dict[str, str] = entry.get("files") or {}
-    if not all(_confined(name) and SHA256.fullmatch(sha) for name, sha in files.items()):
+    if not all(
+        _confined(name) and not name.startswith("/") and SHA256.fullmatch(sha)
+        for name, sha in files.items()
+    ):
         return None
     for sha256 in files.values():
         source = cache_file(ctx.data_dir, sha256)
