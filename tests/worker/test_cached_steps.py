@@ -1,9 +1,10 @@
 """`@step(cache=True)` on a real worker: a user's two-step pipeline runs each step once across
 identical jobs, again with `cache=False` or other parameters, recomputes an entry whose file is
-gone, and `status` marks the reused runs."""
+gone, and `status` marks the reused runs. `submit --no-cache` runs them again."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +24,12 @@ from tests.support.cli import run
 pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 60
+IMPORTS = "tests.support.cached_steps"  # the user's steps, as a worker and the CLI load them
 
 
 @pytest.fixture(scope="module", autouse=True)
 def general(workers: Workers) -> Iterator[None]:
-    workers.start("general", "general-cached@test", JOBRUNNER_IMPORTS="tests.support.cached_steps")
+    workers.start("general", "general-cached@test", JOBRUNNER_IMPORTS=IMPORTS)
     yield
 
 
@@ -69,11 +71,22 @@ def test_identical_jobs_run_each_cached_step_once_and_status_marks_the_reuse(
     )
     assert Path(second["path"]).read_bytes() == Path(first["path"]).read_bytes()
     assert _cached_marks(second_id) == {"produce": True, "consume": True}
-    shown = run("status", second_id)
+    shown = run("status", second_id, JOBRUNNER_IMPORTS=IMPORTS)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("(cached)") == 2
 
-    forced_id, forced = _job(client, payload, cache=False)
+    submitted = run(
+        "submit",
+        "cached",
+        "--payload",
+        json.dumps(payload),
+        "--no-cache",
+        "--wait",
+        "--json",
+        JOBRUNNER_IMPORTS=IMPORTS,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    forced_id, forced = (json.loads(submitted.stdout)[k] for k in ("job_id", "result"))
     assert _runs(payload["tag"], forced_id) == ["produce", "consume"]
     assert Path(forced["path"]).read_bytes() == Path(first["path"]).read_bytes()
     assert _cached_marks(forced_id) == {"produce": False, "consume": False}
