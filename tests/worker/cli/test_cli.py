@@ -28,6 +28,7 @@ COMMANDS = [
     "deploy",
     "bench",
     "features",
+    "cache",
 ]
 
 
