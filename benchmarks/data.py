@@ -87,26 +87,27 @@ def _warm() -> None:
 
 
 def _step(
-    name: str, payload: dict[str, Any], upstream: Any, data_dir: str
+    name: str, payload: dict[str, Any], upstream: Any, data_dir: str, redis_url: str
 ) -> tuple[Any, float, float]:
-    """Run one step in this process; its JSON result, this process's peak RSS (MB) and the
-    step's own seconds."""
-    from jobrunner.tasks.step import StepContext, get_step
+    """Run one step in this process, as a worker does (cached steps through the step cache on
+    `redis_url`); its JSON result, this process's peak RSS (MB) and the step's own seconds."""
+    from jobrunner.tasks.step import StepContext, call_step, get_step
+    from jobrunner.worker.broker.connection import client
+    from jobrunner.worker.store.step_cache import StepCache
 
     _warm()
     began = time.perf_counter()
-    spec = get_step(name)
     ctx = StepContext(JOB_ID, "features", "medium", name, Path(data_dir))
-    result = spec.fn(payload=spec.payload_model.model_validate(payload), upstream=upstream, ctx=ctx)
-    dumped = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
-    return json.loads(json.dumps(dumped)), _peak_mb(), time.perf_counter() - began
+    cache = StepCache(client(redis_url), 3600, 3600)
+    result, _ = call_step(get_step(name), payload, upstream, ctx, cache)
+    return json.loads(json.dumps(result)), _peak_mb(), time.perf_counter() - began
 
 
 def _partition(
-    partition: dict[str, Any], payload: dict[str, Any], data_dir: str
+    partition: dict[str, Any], payload: dict[str, Any], data_dir: str, redis_url: str
 ) -> tuple[Any, float]:
-    valid, _, _ = _step("validate", payload, partition, data_dir)
-    done, peak, _ = _step("transform", payload, valid, data_dir)
+    valid, _, _ = _step("validate", payload, partition, data_dir, redis_url)
+    done, peak, _ = _step("transform", payload, valid, data_dir, redis_url)
     return done, peak
 
 
@@ -126,19 +127,23 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _alone(
-    name: str, payload: dict[str, Any], upstream: Any, data_dir: Path
+    name: str, payload: dict[str, Any], upstream: Any, data_dir: Path, redis_url: str
 ) -> tuple[Any, StepFigure]:
     with _pool(1) as pool:
         pool.submit(_warm).result()
-        result, peak, seconds = pool.submit(_step, name, payload, upstream, str(data_dir)).result()
+        result, peak, seconds = pool.submit(
+            _step, name, payload, upstream, str(data_dir), redis_url
+        ).result()
     return result, StepFigure(name, seconds, peak)
 
 
-def run_pipeline(data_dir: Path, input_dir: Path, workers: int) -> tuple[list[StepFigure], int]:
+def run_pipeline(
+    data_dir: Path, input_dir: Path, workers: int, redis_url: str
+) -> tuple[list[StepFigure], int]:
     """Each single step in its own fresh process; the partitions' validate → transform on
     `workers` warm processes at once (as a pool of that many worker processes runs them)."""
     payload = {"input_dir": str(input_dir), "partition_rows": PARTITION_ROWS}
-    partitions, ingest = _alone("ingest", payload, None, data_dir)
+    partitions, ingest = _alone("ingest", payload, None, data_dir, redis_url)
     with _pool(workers) as pool:
         list(pool.map(_warm_and_wait, range(workers)))
         began = time.perf_counter()
@@ -148,12 +153,13 @@ def run_pipeline(data_dir: Path, input_dir: Path, workers: int) -> tuple[list[St
                 partitions,
                 [payload] * len(partitions),
                 [str(data_dir)] * len(partitions),
+                [redis_url] * len(partitions),
             )
         )
         took = time.perf_counter() - began
     mapped = StepFigure("validate+transform", took, max(peak for _, peak in done))
-    merged, aggregate = _alone("aggregate", payload, [d for d, _ in done], data_dir)
-    stored, store = _alone("store", {"output_name": "bench"}, merged, data_dir)
+    merged, aggregate = _alone("aggregate", payload, [d for d, _ in done], data_dir, redis_url)
+    stored, store = _alone("store", {"output_name": "bench"}, merged, data_dir, redis_url)
     shutil.rmtree(data_dir / "work", ignore_errors=True)
     return [ingest, mapped, aggregate, store], stored["rows"]
 
@@ -229,12 +235,19 @@ class SizeFigures:
 def measure(megabytes: float, workers: int) -> SizeFigures:
     """The pipeline (each step in a fresh process, partitions `workers` at a time), a fully
     cached rerun, and the pyarrow baseline, on one generated input."""
+    from jobrunner.worker.broker.embedded import EmbeddedRedis
+
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="jobrunner-data-bench-") as temp:
         data_dir = Path(temp)
         source, rows = generate(data_dir / "inputs" / "bench", megabytes)
-        steps, written = run_pipeline(data_dir, source.parent, workers)
-        again, _ = run_pipeline(data_dir, source.parent, workers)
+        server = EmbeddedRedis(data_dir / "redis")  # the step cache's entries
+        try:
+            url = server.start()
+            steps, written = run_pipeline(data_dir, source.parent, workers, url)
+            again, _ = run_pipeline(data_dir, source.parent, workers, url)
+        finally:
+            server.stop()
         with _pool(1) as pool:
             pool.submit(_warm).result()
             baseline_s, baseline_rows, baseline_peak = pool.submit(

@@ -445,6 +445,7 @@ class DataSettings(_Section):
     file_mode: int = Field(ge=0, le=0o777, description="mode of files holding payloads or rows")
     dir_mode: int = Field(ge=0, le=0o777, description="mode of directories holding them")
     failed_work_retention_s: float = Field(gt=0, description="an unfinished job's work dir age")
+    cache_ttl_s: float = Field(gt=0, description="a cached step's entry lives this long unused")
 
 
 class Settings(BaseSettings):

@@ -16,6 +16,7 @@ from celery import Celery, chain, chord
 from celery.canvas import Signature
 
 from jobrunner.tasks.builtin import COLLECT_TASK, FAN_OUT_TASK, START_TASK, is_chain
+from jobrunner.tasks.cache import USE_CACHE
 from jobrunner.tasks.errors import PipelineError
 from jobrunner.tasks.pipeline import (
     ChainNode,
@@ -39,6 +40,7 @@ class JobSpec:
     queue: str
     payload: dict[str, Any]
     resource_queues: Mapping[str, str] = field(default_factory=dict)  # class -> queue, this tier
+    cache: bool = True  # False: cached steps run again (tasks/cache.py)
 
     def queue_for(self, resources: Resources) -> str:
         if resources.resource is None:
@@ -69,6 +71,8 @@ class _Compiler:
             context["final"] = True
         if in_header:
             context["in_header"] = True
+        if not self.job.cache:
+            context[USE_CACHE] = False
         return context
 
     def task(

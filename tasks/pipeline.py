@@ -126,6 +126,10 @@ class Pipeline(BaseModel):
     def steps(self) -> list[str]:
         return step_names(self.flow)
 
+    def cached(self) -> bool:
+        """Whether any of its steps is cached (`@step(cache=True)`)."""
+        return any(get_step(name).cache is not None for name in self.steps())
+
     def payload_model(self) -> type[BaseModel]:
         """One model with every field the steps declare; unknown fields are rejected."""
         fields: dict[str, Any] = {}

@@ -25,6 +25,18 @@ from pydantic import BaseModel, ConfigDict
 
 from jobrunner.config import get_settings
 from jobrunner.config.settings import RESOURCE_CLASS as RESOURCE_CLASS_PATTERN
+from jobrunner.tasks.cache import (
+    CACHED,
+    USE_CACHE,
+    CachedCall,
+    CacheSpec,
+    CacheStore,
+    Inputs,
+    Reuse,
+    code_version,
+    run_cached,
+    store_of,
+)
 from jobrunner.tasks.errors import PipelineError
 from jobrunner.tasks.job_task import JobTask
 from jobrunner.tasks.retry import RetryPolicy
@@ -35,6 +47,7 @@ STEP_TASK_PREFIX = "step."
 METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # Where a run's `ctx.metric` figures ride in the job context, for the middleware to export.
 REPORTED = "reported_metrics"
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid.uuid4().hex, as worker/client.py makes them
 
 
 class StepPayload(BaseModel):
@@ -66,6 +79,14 @@ class StepContext:
             )
         self.metrics[name] = float(value)
 
+    @property
+    def work_dir(self) -> Path:
+        """Where the job's steps hand files to each other, <data_dir>/work/<job_id>/: the files
+        a cached step returns must be here to be cached with its result."""
+        if not JOB_ID.fullmatch(self.job_id):  # it forms a path: never a forged one
+            raise PipelineError(f"{self.job_id!r} is not a job id ({JOB_ID.pattern})")
+        return self.data_dir / "work" / self.job_id
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -96,6 +117,7 @@ class StepSpec:
     needs: Resources
     retry: RetryPolicy | None = None
     uses: tuple[str, ...] = ()  # shared resources capped fleet-wide ([limits.NAME])
+    cache: CacheSpec | None = None  # reuses earlier runs' outputs (tasks/cache.py)
 
 
 _STEPS: dict[str, StepSpec] = {}
@@ -145,11 +167,20 @@ def step(
     uses: Sequence[str] = (),
     time_limit: int | None = None,
     soft_time_limit: int | None = None,
+    cache: bool = False,
+    version: str = "",
+    inputs: Inputs | None = None,
+    reuse: Reuse | None = None,
 ) -> Any:
     """Register `fn` as a pipeline step: bare ``@step``, or ``@step(name=..., cpu=...,
     memory_mb=..., resource=...)`` to declare what one run needs (see `Resources`), with an
     optional retry policy and time limits (seconds; default: the configured step limits).
-    `uses` names shared resources whose fleet-wide caps ([limits.NAME]) hold its runs back."""
+    `uses` names shared resources whose fleet-wide caps ([limits.NAME]) hold its runs back.
+
+    `cache=True` reuses an earlier run's result and output files when the code `version` (and
+    the module's source), the payload and the inputs match (see tasks/cache.py): for
+    deterministic steps only. `inputs(payload, upstream)` names files read besides the
+    upstream, keyed by content; `reuse(result, upstream, ctx)` adapts a reused result."""
     needs = Resources(cpu=cpu, memory_mb=memory_mb, resource=resource)
 
     def register(fn: Callable[..., Any]) -> Any:
@@ -163,10 +194,26 @@ def step(
 
         limits = {"time_limit": time_limit, "soft_time_limit": soft_time_limit}
 
-        @shared_task(
-            name=task_name, base=JobTask, **{k: v for k, v in limits.items() if v is not None}
+        spec = StepSpec(
+            step_name,
+            task_name,
+            model,
+            fn,
+            needs,
+            retry,
+            tuple(sorted(set(uses))),
+            CacheSpec(code_version(fn, version), inputs, reuse) if cache else None,
         )
-        def run(upstream: Any = None, *, job: dict[str, Any], payload: dict[str, Any]) -> Any:
+
+        @shared_task(
+            name=task_name,
+            base=JobTask,
+            bind=True,
+            **{k: v for k, v in limits.items() if v is not None},
+        )
+        def run(
+            task: JobTask, upstream: Any = None, *, job: dict[str, Any], payload: dict[str, Any]
+        ) -> Any:
             settings = get_settings()
             ctx = StepContext(
                 job_id=job["id"],
@@ -177,12 +224,36 @@ def step(
                 metrics_max=settings.metrics.step_metrics_max,
             )
             job[REPORTED] = ctx.metrics  # seen by the middleware, also when the step fails
-            return _jsonable(fn(payload=model.model_validate(payload), upstream=upstream, ctx=ctx))
+            store = store_of(task.app) if spec.cache is not None else None
+            result, job[CACHED] = call_step(
+                spec, payload, upstream, ctx, store, job.get(USE_CACHE, True)
+            )
+            return result
 
         run.__doc__ = fn.__doc__
-        _STEPS[step_name] = StepSpec(
-            step_name, task_name, model, fn, needs, retry, tuple(sorted(set(uses)))
-        )
+        _STEPS[step_name] = spec
         return fn
 
     return register(fn) if fn is not None else register
+
+
+def call_step(
+    spec: StepSpec,
+    payload: dict[str, Any],
+    upstream: Any,
+    ctx: StepContext,
+    store: CacheStore | None,
+    use_cache: bool = True,
+) -> tuple[Any, bool]:
+    """One run of a step: its result as JSON, and whether it was reused from the cache (`store`:
+    where entries are kept; None runs every step)."""
+    validated = spec.payload_model.model_validate(payload)
+
+    def compute() -> Any:
+        return _jsonable(spec.fn(payload=validated, upstream=upstream, ctx=ctx))
+
+    if spec.cache is None:
+        return compute(), False
+    params = validated.model_dump(mode="json")
+    call = CachedCall(spec.name, spec.cache, ctx, params, validated, upstream)
+    return run_cached(store, call, use_cache, compute)

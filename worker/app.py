@@ -19,6 +19,7 @@ from celery.signals import before_task_publish
 
 from jobrunner.config import Settings
 from jobrunner.config.celery_config import celery_config
+from jobrunner.tasks.cache import CACHE_SETTING
 from jobrunner.tasks.middleware import MIDDLEWARE_SETTING
 from jobrunner.tasks.registry import BUILTIN_STEP_MODULES
 from jobrunner.worker.broker.queues import stamp_queued_at
@@ -47,6 +48,8 @@ MIDDLEWARE = (
     "jobrunner.worker.monitoring.tracing:Tracing",
     "jobrunner.worker.runtime.tracking:JobTracking",
 )
+# Where cached steps keep their entries (tasks/cache.py).
+STEP_CACHE = "jobrunner.worker.store.step_cache:open_step_cache"
 # Task modules every worker loads: the built-in steps, and the submission task through which
 # Flower's HTTP API enqueues jobs.
 TASK_MODULES = (*BUILTIN_STEP_MODULES, "jobrunner.worker.runtime.remote_submit")
@@ -66,6 +69,7 @@ def create_app(settings: Settings, *, set_as_current: bool = True) -> Celery:
     config["broker_transport"] = TRANSPORT
     config["worker_autoscaler"] = AUTOSCALER_CLASS
     config[MIDDLEWARE_SETTING] = list(MIDDLEWARE)
+    config[CACHE_SETTING] = STEP_CACHE
     if settings.broker_url:
         config["result_backend"] = f"{BACKEND_CLASS}+{config['result_backend']}"
     else:  # leave Celery's own default alone; entry points check for a broker first

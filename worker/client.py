@@ -664,7 +664,12 @@ class Client:
             raise PipelineError(f"unknown pipeline {name!r} (known: {known})") from None
 
     def _compile(
-        self, declared: Pipeline, tier: str, job_id: str, payload: dict[str, Any]
+        self,
+        declared: Pipeline,
+        tier: str,
+        job_id: str,
+        payload: dict[str, Any],
+        cache: bool = True,
     ) -> Compiled:
         """The job's canvas; sends nothing."""
         spec = JobSpec(
@@ -674,6 +679,7 @@ class Client:
             queue=self.settings.queue(tier),
             payload=payload,
             resource_queues=self._resource_queues(tier),
+            cache=cache,
         )
         return Compiled(job_id, payload, compile_job(self.app, spec))
 
@@ -701,12 +707,14 @@ class Client:
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
         retry_of: str | None = None,
+        cache: bool = True,
     ) -> Job:
         """Enqueue a job. With an `idempotency_key` already used (within the record lifetime),
         the job it was used for is returned instead and nothing is enqueued. A job unfinished
         `deadline_s` after submission (default: the configured job deadline) fails. A job that
         retries a failed one names it in `retry_of`: the two are linked, and the attempt
-        counted."""
+        counted. `cache=False` runs every cached step again (`@step(cache=True)`), refreshing
+        its entry."""
         tier = tier or self.settings.default_tier
         self.settings.queue(tier)  # an unknown tier is an error before anything else
         declared = self.pipeline(pipeline)
@@ -726,7 +734,7 @@ class Client:
             attempt = (previous.attempt if previous else 1) + 1
             fields.update(retry_of=retry_of, attempt=str(attempt))
         try:
-            self._enqueue(declared, tier, deadline, [(job_id, normalized)], fields)
+            self._enqueue(declared, tier, deadline, [(job_id, normalized)], fields, cache)
         except Exception:
             if idempotency_key is not None:
                 self.store.release_idempotency_key(idempotency_key)
@@ -838,6 +846,7 @@ class Client:
         deadline: float,
         jobs: list[tuple[str, dict[str, Any]]],
         fields: dict[str, str],
+        cache: bool = True,
     ) -> None:
         """Record and send one job. Celery builds its messages (the task and its task-sent
         event) and kombu routes them, but nothing is sent until the record is written with
@@ -849,7 +858,7 @@ class Client:
         written = False
         try:
             with self.app.producer_or_acquire() as producer:
-                canvas = self._compile(declared, tier, job_id, payload).canvas
+                canvas = self._compile(declared, tier, job_id, payload, cache).canvas
                 commands = [
                     command
                     for sent in _record(self.app, canvas, producer)

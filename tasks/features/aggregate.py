@@ -25,15 +25,20 @@ from typing import Any
 import duckdb
 from pydantic import BaseModel
 
-from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
 from jobrunner.tasks.features.files import atomic_path
-from jobrunner.tasks.features.lineage import PartitionSummary, StepFact, merge_facts, source_hash
+from jobrunner.tasks.features.lineage import (
+    PartitionSummary,
+    StepFact,
+    merge_facts,
+    reused,
+    source_hash,
+)
 from jobrunner.tasks.features.parquet import write_batches
 from jobrunner.tasks.features.partitions import PartitionResult
 from jobrunner.tasks.features.paths import make_dirs, work_dir
 from jobrunner.tasks.features.schema import FEATURE_SCHEMA
-from jobrunner.tasks.features.shared import fetch
-from jobrunner.tasks.step import StepContext, step
+from jobrunner.tasks.features.shared import fetch, share
+from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 
@@ -51,7 +56,7 @@ QUARANTINE_COLUMNS = {
 }
 
 
-class AggregatePayload(CachedPayload):
+class AggregatePayload(StepPayload):
     pass
 
 
@@ -160,7 +165,7 @@ def _write_quarantine(db: duckdb.DuckDBPyConnection, rows: str, path: Path) -> i
     return count
 
 
-@step(memory_mb=MEMORY_MB)
+@step(memory_mb=MEMORY_MB, cache=True, reuse=reused)
 def aggregate(
     payload: AggregatePayload, upstream: list[dict[str, Any]], ctx: StepContext
 ) -> AggregateResult:
@@ -173,40 +178,21 @@ def aggregate(
     quarantine_in = [fetch(ctx, p.quarantine_path) for p in parts]
     work = work_dir(ctx.data_dir, ctx.job_id)
     features_path, quarantine_path = work / "features.parquet", work / "quarantine.jsonl"
-    digest = key("aggregate", CODE_VERSION, payload.key_params(), [p.cache_key for p in parts])
-
-    def result(rows: int, bad: int, stats: dict[str, Any], cached: bool) -> AggregateResult:
-        merged_in = sum(part.rows for part in parts)
-        fact = StepFact.since(
-            ctx, CODE_VERSION, started, payload, rows_in=merged_in, rows_out=rows, cached=cached
-        )
-        return AggregateResult(
-            features_path=str(features_path),
-            quarantine_path=str(quarantine_path),
-            rows=rows,
-            quarantined=bad,
-            statistics=stats,
-            partitions=[part.summary() for part in parts],
-            steps=[*merge_facts(f for part in parts for f in part.steps), fact],
-        )
-
-    def compute() -> AggregateResult:
-        with connect(work) as db:
-            bad = _write_quarantine(db, _source(quarantine_in, QUARANTINE_COLUMNS), quarantine_path)
-            rows = _features(features_in)
-            stats, (mean, spread) = statistics(db, rows, bad)
-            reader = db.sql(_feature_query(rows, mean, spread)).to_arrow_reader(BATCH_ROWS)
-            _, written = write_batches(reader, FEATURE_SCHEMA, features_path)
-        return result(written, bad, stats, cached=False)
-
-    return cached(
-        CachedRun(
-            ctx,
-            payload,
-            digest,
-            {"features.parquet": features_path, "quarantine.jsonl": quarantine_path},
-            AggregateResult,
-            compute,
-            lambda old: result(old.rows, old.quarantined, old.statistics, cached=True),
-        )
+    with connect(work) as db:
+        bad = _write_quarantine(db, _source(quarantine_in, QUARANTINE_COLUMNS), quarantine_path)
+        rows = _features(features_in)
+        stats, (mean, spread) = statistics(db, rows, bad)
+        reader = db.sql(_feature_query(rows, mean, spread)).to_arrow_reader(BATCH_ROWS)
+        _, written = write_batches(reader, FEATURE_SCHEMA, features_path)
+    share(ctx, features_path, quarantine_path)
+    merged_in = sum(part.rows for part in parts)
+    fact = StepFact.since(ctx, CODE_VERSION, started, payload, rows_in=merged_in, rows_out=written)
+    return AggregateResult(
+        features_path=str(features_path),
+        quarantine_path=str(quarantine_path),
+        rows=written,
+        quarantined=bad,
+        statistics=stats,
+        partitions=[part.summary() for part in parts],
+        steps=[*merge_facts(f for part in parts for f in part.steps), fact],
     )

@@ -8,7 +8,6 @@ only by default: they hold rows and payloads).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner.config import get_settings
-from jobrunner.tasks.features.paths import make_dirs
-
-CHUNK = 1 << 20
+from jobrunner.tasks.files import make_dirs, sha256_file
 
 
 @contextmanager
@@ -83,14 +80,6 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             yield json.loads(line)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def copy_file(source: Path, path: Path) -> str:

@@ -18,11 +18,8 @@ in every job result (`steps`) and lineage record, for the monitoring layer to ex
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 import platform
-import sys
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -33,21 +30,15 @@ import pyarrow
 from pydantic import BaseModel
 
 from jobrunner.config import get_settings
+from jobrunner.tasks.cache import source_hash as source_hash  # the steps import it from here
+from jobrunner.tasks.cache import work_files
 from jobrunner.tasks.features.files import write_bytes, write_json
 from jobrunner.tasks.features.paths import check_job_id
+from jobrunner.tasks.features.shared import share
 from jobrunner.tasks.registry import load_pipelines
 from jobrunner.tasks.step import StepContext, StepPayload
 
-CODE_VERSION_CHARS = 16
 INGEST_FACTS = "ingest.json"  # in the job's work directory
-
-
-def source_hash(module: str) -> str:
-    """The code version of a step module: a hash of its source, one step per module, so a change
-    to a helper is a new version too. Take it at import (`CODE_VERSION = source_hash(__name__)`)
-    so it names the code this process runs even if the file is edited later."""
-    source = inspect.getsource(sys.modules[module])
-    return hashlib.sha256(source.encode()).hexdigest()[:CODE_VERSION_CHARS]
 
 
 def _iso(timestamp: float) -> str:
@@ -117,6 +108,19 @@ def merge_facts(facts: Iterable[StepFact]) -> list[StepFact]:
             )
         )
     return list(merged.values())
+
+
+def reused(result: dict[str, Any], upstream: Any, ctx: StepContext) -> dict[str, Any]:
+    """A cached step's result made this run's (`@step(reuse=...)`): its own fact, the last one,
+    marked cached and timed now, after this run's upstream facts (reused or not: the entry
+    holds the earlier run's); its files shared with the job's other hosts (`shared`)."""
+    share(ctx, *work_files(result, ctx))
+    parts = upstream if isinstance(upstream, list) else [upstream]
+    before = merge_facts(StepFact.model_validate(f) for p in parts for f in p.get("steps", ()))
+    own = StepFact.model_validate(result["steps"][-1])
+    now = _iso(time.time())
+    own = own.model_copy(update={"cached": own.runs, "started_at": now, "ended_at": now})
+    return {**result, "steps": [fact.model_dump(mode="json") for fact in (*before, own)]}
 
 
 class InputFile(BaseModel):

@@ -47,7 +47,6 @@ class PartitionResult(BaseModel):
     rows: int
     quarantined: int
     steps: list[StepFact]
-    cache_key: str  # of the step that wrote rows_path (`cache`)
 
     def summary(self) -> PartitionSummary:
         return PartitionSummary(

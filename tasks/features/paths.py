@@ -13,15 +13,15 @@ job id of "/tmp/x", an upstream naming /etc/shadow). So nothing here trusts a pa
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from pathlib import Path
 
 from jobrunner.config import get_settings
 from jobrunner.tasks.features.formats import InputError
+from jobrunner.tasks.files import make_dirs as make_dirs  # the steps import it from here
+from jobrunner.tasks.step import JOB_ID
 
-JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid.uuid4().hex, as worker/client.py makes them
 SAMPLE_DATA_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 
 
@@ -38,16 +38,6 @@ def check_job_id(job_id: str) -> str:
 def inside(path: Path, root: Path) -> bool:
     """Whether `path`, symlinks resolved, is `root` or below it."""
     return path.resolve().is_relative_to(root.resolve())
-
-
-def make_dirs(path: Path) -> Path:
-    """Create `path` and any missing parents with the configured directory mode (chmod, since
-    the umask would otherwise narrow or widen it)."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for directory in reversed(missing):
-        directory.mkdir(exist_ok=True)
-        directory.chmod(get_settings().data.dir_mode)
-    return path
 
 
 def work_dir(data_dir: Path, job_id: str) -> Path:

@@ -16,22 +16,21 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
 from jobrunner.tasks.features.columns import python_round, work_batches, work_parquet
 from jobrunner.tasks.features.files import atomic_path
-from jobrunner.tasks.features.lineage import StepFact, source_hash
+from jobrunner.tasks.features.lineage import StepFact, reused, source_hash
 from jobrunner.tasks.features.partitions import PartitionResult, failures_named, partition_file
 from jobrunner.tasks.features.schema import FEATURE_SCHEMA, VALID_SCHEMA
-from jobrunner.tasks.features.shared import fetch
+from jobrunner.tasks.features.shared import fetch, share
 from jobrunner.tasks.retry import RetryPolicy
-from jobrunner.tasks.step import StepContext, step
+from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 RETRY = RetryPolicy(max_retries=2, backoff_s=0.5)
 DERIVED = ("temperature_f", "dew_point_c", "humidity_frac", "hour", "weekday")
 
 
-class TransformPayload(CachedPayload):
+class TransformPayload(StepPayload):
     pass
 
 
@@ -72,7 +71,7 @@ def derive_features(rows: pa.Table) -> pa.Table:
     return rows
 
 
-@step(retry=RETRY, memory_mb=128)  # a block of rows in Arrow at a time (BLOCK bytes)
+@step(retry=RETRY, memory_mb=128, cache=True, reuse=reused)  # a block of rows in Arrow at a time
 def transform(
     payload: TransformPayload, upstream: dict[str, Any], ctx: StepContext
 ) -> PartitionResult:
@@ -82,40 +81,15 @@ def transform(
     done = PartitionResult.model_validate(upstream)
     rows = fetch(ctx, done.rows_path)
     features = partition_file(ctx, done.partition, "features.parquet")
-    digest = key("transform", CODE_VERSION, payload.key_params(), done.cache_key)
-
-    def result(cached: bool) -> PartitionResult:
-        fact = StepFact.since(
-            ctx,
-            CODE_VERSION,
-            started,
-            payload,
-            rows_in=done.rows,
-            rows_out=done.rows,
-            cached=cached,
-        )
-        return done.model_copy(
-            update={"rows_path": str(features), "steps": [*done.steps, fact], "cache_key": digest}
-        )
-
-    def compute() -> PartitionResult:
-        with (
-            failures_named(done.partition),
-            atomic_path(features) as temp,
-            work_parquet(temp, WORK_SCHEMA) as out,
-        ):
-            for block in work_batches(rows):
-                out.write_table(derive_features(block))
-        return result(cached=False)
-
-    return cached(
-        CachedRun(
-            ctx,
-            payload,
-            digest,
-            {"features.parquet": features},
-            PartitionResult,
-            compute,
-            lambda _: result(cached=True),
-        )
+    with (
+        failures_named(done.partition),
+        atomic_path(features) as temp,
+        work_parquet(temp, WORK_SCHEMA) as out,
+    ):
+        for block in work_batches(rows):
+            out.write_table(derive_features(block))
+    share(ctx, features)
+    fact = StepFact.since(
+        ctx, CODE_VERSION, started, payload, rows_in=done.rows, rows_out=done.rows
     )
+    return done.model_copy(update={"rows_path": str(features), "steps": [*done.steps, fact]})

@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, ValidationError
 
-from jobrunner.tasks.features.cache import CachedPayload, CachedRun, cached, key
 from jobrunner.tasks.features.columns import work_parquet
 from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.formats import (
@@ -33,7 +32,7 @@ from jobrunner.tasks.features.formats import (
     records,
 )
 from jobrunner.tasks.features.inputs import readable_input
-from jobrunner.tasks.features.lineage import StepFact, source_hash
+from jobrunner.tasks.features.lineage import StepFact, reused, source_hash
 from jobrunner.tasks.features.partitions import (
     Partition,
     PartitionError,
@@ -43,12 +42,13 @@ from jobrunner.tasks.features.partitions import (
     partition_file,
 )
 from jobrunner.tasks.features.schema import RAW_COLUMNS, VALID_SCHEMA, Reading
-from jobrunner.tasks.step import StepContext, step
+from jobrunner.tasks.features.shared import share
+from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 
 
-class ValidatePayload(CachedPayload):
+class ValidatePayload(StepPayload):
     max_bad_row_rate: float = Field(
         default=0.2, ge=0, le=1, description="share of bad rows that fails a partition"
     )
@@ -248,7 +248,7 @@ def _split(
     return split.good, split.bad
 
 
-@step(memory_mb=128)  # a block of rows in Arrow at a time (BLOCK bytes), into two files
+@step(memory_mb=128, cache=True, reuse=reused)  # a block of rows in Arrow at a time, into two files
 def validate(
     payload: ValidatePayload, upstream: dict[str, Any], ctx: StepContext
 ) -> PartitionResult:
@@ -259,52 +259,22 @@ def validate(
     source = readable_input(ctx, partition)  # checked before anything is read
     valid_path = partition_file(ctx, partition, "valid.parquet")
     quarantine_path = partition_file(ctx, partition, "quarantine.jsonl")
-    digest = key(
-        "validate",
-        CODE_VERSION,
-        payload.key_params(),
-        partition.model_dump(mode="json", exclude={"index", "path"}),
+    good, bad = _split(partition, source, valid_path, quarantine_path)
+    total = good + bad
+    if total and bad / total > payload.max_bad_row_rate:
+        raise PartitionError(
+            f"{describe(partition)}: {bad} of {total} rows are bad, over the "
+            f"{payload.max_bad_row_rate:.0%} limit (max_bad_row_rate); see {quarantine_path}"
+        )
+    share(ctx, valid_path, quarantine_path)
+    fact = StepFact.since(
+        ctx, CODE_VERSION, started, payload, rows_in=total, rows_out=good, quarantined=bad
     )
-
-    def result(good: int, bad: int, cached: bool) -> PartitionResult:
-        fact = StepFact.since(
-            ctx,
-            CODE_VERSION,
-            started,
-            payload,
-            rows_in=good + bad,
-            rows_out=good,
-            quarantined=bad,
-            cached=cached,
-        )
-        return PartitionResult(
-            partition=partition,
-            rows_path=str(valid_path),
-            quarantine_path=str(quarantine_path),
-            rows=good,
-            quarantined=bad,
-            steps=[fact],
-            cache_key=digest,
-        )
-
-    def compute() -> PartitionResult:
-        good, bad = _split(partition, source, valid_path, quarantine_path)
-        total = good + bad
-        if total and bad / total > payload.max_bad_row_rate:
-            raise PartitionError(
-                f"{describe(partition)}: {bad} of {total} rows are bad, over the "
-                f"{payload.max_bad_row_rate:.0%} limit (max_bad_row_rate); see {quarantine_path}"
-            )
-        return result(good, bad, cached=False)
-
-    return cached(
-        CachedRun(
-            ctx,
-            payload,
-            digest,
-            {"valid.parquet": valid_path, "quarantine.jsonl": quarantine_path},
-            PartitionResult,
-            compute,
-            lambda old: result(old.rows, old.quarantined, cached=True),
-        )
+    return PartitionResult(
+        partition=partition,
+        rows_path=str(valid_path),
+        quarantine_path=str(quarantine_path),
+        rows=good,
+        quarantined=bad,
+        steps=[fact],
     )

@@ -9,32 +9,45 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 import jobrunner.tasks.features  # noqa: F401 - registers the steps
+from jobrunner.tasks.cache import CacheStore
 from jobrunner.tasks.features.files import read_jsonl, sha256_file
 from jobrunner.tasks.features.objects import open_root
 from jobrunner.tasks.features.schema import RAW_COLUMNS
 from jobrunner.tasks.features.versions import versions
-from jobrunner.tasks.step import StepContext, get_step
+from jobrunner.tasks.step import StepContext, call_step, get_step
 from tests.support.sample_data import bad_rows, sample_files
 
 CSV_HEADER = ",".join(RAW_COLUMNS) + "\n"
 JOB_ID = "0123456789abcdef0123456789abcdef"  # the client's format (uuid4 hex)
 
 
-def run_step(name: str, payload: dict[str, Any], upstream: Any, data_dir: Path, job_id: str) -> Any:
-    spec = get_step(name)
+def run_step(
+    name: str,
+    payload: dict[str, Any],
+    upstream: Any,
+    data_dir: Path,
+    job_id: str,
+    cache: CacheStore | None = None,
+    use_cache: bool = True,
+) -> Any:
+    """One step run as a worker runs it: through the step cache if given one."""
     ctx = StepContext(job_id, "features", "medium", name, data_dir)
-    result = spec.fn(payload=spec.payload_model.model_validate(payload), upstream=upstream, ctx=ctx)
-    return json.loads(json.dumps(result.model_dump() if isinstance(result, BaseModel) else result))
+    result, _ = call_step(get_step(name), payload, upstream, ctx, cache, use_cache)
+    return json.loads(json.dumps(result))
 
 
-def run_features(data_dir: Path, payload: dict[str, Any], job_id: str = JOB_ID) -> dict[str, Any]:
+def run_features(
+    data_dir: Path,
+    payload: dict[str, Any],
+    job_id: str = JOB_ID,
+    cache: CacheStore | None = None,
+    use_cache: bool = True,
+) -> dict[str, Any]:
     """The result of one job of the feature pipeline: `store`'s."""
 
     def run(name: str, upstream: Any) -> Any:
-        return run_step(name, payload, upstream, data_dir, job_id)
+        return run_step(name, payload, upstream, data_dir, job_id, cache, use_cache)
 
     partitions = run("ingest", None)
     done = [run("transform", run("validate", partition)) for partition in partitions]

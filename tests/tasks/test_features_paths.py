@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from jobrunner.config import get_settings
 from jobrunner.tasks.features.formats import InputError
 from jobrunner.tasks.features.paths import ForgedPathError, sweep_work, work_dir
+from jobrunner.worker.store.step_cache import StepCache
 from tests.support.features import (
     CSV_HEADER,
     JOB_ID,
@@ -194,14 +196,17 @@ def _modes(root: Path) -> set[tuple[str, int]]:
     }
 
 
-def test_outputs_work_files_and_lineage_are_owner_only_by_default(data_dir: Path) -> None:
+def test_outputs_work_files_and_lineage_are_owner_only_by_default(
+    data_dir: Path, redis_client: redis.Redis
+) -> None:
     old = os.umask(0o022)
     try:
         inputs = write_inputs(inputs_under(data_dir), {"a.csv": csv_readings(3) + "bad\n"})
         partition = _partition_in(data_dir, inputs)
         run_step("validate", {"max_bad_row_rate": 1}, partition, data_dir, JOB_ID)
         assert _modes(data_dir / "work") == {("dir", 0o700), ("file", 0o600)}
-        run_features(data_dir, {"input_dir": str(inputs), "max_bad_row_rate": 1})
+        cache = StepCache(redis_client, 600, 600)  # cached steps' files too
+        run_features(data_dir, {"input_dir": str(inputs), "max_bad_row_rate": 1}, JOB_ID, cache)
     finally:
         os.umask(old)
     assert _modes(data_dir) == {("dir", 0o700), ("file", 0o600)}

@@ -60,6 +60,11 @@ STEP_VALUES = "jobrunner:step_values"  # hash: "pipeline|step|name" -> last ctx.
 STEP_HISTORIES = "jobrunner:step_history"  # set: "pipeline|step|measure" with a history list
 STEP_HISTORY = "jobrunner:step_history:"  # + "pipeline|step|measure": list, newest run first
 
+# Cached steps (worker/store/step_cache.py).
+STEP_CACHE = "jobrunner:cache"  # sorted set: cache entry keys by last use
+STEP_CACHE_ENTRY = "jobrunner:cache:"  # + entry key (sha256): string, the entry (JSON); expires
+STEP_CACHE_RESULTS = "jobrunner:cache-results:"  # + job id: hash, result digest -> entry key
+
 
 class JobKeys(NamedTuple):
     """The Redis keys of one job; all expire together once it finished."""

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "deploy",
     "bench",
     "dlq",
+    "cache",  # cache list, prune
     "api",
     "tokens",
     "audit",

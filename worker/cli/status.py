@@ -126,7 +126,8 @@ def render_overview(data: dict[str, Any], console: Console) -> None:
 def _run_label(run: dict[str, Any]) -> str:
     style = STATE_STYLE.get(run["state"], "white")
     text = (
-        f"[{style}]{run['state']}[/] on {run['worker'] or '?'}, "
+        f"[{style}]{run['state']}[/]{' [cyan](cached)[/]' if run.get('cached') else ''} "
+        f"on {run['worker'] or '?'}, "
         f"waited {_seconds(run['wait_s'])}, ran {_seconds(run['run_s'])}"
     )
     if run.get("retries"):

@@ -46,7 +46,7 @@ def submit(
         float | None, typer.Option(help="seconds before an unfinished job fails (default: config)")
     ] = None,
     no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="recompute cached steps (payload cache: false)")
+        bool, typer.Option("--no-cache", help="run cached steps again, refreshing their entries")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -54,12 +54,16 @@ def submit(
     from jobrunner.worker.client import Client
 
     data = _read_payload(payload, payload_file)
-    if no_cache:
-        if not isinstance(data, dict):
-            fail("--no-cache needs the payload to be a JSON object")
-        data = {**data, "cache": False}  # a pipeline without cached steps refuses the field
-    job = Client().submit(
-        pipeline, data, tier=priority, idempotency_key=idempotency_key, deadline_s=deadline
+    client = Client()
+    if no_cache and not client.pipeline(pipeline).cached():
+        fail(f"--no-cache: pipeline {pipeline} has no cached steps")
+    job = client.submit(
+        pipeline,
+        data,
+        tier=priority,
+        idempotency_key=idempotency_key,
+        deadline_s=deadline,
+        cache=not no_cache,
     )
     audit("submit", job.id, f"{pipeline} at {priority or 'default tier'}")
     if not wait:

@@ -121,6 +121,8 @@ def _runs(client: Client, job_id: str) -> list[dict[str, Any]]:
         }
         if entry.get("error"):
             run["error"] = entry["error"]
+        if entry.get("cached"):  # its output was reused from an earlier run's
+            run["cached"] = True
         runs.append(run)
     return runs
 

@@ -24,6 +24,7 @@ import psutil
 from celery import current_task
 
 from jobrunner.config import get_settings
+from jobrunner.tasks.cache import CACHED
 from jobrunner.tasks.middleware import Middleware
 from jobrunner.tasks.step import REPORTED
 from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
@@ -110,7 +111,8 @@ class StepMetrics(Middleware):
         self.started[run_id] = _Started(time.monotonic(), time.time(), read, written, _reset_peak())
 
     def after_success(self, job: dict[str, Any], result: Any) -> None:
-        self._ended(job, "succeeded", result)
+        # A reused run (tasks/cache.py) is counted apart and kept out of the anomaly history.
+        self._ended(job, "cached" if job.get(CACHED) else "succeeded", result)
 
     def after_failure(self, job: dict[str, Any], error: BaseException) -> None:
         self._ended(job, "failed")

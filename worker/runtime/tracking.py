@@ -15,6 +15,7 @@ from celery import current_task
 from celery.exceptions import Ignore
 
 from jobrunner.config import get_settings
+from jobrunner.tasks.cache import CACHED
 from jobrunner.tasks.middleware import Middleware
 from jobrunner.worker.broker import scripts
 from jobrunner.worker.broker.connection import resolve
@@ -78,6 +79,8 @@ def step_entry(
     }
     if error:
         entry["error"] = error
+    if job.get(CACHED):  # reused an earlier run's output (tasks/cache.py)
+        entry["cached"] = True
     return entry
 
 

@@ -30,6 +30,7 @@ COMMANDS = [
     "deploy",
     "bench",
     "features",
+    "cache",
 ]
 
 
@@ -53,7 +54,7 @@ def _queued(client: redis.Redis) -> int:
         (["chain3", "--payload", '{"start": "x"}'], {}, "payload for chain3: start: Input should"),
         (["chain3", "--payload", '{"strat": 1}'], {}, "payload for chain3: strat: Extra inputs"),
         (["chain3", "--payload", "[1, 2]"], {}, "payload for chain3 must be a JSON object"),
-        (["chain3", "--no-cache"], {}, "payload for chain3: cache: Extra inputs"),  # none cached
+        (["chain3", "--no-cache"], {}, "--no-cache: pipeline chain3 has no cached steps"),
         (["chain3", "--payload-file", "/no/such.json"], {}, "payload file /no/such.json does not"),
         (
             ["chain3", "--payload", '{"start": 123456789}'],
