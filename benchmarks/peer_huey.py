@@ -4,7 +4,7 @@ Two instances, so each scenario gets Huey's own best fit: `plain` (a Redis list,
 throughput) and `prioritized` (a sorted set honouring per-task priority, for the priority
 scenario). Consumers run them with
 
-    python -m huey.bin.huey_consumer benchmarks.peer_huey.plain -w N -k process
+    python -m huey.bin.huey_consumer jobrunner.benchmarks.peer_huey.plain -w N -k process
 """
 
 from __future__ import annotations
