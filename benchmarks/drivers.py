@@ -260,7 +260,12 @@ class HueyPeer(Driver):
         name = "prioritized" if role == "priority" else "plain"
         self.huey = getattr(self.module, name)
         argv = [
-            *(sys.executable, "-m", "huey.bin.huey_consumer", f"jobrunner.benchmarks.peer_huey.{name}"),
+            *(
+                sys.executable,
+                "-m",
+                "huey.bin.huey_consumer",
+                f"jobrunner.benchmarks.peer_huey.{name}",
+            ),
             *("--workers", str(self.processes), "--worker-type", "process", "--quiet"),
         ]
         return [Launch(f"huey-{tag}", argv, {}, self._ready_check())]
