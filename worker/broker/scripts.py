@@ -28,6 +28,10 @@ class Call:
     keys: list[str]
     args: list[Any]
 
+    def run(self, client: redis.Redis | None = None) -> Any:
+        """Run it now, alone (on the script's own client unless given another)."""
+        return self.script(keys=self.keys, args=self.args, client=client)
+
 
 def call_all(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
     """Run `calls` in one pipeline, in order; each call's reply, or the error it raised (so one
@@ -41,7 +45,7 @@ def call_all(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
     for i, (call, reply) in enumerate(zip(calls, replies, strict=True)):
         if isinstance(reply, NoScriptError):
             try:
-                replies[i] = call.script(keys=call.keys, args=call.args, client=client)
+                replies[i] = call.run(client)
             except redis.RedisError as error:
                 replies[i] = error
     return replies

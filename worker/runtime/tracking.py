@@ -101,7 +101,7 @@ def ride_with_run_end(call: scripts.Call) -> None:
     (their after-hooks run first)."""
     request = _request()
     if request is None:
-        call.script(keys=call.keys, args=call.args)
+        call.run()
     else:
         _riders.setdefault(request.id, []).append(call)
 

@@ -359,7 +359,7 @@ class JobStore:
         it ends. A rider's failure is logged, never raised: a lost figure never fails the step
         it describes."""
         if not riders:
-            return call.script(keys=call.keys, args=call.args)
+            return call.run()
         *ridden, own = scripts.call_all(self.redis, [*riders, call])
         for reply in ridden:
             if isinstance(reply, Exception):

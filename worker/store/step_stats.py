@@ -115,8 +115,7 @@ def run_write(
 
 def record(client: redis.Redis, job_id: str, run: StepRun, **bounds: Any) -> None:
     """Write the run's figures now (see `run_write` for `bounds`), in a round trip of its own."""
-    call = run_write(client, job_id, run, **bounds)
-    call.script(keys=call.keys, args=call.args)
+    run_write(client, job_id, run, **bounds).run()
 
 
 def _step_run(client: redis.Redis) -> Script:
