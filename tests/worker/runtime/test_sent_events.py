@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,20 +29,35 @@ def general(workers: Workers) -> Iterator[None]:
 
 
 class SentEvents:
-    """Every task-sent event published on the broker while it listens: the task ids."""
+    """Every task-sent event published on the broker while it listens: the task ids.
+
+    Redis delivers a pattern subscriber's messages in the order it ran the PUBLISHes, so once
+    a marker published after a job's result has arrived, so has every event of that job."""
+
+    MARKER = "jobrunner-test.celeryev.marker"  # matches the pattern; no event is named so
 
     def __init__(self, client: redis.Redis) -> None:
         self.ids: list[str] = []
+        self.markers: set[str] = set()
+        self.client = client
         self.pubsub = client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.psubscribe(**{"*celeryev*": self._received})
         self._thread = self.pubsub.run_in_thread(sleep_time=0.05, daemon=True)
 
     def _received(self, message: dict[str, Any]) -> None:
+        if message["channel"] == self.MARKER.encode():
+            self.markers.add(message["data"].decode())
+            return
         envelope = json.loads(message["data"])
         body = json.loads(base64.b64decode(envelope["body"]))
         for event in body if isinstance(body, list) else [body]:  # a worker sends batches
             if event.get("type") == "task-sent":
                 self.ids.append(event["uuid"])
+
+    def caught_up(self, name: str) -> None:
+        """Wait until every event published before now has been received."""
+        self.client.publish(self.MARKER, name)
+        eventually(lambda: name in self.markers)
 
     def close(self) -> None:
         self._thread.stop()
@@ -55,7 +71,7 @@ def _sent_for(events: SentEvents, client: Client) -> int:
     assert job.result(timeout=60) == 2  # 0, then +1 twice
     tasks = {entry["task_id"] for entry in client.store.steps(job.id)}
     assert len(tasks) == 3
-    eventually(lambda: len(tasks & set(events.ids)) >= 1)  # the listener has caught up
+    events.caught_up(job.id)  # the links' events were published before the last step ran
     return len(tasks & set(events.ids))
 
 
@@ -67,10 +83,9 @@ def test_pool_processes_send_task_sent_events_only_while_watched(
         assert _sent_for(events, client) == 1  # the client's, for the first step
         app.control.enable_events(destination=[NODE])
         watched = 0
-        for _ in range(20):  # the worker's timer copies the switch within a heartbeat
+        deadline = time.monotonic() + 30  # the worker's timer copies the switch each heartbeat
+        while watched != 3 and time.monotonic() < deadline:
             watched = _sent_for(events, client)
-            if watched == 3:
-                break
         assert watched == 3
     finally:
         app.control.disable_events(destination=[NODE])
