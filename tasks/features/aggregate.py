@@ -6,7 +6,7 @@ The order is (station, timestamp, source file, source line): it depends only on 
 on partitioning or on which worker finished first, which is what makes the feature file
 reproducible.
 
-Out of core, in bounded memory: DuckDB reads the partitions' Parquet work files, computes the
+Out of core, in bounded memory: DuckDB reads the partitions' Arrow work files, computes the
 statistics and sorts, spilling to the work directory past `DUCKDB_MEMORY`, and hands the sorted
 rows on as Arrow batches that `parquet.write_batches` writes one row group at a time. Why DuckDB:
 the sort over the whole dataset is the one operation here that cannot stream, and DuckDB's sort is
@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 from pydantic import BaseModel
 
+from jobrunner.tasks.features.columns import work_dataset
 from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.lineage import (
     PartitionSummary,
@@ -93,9 +94,10 @@ def _source(files: list[Path], columns: dict[str, str]) -> str:
     return f"read_json([{_listed(files)}], format = 'newline_delimited', columns = {{{typed}}})"
 
 
-def _features(files: list[Path]) -> str:
-    """A DuckDB table function over transform's work files (Parquet, typed)."""
-    return f"read_parquet([{_listed(files)}])"
+def _features(db: duckdb.DuckDBPyConnection, files: list[Path]) -> str:
+    """transform's work files (Arrow) as a DuckDB view; returns its name."""
+    db.register("transformed", work_dataset(files))
+    return "transformed"
 
 
 def statistics(
@@ -180,7 +182,7 @@ def aggregate(
     features_path, quarantine_path = work / "features.parquet", work / "quarantine.jsonl"
     with connect(work) as db:
         bad = _write_quarantine(db, _source(quarantine_in, QUARANTINE_COLUMNS), quarantine_path)
-        rows = _features(features_in)
+        rows = _features(db, features_in)
         stats, (mean, spread) = statistics(db, rows, bad)
         reader = db.sql(_feature_query(rows, mean, spread)).to_arrow_reader(BATCH_ROWS)
         _, written = write_batches(reader, FEATURE_SCHEMA, features_path)

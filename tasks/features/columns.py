@@ -1,31 +1,50 @@
 """Rows as Arrow columns, for the steps that work on many rows at once (validate, transform):
-the Parquet work files between steps, and Python's rounding."""
+the Arrow work files between steps, and Python's rounding."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds
 
-# Parquet options of the work files between steps: fast to write and read, not kept.
-WORK_PARQUET: dict[str, Any] = {"compression": "snappy", "use_dictionary": True}
+# The work files between validate, transform and aggregate: Arrow IPC (Feather v2), LZ4-compressed
+# batches. Measured against the Parquet (snappy, dictionary) work files they replace, on 500k
+# feature rows: written ~3x faster, read ~2-5x faster (a memory map, no decoding but LZ4), about
+# twice the size. They are read back by the next step only, never kept.
+WORK_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 WORK_BATCH_ROWS = 1 << 16  # rows a step reads from a work file at a time
 
 
-def work_parquet(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+def work_writer(path: Path, schema: pa.Schema) -> pa.ipc.RecordBatchFileWriter:
     """A writer of a work file (`path` from files.atomic_path, which keeps its mode)."""
-    return pq.ParquetWriter(path, schema, **WORK_PARQUET)
+    return pa.ipc.new_file(path, schema, options=WORK_IPC)
+
+
+def write_work(writer: pa.ipc.RecordBatchFileWriter, table: pa.Table) -> None:
+    """Append `table` to a work file in batches of WORK_BATCH_ROWS, the most a reader holds."""
+    writer.write_table(table, max_chunksize=WORK_BATCH_ROWS)
 
 
 def work_batches(path: Path) -> Iterator[pa.Table]:
-    """The rows of a work file, WORK_BATCH_ROWS at a time (bounded memory however long)."""
-    with pq.ParquetFile(path) as found:
-        for batch in found.iter_batches(batch_size=WORK_BATCH_ROWS):
-            yield pa.Table.from_batches([batch])
+    """The rows of a work file, a few batches at a time (bounded memory however long)."""
+    with pa.memory_map(str(path)) as mapped:
+        found = pa.ipc.open_file(mapped)
+        for index in range(found.num_record_batches):
+            yield pa.Table.from_batches([found.get_batch(index)])
+
+
+def read_work(path: Path) -> pa.Table:
+    """A whole work file (tests; a step reads `work_batches`)."""
+    with pa.memory_map(str(path)) as mapped:
+        return pa.ipc.open_file(mapped).read_all()
+
+
+def work_dataset(paths: list[Path]) -> ds.Dataset:
+    """Work files as one dataset, for DuckDB to scan (it reads Arrow, not Arrow IPC files)."""
+    return ds.dataset([str(p) for p in paths], format="ipc")
 
 
 def python_round(values: pa.Array, digits: int) -> pa.Array:

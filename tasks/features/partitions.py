@@ -81,5 +81,5 @@ def describe(partition: Partition) -> str:
 
 
 def partition_file(ctx: StepContext, partition: Partition, name: str) -> Path:
-    """A work file of the partition: `valid.parquet`, `quarantine.jsonl`, `features.parquet`."""
+    """A work file of the partition: `valid.arrow`, `quarantine.jsonl`, `features.arrow`."""
     return work_dir(ctx.data_dir, ctx.job_id) / f"part-{partition.index:05d}.{name}"

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobrunner.tasks.features.columns import python_round, work_batches, work_parquet
+from jobrunner.tasks.features.columns import python_round, work_batches, work_writer, write_work
 from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.lineage import StepFact, reused, source_hash
 from jobrunner.tasks.features.partitions import PartitionResult, failures_named, partition_file
@@ -80,14 +80,14 @@ def transform(
     started = time.time()
     done = PartitionResult.model_validate(upstream)
     rows = fetch(ctx, done.rows_path)
-    features = partition_file(ctx, done.partition, "features.parquet")
+    features = partition_file(ctx, done.partition, "features.arrow")
     with (
         failures_named(done.partition),
         atomic_path(features) as temp,
-        work_parquet(temp, WORK_SCHEMA) as out,
+        work_writer(temp, WORK_SCHEMA) as out,
     ):
         for block in work_batches(rows):
-            out.write_table(derive_features(block))
+            write_work(out, derive_features(block))
     share(ctx, features)
     fact = StepFact.since(
         ctx, CODE_VERSION, started, payload, rows_in=done.rows, rows_out=done.rows
