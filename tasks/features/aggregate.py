@@ -11,14 +11,18 @@ statistics and sorts, spilling to the work directory past `DUCKDB_MEMORY`, and h
 rows on as Arrow batches that `parquet.write_batches` writes one row group at a time. Why DuckDB:
 the sort over the whole dataset is the one operation here that cannot stream, and DuckDB's sort is
 external with an explicit memory limit (pyarrow has no external sort; Polars' streaming engine
-would be the other candidate, not measured here). One thread, so the floating-point sums behind the
-statistics are always added in the same order: the same inputs give the same bytes.
+would be the other candidate, not measured here). The sort runs on every core (its keys are unique,
+so there is one order); the statistics on one thread, so their floating-point sums are always
+added in the same order (`one_thread`): the same inputs give the same bytes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,7 @@ STATISTICS_COLUMNS = ("temperature_c", "humidity_pct", "wind_ms", "dew_point_c")
 DUCKDB_MEMORY = "256MB"  # DuckDB's own limit; it spills to the work directory beyond it
 MEMORY_MB = 384  # declared: DuckDB's limit, a row group in Arrow, duckdb itself (measured ~260)
 BATCH_ROWS = 1 << 16
+SORT_THREADS = os.cpu_count() or 1  # DuckDB's for the sort (one thread for sums: `one_thread`)
 
 QUARANTINE_COLUMNS = {
     "file": "VARCHAR",
@@ -72,16 +77,28 @@ class AggregateResult(BaseModel):
 
 
 def connect(work: Path, memory: str = DUCKDB_MEMORY) -> duckdb.DuckDBPyConnection:
-    """DuckDB held to `memory`, spilling to `work`, on one thread (sums in a fixed order)."""
+    """DuckDB held to `memory`, spilling to `work`, on every core (`one_thread` for sums)."""
     spill = make_dirs(work / "duckdb")
     return duckdb.connect(
         config={
             "memory_limit": memory,
-            "threads": 1,
+            "threads": SORT_THREADS,
             "temp_directory": str(spill),
             "preserve_insertion_order": True,
         }
     )
+
+
+@contextmanager
+def one_thread(db: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Queries on one thread: a parallel floating-point sum adds in whatever order the threads
+    finish, so its last bits would vary from run to run. A sort is safe on every core: its keys
+    are unique (station, timestamp, source file, source line), so there is one order."""
+    db.execute("SET threads = 1")
+    try:
+        yield
+    finally:
+        db.execute(f"SET threads = {SORT_THREADS}")
 
 
 def _listed(files: list[Path]) -> str:
@@ -107,10 +124,11 @@ def statistics(
     mean and population standard deviation unrounded, for the z-scores (0, 0 without rows).
     One pass over the rows."""
     parts = ", ".join(f"avg({c}), stddev_pop({c}), min({c}), max({c})" for c in STATISTICS_COLUMNS)
-    found = db.execute(
-        f"SELECT count(*), count(DISTINCT station), min(timestamp), max(timestamp), {parts} "
-        f"FROM {rows}"
-    ).fetchall()[0]
+    with one_thread(db):
+        found = db.execute(
+            f"SELECT count(*), count(DISTINCT station), min(timestamp), max(timestamp), {parts} "
+            f"FROM {rows}"
+        ).fetchall()[0]
     count, stations, first, last, *columns = found
     seen = count + quarantined
     at = 4 * STATISTICS_COLUMNS.index("temperature_c")
