@@ -136,8 +136,8 @@ def plainly_good(fields: dict[str, pa.Array]) -> pa.Array:
 
 
 class Split:
-    """Where validate's rows go: valid rows (an Arrow work file, VALID_SCHEMA) and quarantine entries (JSON
-    Lines), in line order."""
+    """Where validate's rows go: valid rows (an Arrow work file, VALID_SCHEMA) and quarantine
+    entries (JSON Lines), in line order."""
 
     def __init__(
         self, partition: Partition, valid: pa.ipc.RecordBatchFileWriter, quarantine: BinaryIO
