@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 from pydantic import BaseModel
 
-from jobrunner.tasks.features.columns import work_dataset
+from jobrunner.tasks.features.columns import work_reader
 from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.lineage import (
     PartitionSummary,
@@ -43,6 +43,7 @@ from jobrunner.tasks.features.partitions import PartitionResult
 from jobrunner.tasks.features.paths import make_dirs, work_dir
 from jobrunner.tasks.features.schema import FEATURE_SCHEMA
 from jobrunner.tasks.features.shared import fetch, share
+from jobrunner.tasks.features.transform import WORK_SCHEMA
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
@@ -112,8 +113,8 @@ def _source(files: list[Path], columns: dict[str, str]) -> str:
 
 
 def _features(db: duckdb.DuckDBPyConnection, files: list[Path]) -> str:
-    """transform's work files (Arrow) as a DuckDB view; returns its name."""
-    db.register("transformed", work_dataset(files))
+    """transform's work files (Arrow) as a table DuckDB can read once; returns its name."""
+    db.register("transformed", work_reader(files, WORK_SCHEMA))
     return "transformed"
 
 
@@ -200,8 +201,8 @@ def aggregate(
     features_path, quarantine_path = work / "features.parquet", work / "quarantine.jsonl"
     with connect(work) as db:
         bad = _write_quarantine(db, _source(quarantine_in, QUARANTINE_COLUMNS), quarantine_path)
-        rows = _features(db, features_in)
-        stats, (mean, spread) = statistics(db, rows, bad)
+        stats, (mean, spread) = statistics(db, _features(db, features_in), bad)
+        rows = _features(db, features_in)  # read again: a stream is read once
         reader = db.sql(_feature_query(rows, mean, spread)).to_arrow_reader(BATCH_ROWS)
         _, written = write_batches(reader, FEATURE_SCHEMA, features_path)
     share(ctx, features_path, quarantine_path)
