@@ -11,9 +11,11 @@ statistics and sorts, spilling to the work directory past `DUCKDB_MEMORY`, and h
 rows on as Arrow batches that `parquet.write_batches` writes one row group at a time. Why DuckDB:
 the sort over the whole dataset is the one operation here that cannot stream, and DuckDB's sort is
 external with an explicit memory limit (pyarrow has no external sort; Polars' streaming engine
-would be the other candidate, not measured here). The sort runs on every core (its keys are unique,
-so there is one order); the statistics on one thread, so their floating-point sums are always
-added in the same order (`one_thread`): the same inputs give the same bytes.
+would be the other candidate, not measured here). DuckDB runs on every core, and nothing it
+computes depends on the number of threads: the sort's keys are unique (one order), and it sums
+no floating-point numbers. Means and standard deviations come from the exact sums transform took
+of each partition (`columns.Moments`): exact, so in any order and for any partitioning the same
+bits, and the same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -21,15 +23,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import duckdb
 from pydantic import BaseModel
 
-from jobrunner.tasks.features.columns import work_reader
+from jobrunner.tasks.features.columns import Moments, work_reader
 from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.lineage import (
     PartitionSummary,
@@ -41,18 +41,17 @@ from jobrunner.tasks.features.lineage import (
 from jobrunner.tasks.features.parquet import write_batches
 from jobrunner.tasks.features.partitions import PartitionResult
 from jobrunner.tasks.features.paths import make_dirs, work_dir
-from jobrunner.tasks.features.schema import FEATURE_SCHEMA
+from jobrunner.tasks.features.schema import FEATURE_SCHEMA, STATISTICS_COLUMNS
 from jobrunner.tasks.features.shared import fetch, share
 from jobrunner.tasks.features.transform import WORK_SCHEMA
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 
-STATISTICS_COLUMNS = ("temperature_c", "humidity_pct", "wind_ms", "dew_point_c")
 DUCKDB_MEMORY = "256MB"  # DuckDB's own limit; it spills to the work directory beyond it
 MEMORY_MB = 384  # declared: DuckDB's limit, a row group in Arrow, duckdb itself (measured ~260)
 BATCH_ROWS = 1 << 16
-SORT_THREADS = os.cpu_count() or 1  # DuckDB's for the sort (one thread for sums: `one_thread`)
+THREADS = os.cpu_count() or 1  # DuckDB's: nothing it computes depends on their number
 
 QUARANTINE_COLUMNS = {
     "file": "VARCHAR",
@@ -78,28 +77,16 @@ class AggregateResult(BaseModel):
 
 
 def connect(work: Path, memory: str = DUCKDB_MEMORY) -> duckdb.DuckDBPyConnection:
-    """DuckDB held to `memory`, spilling to `work`, on every core (`one_thread` for sums)."""
+    """DuckDB held to `memory`, spilling to `work`, on every core."""
     spill = make_dirs(work / "duckdb")
     return duckdb.connect(
         config={
             "memory_limit": memory,
-            "threads": SORT_THREADS,
+            "threads": THREADS,
             "temp_directory": str(spill),
             "preserve_insertion_order": True,
         }
     )
-
-
-@contextmanager
-def one_thread(db: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """Queries on one thread: a parallel floating-point sum adds in whatever order the threads
-    finish, so its last bits would vary from run to run. A sort is safe on every core: its keys
-    are unique (station, timestamp, source file, source line), so there is one order."""
-    db.execute("SET threads = 1")
-    try:
-        yield
-    finally:
-        db.execute(f"SET threads = {SORT_THREADS}")
 
 
 def _listed(files: list[Path]) -> str:
@@ -119,21 +106,20 @@ def _features(db: duckdb.DuckDBPyConnection, files: list[Path]) -> str:
 
 
 def statistics(
-    db: duckdb.DuckDBPyConnection, rows: str, quarantined: int
+    db: duckdb.DuckDBPyConnection, rows: str, quarantined: int, moments: dict[str, Moments]
 ) -> tuple[dict[str, Any], tuple[float, float]]:
     """Dataset statistics, for the version's commit and the lineage record; and temperature's
     mean and population standard deviation unrounded, for the z-scores (0, 0 without rows).
-    One pass over the rows."""
-    parts = ", ".join(f"avg({c}), stddev_pop({c}), min({c}), max({c})" for c in STATISTICS_COLUMNS)
-    with one_thread(db):
-        found = db.execute(
-            f"SELECT count(*), count(DISTINCT station), min(timestamp), max(timestamp), {parts} "
-            f"FROM {rows}"
-        ).fetchall()[0]
+    Means and deviations from the partitions' exact moments (`columns.Moments`); counts and
+    extremes, which are exact on any number of threads, in one pass over the rows."""
+    extremes = ", ".join(f"min({c}), max({c})" for c in STATISTICS_COLUMNS)
+    found = db.execute(
+        f"SELECT count(*), count(DISTINCT station), min(timestamp), max(timestamp), {extremes} "
+        f"FROM {rows}"
+    ).fetchall()[0]
     count, stations, first, last, *columns = found
     seen = count + quarantined
-    at = 4 * STATISTICS_COLUMNS.index("temperature_c")
-    moments = (float(columns[at]), float(columns[at + 1] or 0.0)) if count else (0.0, 0.0)
+    spread = {name: moments[name].mean_and_std() if count else (0.0, 0.0) for name in moments}
     return (
         {
             "rows": count,
@@ -145,10 +131,10 @@ def statistics(
             "columns": (
                 {
                     name: {
-                        "mean": round(columns[4 * i], 6),
-                        "std": round(columns[4 * i + 1], 6),
-                        "min": columns[4 * i + 2],
-                        "max": columns[4 * i + 3],
+                        "mean": round(spread[name][0], 6),
+                        "std": round(spread[name][1], 6),
+                        "min": columns[2 * i],
+                        "max": columns[2 * i + 1],
                     }
                     for i, name in enumerate(STATISTICS_COLUMNS)
                 }
@@ -156,7 +142,7 @@ def statistics(
                 else {}
             ),
         },
-        moments,
+        spread["temperature_c"],
     )
 
 
@@ -201,7 +187,11 @@ def aggregate(
     features_path, quarantine_path = work / "features.parquet", work / "quarantine.jsonl"
     with connect(work) as db:
         bad = _write_quarantine(db, _source(quarantine_in, QUARANTINE_COLUMNS), quarantine_path)
-        stats, (mean, spread) = statistics(db, _features(db, features_in), bad)
+        moments = {
+            name: sum((part.moments[name] for part in parts), Moments())
+            for name in STATISTICS_COLUMNS
+        }
+        stats, (mean, spread) = statistics(db, _features(db, features_in), bad, moments)
         rows = _features(db, features_in)  # read again: a stream is read once
         reader = db.sql(_feature_query(rows, mean, spread)).to_arrow_reader(BATCH_ROWS)
         _, written = write_batches(reader, FEATURE_SCHEMA, features_path)
