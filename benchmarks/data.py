@@ -77,6 +77,17 @@ def _readings(first: int, end: int) -> bytes:
     return pc.binary_join(whole, "")[0].as_buffer().to_pybytes()
 
 
+def settle(path: Path) -> None:
+    """Wait until `path` has settled (`pins.SETTLED_S` past its last change), as a job's inputs
+    have, written well before it runs: ingest re-reads a file changed in the last moments on
+    every run, and remembers the scan of a settled one, so a cached rerun reads no input."""
+    from jobrunner.tasks.features.pins import SETTLED_S
+
+    found = path.stat()
+    wait = max(found.st_mtime_ns, found.st_ctime_ns) / 1e9 + SETTLED_S - time.time()
+    time.sleep(max(0.0, wait) + 0.1)
+
+
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -241,6 +252,7 @@ def measure(megabytes: float, workers: int) -> SizeFigures:
     with tempfile.TemporaryDirectory(prefix="jobrunner-data-bench-") as temp:
         data_dir = Path(temp)
         source, rows = generate(data_dir / "inputs" / "bench", megabytes)
+        settle(source)
         server = EmbeddedRedis(data_dir / "redis")  # the step cache's entries
         try:
             url = server.start()

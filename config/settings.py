@@ -446,6 +446,7 @@ class DataSettings(_Section):
     dir_mode: int = Field(ge=0, le=0o777, description="mode of directories holding them")
     failed_work_retention_s: float = Field(gt=0, description="an unfinished job's work dir age")
     cache_ttl_s: float = Field(gt=0, description="a cached step's entry lives this long unused")
+    cache_prune_interval_s: float = Field(ge=0, description="each worker prunes the cache; 0: off")
 
 
 class Settings(BaseSettings):

@@ -65,6 +65,7 @@ class StepContext:
     data_dir: Path
     metrics: dict[str, float] = field(default_factory=dict, compare=False)
     metrics_max: int = 16
+    use_cache: bool = True  # False: the job was submitted with cache=False (`--no-cache`)
 
     def metric(self, name: str, value: float) -> None:
         """Report a figure of this run (model accuracy, a null rate): exported per {pipeline,
@@ -222,12 +223,11 @@ def step(
                 step=step_name,
                 data_dir=settings.data_dir.resolve(),
                 metrics_max=settings.metrics.step_metrics_max,
+                use_cache=job.get(USE_CACHE, True),
             )
             job[REPORTED] = ctx.metrics  # seen by the middleware, also when the step fails
             store = store_of(task.app) if spec.cache is not None else None
-            result, job[CACHED] = call_step(
-                spec, payload, upstream, ctx, store, job.get(USE_CACHE, True)
-            )
+            result, job[CACHED] = call_step(spec, payload, upstream, ctx, store, ctx.use_cache)
             return result
 
         run.__doc__ = fn.__doc__

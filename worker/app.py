@@ -38,6 +38,7 @@ CONSUMER_STEPS = tuple(
         "leases:LeaseStep",
         "deadlines:DeadlineStep",
         "starvation:StarvationStep",
+        "cache_prune:CachePruneStep",
     )
 )
 # Hooks around every job task, in order (see tasks/middleware.py).

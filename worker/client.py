@@ -728,7 +728,7 @@ class Client:
             existing = self.store.claim_idempotency_key(idempotency_key, job_id)
             if existing is not None:
                 return self._same_job(existing, idempotency_key, declared.name, tier, normalized)
-        fields = self._record_fields(declared)
+        fields = self._record_fields(declared, cache)
         previous = self.store.get(retry_of) if retry_of is not None else None
         if retry_of is not None:  # its record may have expired: a dead letter outlives it
             attempt = (previous.attempt if previous else 1) + 1
@@ -744,12 +744,13 @@ class Client:
         return Job(job_id, self.store)
 
     @staticmethod
-    def _record_fields(declared: Pipeline) -> dict[str, str]:
-        """What the job record keeps of its pipeline's failure handling (read when it fails)."""
+    def _record_fields(declared: Pipeline, cache: bool = True) -> dict[str, str]:
+        """What the job record keeps of its pipeline's failure handling (read when it fails):
+        the retry policy, and `cache=False`, which a retry keeps."""
         if declared.on_failure != "retry_job":
             return {}
         policy = declared.model_dump(include={"max_job_retries", "job_retry_delay_s"})
-        return {"retry_policy": json.dumps(policy)}
+        return {"retry_policy": json.dumps(policy), **({} if cache else {"cache": "0"})}
 
     def _same_job(
         self, job_id: str, key: str, pipeline: str, tier: str, payload: dict[str, Any]
@@ -776,6 +777,7 @@ class Client:
         tier: str | None = None,
         deadline_s: float | None = None,
         idempotency_keys: Sequence[str] | None = None,
+        cache: bool = True,
     ) -> list[Job]:
         """Enqueue one job of `pipeline` per payload, in two Redis round trips per chunk of
         `BULK_CHUNK_JOBS` (the chunk's job records in one atomic call, then all its messages in
@@ -792,7 +794,8 @@ class Client:
         `idempotency_keys`, one per payload, work as `submit`'s, claimed in one more round trip:
         a key already used gives back its job (nothing enqueued for it), or an error naming that
         job if it was used for a different submission; a key given twice in the batch is one
-        job, returned twice. On any error, the keys this call claimed are released.
+        job, returned twice. On any error, the keys this call claimed are released. `cache` as
+        `submit`'s.
         """
         tier = tier or self.settings.default_tier
         self.settings.queue(tier)
@@ -804,10 +807,11 @@ class Client:
         if not normalized:
             return []
         if first is not None:
-            return self._submit_keyed(declared, tier, deadline, normalized, first)
+            return self._submit_keyed(declared, tier, deadline, normalized, first, cache)
         ids = [uuid.uuid4().hex for _ in normalized]
         jobs = list(zip(ids, normalized, strict=True))
-        self._enqueue_many(declared, tier, deadline, jobs, self._record_fields(declared))
+        fields = self._record_fields(declared, cache)
+        self._enqueue_many(declared, tier, deadline, jobs, fields, cache)
         return [Job(job_id, self.store) for job_id in ids]
 
     def _submit_keyed(
@@ -817,6 +821,7 @@ class Client:
         deadline: float,
         normalized: list[dict[str, Any]],
         first: dict[str, list[int]],
+        cache: bool = True,
     ) -> list[Job]:
         """`submit_many` with idempotency keys (`first`: each key's payload indexes). Keys are
         claimed in one round trip (claim_keys.lua); only the jobs of keys claimed now are sent."""
@@ -830,7 +835,8 @@ class Client:
                     ids[key] = self._same_job(existing, key, declared.name, tier, payload).id
             fresh = [(ids[key], normalized[first[key][0]]) for key in claimed]
             if fresh:
-                self._enqueue_many(declared, tier, deadline, fresh, self._record_fields(declared))
+                fields = self._record_fields(declared, cache)
+                self._enqueue_many(declared, tier, deadline, fresh, fields, cache)
         except Exception as error:
             accepted = set(error.accepted if isinstance(error, BulkSubmitError) else ())
             self.store.release_idempotency_keys([k for k in claimed if ids[k] not in accepted])
@@ -888,6 +894,7 @@ class Client:
         deadline: float,
         jobs: list[tuple[str, dict[str, Any]]],
         fields: dict[str, str],
+        cache: bool = True,
     ) -> None:
         """Record and send two jobs or more, `BULK_CHUNK_JOBS` at a time, each chunk whole or
         not at all: its records in one atomic call, then all its messages in one MULTI/EXEC
@@ -895,12 +902,12 @@ class Client:
         if that fails, the chunk's records are removed again. A failure after the first chunk
         raises `BulkSubmitError`, naming the jobs accepted before it."""
         if len(jobs) == 1:  # a batch of one is sent as `submit` sends it
-            self._enqueue(declared, tier, deadline, jobs, fields)
+            self._enqueue(declared, tier, deadline, jobs, fields, cache)
             return
         accepted: list[str] = []
         try:
             with self.app.producer_or_acquire() as producer:
-                compiled = self._compile(declared, tier, uuid.uuid4().hex, dict(_SENTINEL))
+                compiled = self._compile(declared, tier, uuid.uuid4().hex, dict(_SENTINEL), cache)
                 events = self.settings.flower.bulk_sent_events
                 template = _Template(self.app, compiled, producer, sent_events=events)
                 for start in range(0, len(jobs), BULK_CHUNK_JOBS):

@@ -6,18 +6,22 @@ The order is (station, timestamp, source file, source line): it depends only on 
 on partitioning or on which worker finished first, which is what makes the feature file
 reproducible.
 
-Out of core, in bounded memory: DuckDB reads the partitions' Parquet work files, computes the
+Out of core, in bounded memory: DuckDB reads the partitions' Arrow work files, computes the
 statistics and sorts, spilling to the work directory past `DUCKDB_MEMORY`, and hands the sorted
 rows on as Arrow batches that `parquet.write_batches` writes one row group at a time. Why DuckDB:
 the sort over the whole dataset is the one operation here that cannot stream, and DuckDB's sort is
 external with an explicit memory limit (pyarrow has no external sort; Polars' streaming engine
-would be the other candidate, not measured here). One thread, so the floating-point sums behind the
-statistics are always added in the same order: the same inputs give the same bytes.
+would be the other candidate, not measured here). DuckDB runs on every core, and nothing it
+computes depends on the number of threads: the sort's keys are unique (one order), and it sums
+no floating-point numbers. Means and standard deviations come from the exact sums transform took
+of each partition (`columns.Moments`): exact, so in any order and for any partitioning the same
+bits, and the same inputs give the same bytes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from typing import Any
 import duckdb
 from pydantic import BaseModel
 
+from jobrunner.tasks.features.columns import Moments, work_reader
 from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.lineage import (
     PartitionSummary,
@@ -36,16 +41,17 @@ from jobrunner.tasks.features.lineage import (
 from jobrunner.tasks.features.parquet import write_batches
 from jobrunner.tasks.features.partitions import PartitionResult
 from jobrunner.tasks.features.paths import make_dirs, work_dir
-from jobrunner.tasks.features.schema import FEATURE_SCHEMA
+from jobrunner.tasks.features.schema import FEATURE_SCHEMA, STATISTICS_COLUMNS
 from jobrunner.tasks.features.shared import fetch, share
+from jobrunner.tasks.features.transform import WORK_SCHEMA
 from jobrunner.tasks.step import StepContext, StepPayload, step
 
 CODE_VERSION = source_hash(__name__)
 
-STATISTICS_COLUMNS = ("temperature_c", "humidity_pct", "wind_ms", "dew_point_c")
 DUCKDB_MEMORY = "256MB"  # DuckDB's own limit; it spills to the work directory beyond it
 MEMORY_MB = 384  # declared: DuckDB's limit, a row group in Arrow, duckdb itself (measured ~260)
 BATCH_ROWS = 1 << 16
+THREADS = os.cpu_count() or 1  # DuckDB's: nothing it computes depends on their number
 
 QUARANTINE_COLUMNS = {
     "file": "VARCHAR",
@@ -71,12 +77,12 @@ class AggregateResult(BaseModel):
 
 
 def connect(work: Path, memory: str = DUCKDB_MEMORY) -> duckdb.DuckDBPyConnection:
-    """DuckDB held to `memory`, spilling to `work`, on one thread (sums in a fixed order)."""
+    """DuckDB held to `memory`, spilling to `work`, on every core."""
     spill = make_dirs(work / "duckdb")
     return duckdb.connect(
         config={
             "memory_limit": memory,
-            "threads": 1,
+            "threads": THREADS,
             "temp_directory": str(spill),
             "preserve_insertion_order": True,
         }
@@ -93,26 +99,27 @@ def _source(files: list[Path], columns: dict[str, str]) -> str:
     return f"read_json([{_listed(files)}], format = 'newline_delimited', columns = {{{typed}}})"
 
 
-def _features(files: list[Path]) -> str:
-    """A DuckDB table function over transform's work files (Parquet, typed)."""
-    return f"read_parquet([{_listed(files)}])"
+def _features(db: duckdb.DuckDBPyConnection, files: list[Path]) -> str:
+    """transform's work files (Arrow) as a table DuckDB can read once; returns its name."""
+    db.register("transformed", work_reader(files, WORK_SCHEMA))
+    return "transformed"
 
 
 def statistics(
-    db: duckdb.DuckDBPyConnection, rows: str, quarantined: int
+    db: duckdb.DuckDBPyConnection, rows: str, quarantined: int, moments: dict[str, Moments]
 ) -> tuple[dict[str, Any], tuple[float, float]]:
     """Dataset statistics, for the version's commit and the lineage record; and temperature's
     mean and population standard deviation unrounded, for the z-scores (0, 0 without rows).
-    One pass over the rows."""
-    parts = ", ".join(f"avg({c}), stddev_pop({c}), min({c}), max({c})" for c in STATISTICS_COLUMNS)
+    Means and deviations from the partitions' exact moments (`columns.Moments`); counts and
+    extremes, which are exact on any number of threads, in one pass over the rows."""
+    extremes = ", ".join(f"min({c}), max({c})" for c in STATISTICS_COLUMNS)
     found = db.execute(
-        f"SELECT count(*), count(DISTINCT station), min(timestamp), max(timestamp), {parts} "
+        f"SELECT count(*), count(DISTINCT station), min(timestamp), max(timestamp), {extremes} "
         f"FROM {rows}"
     ).fetchall()[0]
     count, stations, first, last, *columns = found
     seen = count + quarantined
-    at = 4 * STATISTICS_COLUMNS.index("temperature_c")
-    moments = (float(columns[at]), float(columns[at + 1] or 0.0)) if count else (0.0, 0.0)
+    spread = {name: moments[name].mean_and_std() if count else (0.0, 0.0) for name in moments}
     return (
         {
             "rows": count,
@@ -124,10 +131,10 @@ def statistics(
             "columns": (
                 {
                     name: {
-                        "mean": round(columns[4 * i], 6),
-                        "std": round(columns[4 * i + 1], 6),
-                        "min": columns[4 * i + 2],
-                        "max": columns[4 * i + 3],
+                        "mean": round(spread[name][0], 6),
+                        "std": round(spread[name][1], 6),
+                        "min": columns[2 * i],
+                        "max": columns[2 * i + 1],
                     }
                     for i, name in enumerate(STATISTICS_COLUMNS)
                 }
@@ -135,7 +142,7 @@ def statistics(
                 else {}
             ),
         },
-        moments,
+        spread["temperature_c"],
     )
 
 
@@ -180,8 +187,12 @@ def aggregate(
     features_path, quarantine_path = work / "features.parquet", work / "quarantine.jsonl"
     with connect(work) as db:
         bad = _write_quarantine(db, _source(quarantine_in, QUARANTINE_COLUMNS), quarantine_path)
-        rows = _features(features_in)
-        stats, (mean, spread) = statistics(db, rows, bad)
+        moments = {
+            name: sum((part.moments[name] for part in parts), Moments())
+            for name in STATISTICS_COLUMNS
+        }
+        stats, (mean, spread) = statistics(db, _features(db, features_in), bad, moments)
+        rows = _features(db, features_in)  # read again: a stream is read once
         reader = db.sql(_feature_query(rows, mean, spread)).to_arrow_reader(BATCH_ROWS)
         _, written = write_batches(reader, FEATURE_SCHEMA, features_path)
     share(ctx, features_path, quarantine_path)

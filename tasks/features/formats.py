@@ -152,7 +152,9 @@ def open_regular(path: Path) -> Iterator[BinaryIO]:
 def plain_csv(data: bytes) -> bool:
     """Whether a CSV block's rows are its lines, split at commas: no quotes, no NUL, a carriage
     return only before a newline, UTF-8. Anything else is read by `records`, which knows CSV."""
-    if b'"' in data or b"\0" in data or data.count(b"\r") != data.count(b"\r\n"):
+    if b'"' in data or b"\0" in data:
+        return False
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):  # counted only if any
         return False
     try:
         data.decode("utf-8")

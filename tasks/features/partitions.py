@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from jobrunner.tasks.features.columns import Moments
 from jobrunner.tasks.features.lineage import PartitionSummary, StepFact
 from jobrunner.tasks.features.paths import work_dir
 from jobrunner.tasks.step import StepContext
@@ -47,6 +48,9 @@ class PartitionResult(BaseModel):
     rows: int
     quarantined: int
     steps: list[StepFact]
+    # transform's: each statistics column's exact moments over the partition's rows, which
+    # aggregate adds up (exact, so on any number of threads and for any partitioning)
+    moments: dict[str, Moments] = {}
 
     def summary(self) -> PartitionSummary:
         return PartitionSummary(
@@ -81,5 +85,5 @@ def describe(partition: Partition) -> str:
 
 
 def partition_file(ctx: StepContext, partition: Partition, name: str) -> Path:
-    """A work file of the partition: `valid.parquet`, `quarantine.jsonl`, `features.parquet`."""
+    """A work file of the partition: `valid.arrow`, `quarantine.jsonl`, `features.arrow`."""
     return work_dir(ctx.data_dir, ctx.job_id) / f"part-{partition.index:05d}.{name}"

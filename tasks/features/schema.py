@@ -46,3 +46,5 @@ FEATURE_SCHEMA = pa.schema(
 # A valid row as validate hands it on: the raw columns typed, and where it came from (the work
 # files between steps are Parquet: typed, read back by transform and DuckDB without parsing).
 VALID_SCHEMA = pa.schema([FEATURE_SCHEMA.field(name) for name in (*RAW_COLUMNS, *SOURCE_COLUMNS)])
+# The columns the dataset statistics describe (mean, population standard deviation, min, max).
+STATISTICS_COLUMNS = ("temperature_c", "humidity_pct", "wind_ms", "dew_point_c")

@@ -167,6 +167,10 @@ def store(payload: StorePayload, upstream: dict[str, Any], ctx: StepContext) -> 
         partitions=merged.partitions,
         output=output,
         quarantine=rejected,
+        partition_files=[
+            OutputFile(path=root.where(f"{name}/{part.file}"), sha256=part.sha256, rows=part.rows)
+            for part in version.partitions
+        ],
         feature_set=name,
         version=version.version,
         store=root.url,

@@ -16,11 +16,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobrunner.tasks.features.columns import python_round, work_batches, work_parquet
+from jobrunner.tasks.features.columns import (
+    Moments,
+    python_round,
+    work_batches,
+    work_writer,
+    write_work,
+)
 from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.lineage import StepFact, reused, source_hash
 from jobrunner.tasks.features.partitions import PartitionResult, failures_named, partition_file
-from jobrunner.tasks.features.schema import FEATURE_SCHEMA, VALID_SCHEMA
+from jobrunner.tasks.features.schema import FEATURE_SCHEMA, STATISTICS_COLUMNS, VALID_SCHEMA
 from jobrunner.tasks.features.shared import fetch, share
 from jobrunner.tasks.retry import RetryPolicy
 from jobrunner.tasks.step import StepContext, StepPayload, step
@@ -80,16 +86,21 @@ def transform(
     started = time.time()
     done = PartitionResult.model_validate(upstream)
     rows = fetch(ctx, done.rows_path)
-    features = partition_file(ctx, done.partition, "features.parquet")
+    features = partition_file(ctx, done.partition, "features.arrow")
+    moments = {name: Moments() for name in STATISTICS_COLUMNS}
     with (
         failures_named(done.partition),
         atomic_path(features) as temp,
-        work_parquet(temp, WORK_SCHEMA) as out,
+        work_writer(temp, WORK_SCHEMA) as out,
     ):
         for block in work_batches(rows):
-            out.write_table(derive_features(block))
+            derived = derive_features(block)
+            write_work(out, derived)
+            for name in STATISTICS_COLUMNS:
+                moments[name] = moments[name] + Moments.of(derived[name])
     share(ctx, features)
     fact = StepFact.since(
         ctx, CODE_VERSION, started, payload, rows_in=done.rows, rows_out=done.rows
     )
-    return done.model_copy(update={"rows_path": str(features), "steps": [*done.steps, fact]})
+    update = {"rows_path": str(features), "steps": [*done.steps, fact], "moments": moments}
+    return done.model_copy(update=update)

@@ -18,10 +18,9 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field, ValidationError
 
-from jobrunner.tasks.features.columns import work_parquet
+from jobrunner.tasks.features.columns import work_writer, write_work
 from jobrunner.tasks.features.files import atomic_path
 from jobrunner.tasks.features.formats import (
     Block,
@@ -137,10 +136,12 @@ def plainly_good(fields: dict[str, pa.Array]) -> pa.Array:
 
 
 class Split:
-    """Where validate's rows go: valid rows (Parquet, VALID_SCHEMA) and quarantine entries (JSON
-    Lines), in line order."""
+    """Where validate's rows go: valid rows (an Arrow work file, VALID_SCHEMA) and quarantine
+    entries (JSON Lines), in line order."""
 
-    def __init__(self, partition: Partition, valid: pq.ParquetWriter, quarantine: BinaryIO) -> None:
+    def __init__(
+        self, partition: Partition, valid: pa.ipc.RecordBatchFileWriter, quarantine: BinaryIO
+    ) -> None:
         self.partition = partition
         self.valid = valid
         self.quarantine = quarantine
@@ -167,7 +168,7 @@ class Split:
 
     def flush(self) -> None:
         if self.pending:
-            self.valid.write_table(pa.Table.from_pylist(self.pending, VALID_SCHEMA))
+            write_work(self.valid, pa.Table.from_pylist(self.pending, VALID_SCHEMA))
             self.pending.clear()
 
     def block(self, block: Block) -> None:
@@ -213,7 +214,7 @@ class Split:
         if more:  # valid after all (another spelling of a valid value): back in line order
             valid = pa.concat_tables([valid, pa.Table.from_pylist(more, VALID_SCHEMA)])
             valid = valid.sort_by("source_line")
-        self.valid.write_table(valid)
+        write_work(self.valid, valid)
 
 
 def _split(
@@ -226,7 +227,7 @@ def _split(
         failures_named(partition),
         atomic_path(valid_path) as valid_temp,
         atomic_path(quarantine_path) as quarantine_temp,
-        work_parquet(valid_temp, VALID_SCHEMA) as valid,
+        work_writer(valid_temp, VALID_SCHEMA) as valid,
         quarantine_temp.open("wb") as quarantine,
     ):
         split = Split(partition, valid, quarantine)
@@ -257,7 +258,7 @@ def validate(
     started = time.time()
     partition = Partition.model_validate(upstream)
     source = readable_input(ctx, partition)  # checked before anything is read
-    valid_path = partition_file(ctx, partition, "valid.parquet")
+    valid_path = partition_file(ctx, partition, "valid.arrow")
     quarantine_path = partition_file(ctx, partition, "quarantine.jsonl")
     good, bad = _split(partition, source, valid_path, quarantine_path)
     total = good + bad

@@ -53,6 +53,24 @@ register_pipeline(
 )
 
 
+@step
+def refuse(payload: TallyPayload, upstream: Any, ctx: StepContext) -> None:
+    raise RuntimeError("refused, as this test pipeline always does")
+
+
+register_pipeline(  # fails after a cached step, and is retried once as a new job
+    Pipeline.model_validate(
+        {
+            "name": "cached_retried",
+            "flow": {"chain": [{"step": "produce"}, {"step": "refuse"}]},
+            "on_failure": "retry_job",
+            "max_job_retries": 1,
+            "job_retry_delay_s": 0,
+        }
+    )
+)
+
+
 class SourcePayload(StepPayload):
     tag: str
     source: str  # a file read besides the upstream: declared with `inputs=`

@@ -32,7 +32,7 @@ def run_step(
     use_cache: bool = True,
 ) -> Any:
     """One step run as a worker runs it: through the step cache if given one."""
-    ctx = StepContext(job_id, "features", "medium", name, data_dir)
+    ctx = StepContext(job_id, "features", "medium", name, data_dir, use_cache=use_cache)
     result, _ = call_step(get_step(name), payload, upstream, ctx, cache, use_cache)
     return json.loads(json.dumps(result))
 

@@ -96,7 +96,7 @@ def test_steps_refuse_upstream_work_files_outside_the_jobs_own_work_dir(
 ) -> None:
     validated = run_step("validate", {}, _partition(data_dir), data_dir, JOB_ID)
     transformed = run_step("transform", {}, validated, data_dir, JOB_ID)
-    other = work_dir(data_dir, OTHER_JOB) / "part-00000.valid.parquet"
+    other = work_dir(data_dir, OTHER_JOB) / "part-00000.valid.arrow"
     target = str(secret if where == "secret" else other)
     if field == "rows_path":
         with pytest.raises(ForgedPathError, match="is not a file of job"):
@@ -269,8 +269,8 @@ def test_shared_work_files_are_fetched_only_for_this_jobs_own_names(
         validated = run_step("validate", {}, _partition(host_a), host_a, JOB_ID)
         transformed = run_step("transform", {}, validated, host_b, JOB_ID)  # fetched from shared
         assert transformed["rows"] == 3
-        assert (work_dir(host_b, JOB_ID) / "part-00000.valid.parquet").is_file()
-        for forged in (str(secret), str(host_a / "work" / OTHER_JOB / "part-00000.valid.parquet")):
+        assert (work_dir(host_b, JOB_ID) / "part-00000.valid.arrow").is_file()
+        for forged in (str(secret), str(host_a / "work" / OTHER_JOB / "part-00000.valid.arrow")):
             with pytest.raises(ForgedPathError, match="is not a file of job"):
                 run_step("transform", {}, {**validated, "rows_path": forged}, host_b, JOB_ID)
     finally:

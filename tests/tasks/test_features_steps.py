@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobrunner.tasks.features import SAMPLE_DATA_DIR
+from jobrunner.tasks.features.columns import read_work
 from jobrunner.tasks.features.files import read_jsonl, sha256_file
 from jobrunner.tasks.features.formats import InputError
 from jobrunner.tasks.features.parquet import write_batches, write_parquet
@@ -195,7 +196,7 @@ def test_columns_may_come_in_any_order(tmp_path: Path) -> None:
         "2.5,E01,2026-06-01T00:00:00,15.5,60\n",
     )
     result = run_step("validate", {}, partition, tmp_path, JOB_ID)
-    (row,) = pq.read_table(result["rows_path"]).to_pylist()
+    (row,) = read_work(result["rows_path"]).to_pylist()
     assert (row["station"], row["wind_ms"], row["source_line"]) == ("E01", 2.5, 2)
 
 

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jobrunner.tasks.features.columns import read_work
 from jobrunner.tasks.features.formats import read
 from jobrunner.tasks.features.partitions import Partition
 from jobrunner.tasks.features.schema import RAW_COLUMNS
@@ -109,12 +109,12 @@ def test_block_checks_agree_with_the_row_model(tmp_path: Path, seed: int) -> Non
     path = directory / "rows.csv"
     path.write_text(",".join(order) + end + "".join(line + end for line in text), newline="")
     partition = _partition(tmp_path, directory)
-    valid_path, quarantine_path = tmp_path / "valid.parquet", tmp_path / "quarantine.jsonl"
+    valid_path, quarantine_path = tmp_path / "valid.arrow", tmp_path / "quarantine.jsonl"
 
     good, bad = validate._split(partition, path, valid_path, quarantine_path)
 
     expected_valid, expected_bad = _row_by_row(partition, path)
-    assert pq.read_table(valid_path).to_pylist() == expected_valid
+    assert read_work(valid_path).to_pylist() == expected_valid
     got_bad = [json.loads(line) for line in quarantine_path.read_text().splitlines()]
     assert got_bad == expected_bad
     assert (good, bad) == (len(expected_valid), len(expected_bad))

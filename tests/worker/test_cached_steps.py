@@ -5,6 +5,7 @@ gone, and `status` marks the reused runs. `submit --no-cache` runs them again.""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from jobrunner.tasks.files import sha256_file
 from jobrunner.worker.client import Client
 from jobrunner.worker.monitoring.status import job_status
 from tests.conftest import Workers
+from tests.fixtures.api import ApiServer, MakeToken
 from tests.support.cached_steps import log_of
 from tests.support.cli import run
 
@@ -25,11 +27,17 @@ pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 60
 IMPORTS = "tests.support.cached_steps"  # the user's steps, as a worker and the CLI load them
+API_ENV = {"JOBRUNNER_IMPORTS": IMPORTS}  # the API server's (tests.fixtures.api)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def general(workers: Workers) -> Iterator[None]:
-    workers.start("general", "general-cached@test", JOBRUNNER_IMPORTS=IMPORTS)
+    workers.start(
+        "general",
+        "general-cached@test",
+        JOBRUNNER_IMPORTS=IMPORTS,
+        JOBRUNNER_RELIABILITY__REAPER_INTERVAL_S="1",  # retries submitted soon after failing
+    )
     yield
 
 
@@ -38,6 +46,13 @@ def _runs(tag: str, job_id: str) -> list[str]:
     log = log_of(get_settings().data_dir, tag)
     lines = log.read_text().splitlines() if log.is_file() else []
     return [line.split()[0] for line in lines if line.endswith(job_id)]
+
+
+def _all_runs(tag: str) -> list[tuple[str, str]]:
+    """Every run logged under `tag`: (step, job id), in order."""
+    log = log_of(get_settings().data_dir, tag)
+    lines = log.read_text().splitlines() if log.is_file() else []
+    return [(line.split()[0], line.split()[1]) for line in lines]
 
 
 def _cached_marks(job_id: str) -> dict[str, bool]:
@@ -112,3 +127,39 @@ def test_an_entry_whose_file_is_gone_or_changed_is_recomputed_not_failed(
         assert again["total"] == first["total"]
         assert sha256_file(cached) == expected  # saved again, as it was
         assert _cached_marks(job_id) == {"produce": False, "consume": True}
+
+
+def test_cache_false_reaches_every_way_in_batches_the_api_and_job_retries(
+    client: Client, api_server: ApiServer, make_token: MakeToken
+) -> None:
+    """`cache=False` is a job option wherever a job is submitted: `submit_many`, the HTTP API
+    (one job and a batch), and the retries of a job whose pipeline retries failed jobs."""
+    payload = {"tag": uuid.uuid4().hex}
+    _job(client, payload)  # every later job could reuse both steps
+    jobs = client.submit_many("cached", [payload, payload], cache=False)
+    for job in jobs:
+        job.result(timeout=TIMEOUT_S)
+        assert _runs(payload["tag"], job.id) == ["produce", "consume"]
+
+    token = make_token("submitter")
+    one = {"pipeline": "cached", "payload": payload, "cache": False}
+    batch = {"pipeline": "cached", "payloads": [payload, payload], "cache": False}
+    ids = [
+        api_server.call("POST", "/jobs", token, one).json()["job_id"],
+        *api_server.call("POST", "/jobs:batch", token, batch).json()["job_ids"],
+    ]
+    for job_id in ids:
+        client.job(job_id).result(timeout=TIMEOUT_S)
+        assert _runs(payload["tag"], job_id) == ["produce", "consume"]
+
+    failing = {"tag": uuid.uuid4().hex}
+    first = client.submit("cached_retried", failing, cache=False)
+    with pytest.raises(Exception, match="refused"):
+        first.result(timeout=TIMEOUT_S)
+    deadline = time.monotonic() + TIMEOUT_S
+    while len(_all_runs(failing["tag"])) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # The retry, a new job, ran produce again rather than reuse the entry the first attempt
+    # saved.
+    (_, ran_first), (_, ran_again) = _all_runs(failing["tag"])
+    assert ran_first == first.id and ran_again != first.id

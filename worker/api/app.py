@@ -58,6 +58,7 @@ class JobRequest(BaseModel):
     payload: Any = Field(default=None, description="a JSON object, checked by the pipeline")
     idempotency_key: str | None = Field(default=None, description="same key, same job")
     deadline_s: float | None = Field(default=None, description="fail it if unfinished by then")
+    cache: bool = Field(default=True, description="false: run every cached step again")
 
 
 class BatchRequest(BaseModel):
@@ -68,6 +69,7 @@ class BatchRequest(BaseModel):
     tier: str | None = None
     payloads: list[Any] = Field(min_length=1)
     deadline_s: float | None = None
+    cache: bool = True  # false: run every cached step again
 
 
 class Api:
@@ -297,6 +299,7 @@ def create_api(settings: Settings) -> FastAPI:
                 tier=tier,
                 idempotency_key=body.idempotency_key,
                 deadline_s=body.deadline_s,
+                cache=body.cache,
             )
         except Exception as error:
             api.audit.record(token.who, SUBMIT, body.pipeline, FAILED, where(request), str(error))
@@ -315,7 +318,11 @@ def create_api(settings: Settings) -> FastAPI:
             )
         try:
             jobs = api.client.submit_many(
-                body.pipeline, body.payloads, tier=tier, deadline_s=body.deadline_s
+                body.pipeline,
+                body.payloads,
+                tier=tier,
+                deadline_s=body.deadline_s,
+                cache=body.cache,
             )
         except Exception as error:
             api.audit.record(token.who, SUBMIT, body.pipeline, FAILED, where(request), str(error))

@@ -66,6 +66,6 @@ def cache_prune(
         print_json(pruned.as_dict())
     else:
         print(
-            f"pruned {pruned.entries} entries and {pruned.files} files "
-            f"({pruned.bytes / 1e6:.1f} MB)"
+            f"pruned {pruned.entries} entries, {pruned.files} files "
+            f"({pruned.bytes / 1e6:.1f} MB) and {pruned.scans} remembered input scans"
         )

@@ -38,6 +38,16 @@ def lineage_of(job_id: str, data_dir: Path | None = None) -> dict[str, Any]:
     return record
 
 
+def _written(record: dict[str, Any], digest: str) -> tuple[str, str]:
+    """As what the job wrote the file with this content hash, and where: its output, its
+    quarantine, or one file of its partitioned output."""
+    for kind in ("output", "quarantine"):
+        if record[kind]["sha256"] == digest:
+            return kind, record[kind]["path"]
+    parts = [p for p in record.get("partition_files", ()) if p["sha256"] == digest]
+    return "partition", parts[0]["path"]  # the index named this job: one of its files matches
+
+
 def find_by_output(path: Path, data_dir: Path | None = None) -> dict[str, Any]:
     """The jobs that wrote a file with the content `path` has now (several, when reruns
     reproduced it), each with its inputs; found by content hash, so a renamed or copied output
@@ -49,7 +59,7 @@ def find_by_output(path: Path, data_dir: Path | None = None) -> dict[str, Any]:
     jobs = []
     for job_id in jobs_with_output(where, digest):
         record = lineage_of(job_id, where)
-        written_as = "output" if record["output"]["sha256"] == digest else "quarantine"
+        written_as, written_to = _written(record, digest)
         jobs.append(
             {
                 "job_id": job_id,
@@ -58,7 +68,7 @@ def find_by_output(path: Path, data_dir: Path | None = None) -> dict[str, Any]:
                 "tier": record["tier"],
                 "recorded_at": record["recorded_at"],
                 "written_as": written_as,
-                "written_to": record[written_as]["path"],
+                "written_to": written_to,
                 "inputs": record["inputs"],
             }
         )

@@ -114,6 +114,7 @@ class JobRecord:
     promotions: list[dict[str, Any]] = field(default_factory=list)  # starvation guard moves
     attempt: int = 1  # of its pipeline's on_failure = "retry_job" chain (or of `dlq retry`)
     retry_of: str | None = None  # the failed job this one retries
+    cache: bool = True  # False: submitted with cache=False, which its retries keep
     retried_as: str | None = None  # the job that retries this one
     stored_result: str | None = field(default=None, repr=False)  # as stored, like the payload
     cipher: Cipher = field(default=CLEAR, repr=False, compare=False)  # opens the two above
@@ -448,6 +449,7 @@ class JobStore:
             deadline_at=float(raw["deadline_at"]) if "deadline_at" in raw else None,
             attempt=int(raw.get("attempt", 1)),
             retry_of=raw.get("retry_of"),
+            cache=raw.get("cache") != "0",
             retried_as=raw.get("retried_as"),
             stored_result=raw.get("result"),
             cipher=self.cipher,

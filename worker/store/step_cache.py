@@ -108,9 +108,15 @@ class Pruned:
     entries: int  # removed: expired, or unused longer than asked
     files: int  # cached files no entry names any more, removed from this host's data dir
     bytes: int
+    scans: int  # remembered input scans (features' `pins`) unused as long, from this host
 
     def as_dict(self) -> dict[str, int]:
-        return {"entries": self.entries, "files": self.files, "bytes": self.bytes}
+        return {
+            "entries": self.entries,
+            "files": self.files,
+            "bytes": self.bytes,
+            "scans": self.scans,
+        }
 
 
 def _cached_files(data_dir: Path) -> list[Path]:
@@ -120,9 +126,12 @@ def _cached_files(data_dir: Path) -> list[Path]:
 
 def prune(client: redis.Redis, data_dir: Path, older_than_s: float | None = None) -> Pruned:
     """Remove the entries that expired (or, with `older_than_s`, were not used for that long),
-    then the files in `data_dir`'s cache that no remaining entry names. The files are listed
-    before the entries are read, so only a save racing the prune can lose its file (its next
-    lookup is a miss)."""
+    then the files in `data_dir`'s cache that no remaining entry names, and the remembered input
+    scans unused as long (`data.cache_ttl_s` by default). The files are listed before the
+    entries are read, so only a save racing the prune can lose its file (its next lookup is a
+    miss)."""
+    from jobrunner.tasks.features.pins import prune_scans  # the sample pipeline's, when pruned
+
     files = _cached_files(data_dir)
     cutoff = None if older_than_s is None else time.time() - older_than_s
     stale, kept = [], set()
@@ -146,4 +155,5 @@ def prune(client: redis.Redis, data_dir: Path, older_than_s: float | None = None
             except FileNotFoundError:
                 continue
             removed, freed = removed + 1, freed + size
-    return Pruned(len(stale), removed, freed)
+    ttl = get_settings().data.cache_ttl_s if older_than_s is None else older_than_s
+    return Pruned(len(stale), removed, freed, prune_scans(data_dir, ttl))

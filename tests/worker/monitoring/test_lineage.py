@@ -82,3 +82,17 @@ def test_a_changed_or_missing_file_has_no_lineage(
         find_by_output(changed, runs[0])
     with pytest.raises(LineageError, match="is not a file"):
         find_by_output(tmp_path / "missing.parquet", runs[0])
+
+
+def test_one_file_of_a_partitioned_output_is_traced_to_its_job(tmp_path: Path) -> None:
+    """A partitioned version's features are a folder; each of its files has its own lineage."""
+    data_dir = tmp_path / "data"
+    result = run_features(data_dir, {"output_name": "p", "partition_by": ["date"]}, job_id=A)
+    assert len(result["partition_files"]) > 1
+    store = data_dir / "features" / "p"
+    part = result["partition_files"][1]
+    found = find_by_output(store / part, data_dir)
+    (job,) = found["jobs"]
+    assert (job["job_id"], job["written_as"]) == (A, "partition")
+    assert job["written_to"].endswith(f"/p/{part}")
+    assert job["inputs"] == lineage_of(A, data_dir)["inputs"]

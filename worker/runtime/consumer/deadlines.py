@@ -43,7 +43,9 @@ class DeadlineStep(PeriodicStep):
                 self.jobs.return_retry(job_id, now)
                 log.error("job %s: retry left for a host with its payload key: %s", job_id, error)
                 continue
-            new = self.client.submit(record.pipeline, payload, tier=record.tier, retry_of=job_id)
+            new = self.client.submit(
+                record.pipeline, payload, tier=record.tier, retry_of=job_id, cache=record.cache
+            )
             log.warning("job %s failed; attempt %d is job %s", job_id, record.attempt + 1, new.id)
 
     def fail_overdue_jobs(self) -> None:
