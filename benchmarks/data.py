@@ -181,20 +181,22 @@ def _warm_and_wait(_: int) -> None:
     time.sleep(0.5)
 
 
-def _timed_baseline(input_dir: Path, out: Path) -> tuple[float, int, float]:
+def _timed_baseline(input_dir: Path, out: Path, threads: bool) -> tuple[float, int, float]:
     """The baseline's seconds, rows written and peak RSS (MB)."""
     began = time.perf_counter()
-    rows = baseline(input_dir, out)
+    rows = baseline(input_dir, out, threads)
     return time.perf_counter() - began, rows, _peak_mb()
 
 
-def baseline(input_dir: Path, out: Path) -> int:
+def baseline(input_dir: Path, out: Path, threads: bool = True) -> int:
     """The same transformation in one process with pyarrow alone, everything in memory: parse
-    (pyarrow's multithreaded CSV reader), keep the rows that pass validate's rules, derive the
-    same features with the same functions, standardize, sort in the feature file's order, write
-    the feature file. What it leaves out is what the pipeline adds: partitions, work files
-    between steps, hashing for lineage, the quarantine's reasons, an external sort, the
-    versioned store. Returns rows written."""
+    (pyarrow's CSV reader), keep the rows that pass validate's rules, derive the same features
+    with the same functions, standardize, sort in the feature file's order, write the feature
+    file. What it leaves out is what the pipeline adds: partitions, work files between steps,
+    hashing for lineage, the quarantine's reasons, an external sort, the versioned store.
+    `threads`: pyarrow's thread pools on every core (its default), or on one core, which shows
+    how the pipeline's worker processes scale against one process on one core. Returns rows
+    written."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pv
@@ -204,8 +206,12 @@ def baseline(input_dir: Path, out: Path) -> int:
     from jobrunner.tasks.features.transform import derive_features
     from jobrunner.tasks.features.validate import BOUNDS, TIMESTAMP_FORMAT, plainly_good
 
+    if not threads:  # this process runs only the baseline: see `_baseline`
+        pa.set_cpu_count(1)
+        pa.set_io_thread_count(1)
     table = pv.read_csv(
         input_dir / "readings.csv",
+        read_options=pv.ReadOptions(use_threads=threads),
         convert_options=pv.ConvertOptions(column_types=dict.fromkeys(RAW_COLUMNS, pa.string())),
     )
     # Lines are rows here (no blank lines generated): the header is line 1.
@@ -239,6 +245,7 @@ class SizeFigures:
     pipeline_s: float
     cached_s: float
     baseline_s: float
+    baseline_one_thread_s: float  # the same, pyarrow on one core
     baseline_peak_mb: float
     load: tuple[float, float]  # 1-minute load average before and after
 
@@ -260,18 +267,35 @@ def measure(megabytes: float, workers: int) -> SizeFigures:
             again, _ = run_pipeline(data_dir, source.parent, workers, url)
         finally:
             server.stop()
-        with _pool(1) as pool:
-            pool.submit(_warm).result()
-            baseline_s, baseline_rows, baseline_peak = pool.submit(
-                _timed_baseline, source.parent, data_dir / "baseline.parquet"
-            ).result()
-        if baseline_rows != written:  # then the two did not do the same work
-            raise RuntimeError(f"baseline wrote {baseline_rows} rows, the pipeline {written}")
+        baseline_s, baseline_peak = _baseline(source.parent, data_dir, written, threads=True)
+        one_thread_s, _ = _baseline(source.parent, data_dir, written, threads=False)
         pipeline_s, cached_s = (sum(f.seconds for f in run) for run in (steps, again))
     load = (load_before, os.getloadavg()[0])
     return SizeFigures(
-        megabytes, rows, steps, again, pipeline_s, cached_s, baseline_s, baseline_peak, load
+        megabytes,
+        rows,
+        steps,
+        again,
+        pipeline_s,
+        cached_s,
+        baseline_s,
+        one_thread_s,
+        baseline_peak,
+        load,
     )
+
+
+def _baseline(input_dir: Path, data_dir: Path, written: int, threads: bool) -> tuple[float, float]:
+    """The baseline in a fresh process (its thread pools sized for it alone): its seconds and
+    peak RSS (MB); an error if it did not write the rows the pipeline did."""
+    with _pool(1) as pool:
+        pool.submit(_warm).result()
+        seconds, rows, peak = pool.submit(
+            _timed_baseline, input_dir, data_dir / "baseline.parquet", threads
+        ).result()
+    if rows != written:  # then the two did not do the same work
+        raise RuntimeError(f"baseline wrote {rows} rows, the pipeline {written}")
+    return seconds, peak
 
 
 def main(sizes: list[float], workers: int = 2) -> None:
@@ -279,7 +303,8 @@ def main(sizes: list[float], workers: int = 2) -> None:
         found = measure(megabytes, workers)
         print(
             f"{megabytes:g} MB, {found.rows:,} rows: pipeline {found.rows / found.pipeline_s:,.0f} "
-            f"rows/s, baseline {found.rows / found.baseline_s:,.0f} rows/s, cached rerun "
+            f"rows/s, baseline {found.rows / found.baseline_s:,.0f} rows/s (one thread "
+            f"{found.rows / found.baseline_one_thread_s:,.0f}), cached rerun "
             f"{found.cached_s:.1f} s (first {found.pipeline_s:.1f} s); baseline peak RSS "
             f"{found.baseline_peak_mb:,.0f} MB; 1-min load {found.load[0]:.1f} -> "
             f"{found.load[1]:.1f}"

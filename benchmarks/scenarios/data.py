@@ -38,6 +38,15 @@ def run(bench: Bench) -> list[Row]:
                 "higher",
                 RATE_GOAL,
             ),
+            row(  # how the worker processes scale against one process on one core
+                NAME,
+                f"rows/s, {size}, {WORKERS} processes",
+                "pyarrow, 1 process, 1 thread",
+                found.rows / found.pipeline_s,
+                found.rows / found.baseline_one_thread_s,
+                "higher",
+                None,
+            ),
             *(
                 row(
                     NAME,
