@@ -40,6 +40,10 @@ each:
   `_lookup(exchange, routing_key)` and `_flush_brpop_reauth()`; uses `_queue_cycle` (`consume`,
   `rotate`), `_in_poll`, `_brpop_sent_at`, `_closing` and `_expires` as kombu's own methods do.
 - `Transport`: calls `_deliver(message, queue)`.
+- `Message` (the virtual transport's): sets `_decoded_cache`, where `decode()` and `payload` keep
+  the decoded body, on the message the consumer receives, from the screen's decode
+  (`screened`): Celery's consumer reads `payload` (celery/worker/strategy.py, and `Request`), so
+  a body is decoded once in the consumer process, not twice.
 - `kombu.transport.TRANSPORT_ALIASES`, a public dict, is written by `serve_redis_schemes`.
 """
 
@@ -52,8 +56,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from kombu import serialization
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str
@@ -116,11 +119,13 @@ def _describe(error: BaseException) -> str:
 
 
 def task_refusal(message: Any, allowed: Callable[[str], bool]) -> str | None:
-    """Why a decoded kombu message is no task message a worker may run, or None."""
+    """Why a kombu message is no task message a worker may run, or None. Decodes its body
+    (JSON only), which `message.payload` keeps."""
     if message.content_type != JSON:
         return f"content type {message.content_type!r} is not accepted (JSON only)"
+    message.accept = [JSON]
     try:
-        body = serialization.loads(message.body, JSON, message.content_encoding, accept=[JSON])
+        body = message.decode()
     except Exception as error:  # any failure to decode is the message's, not the worker's
         return f"undecodable body: {_describe(error)}"
     headers = message.headers
@@ -225,8 +230,21 @@ class QoS(kombu_redis.QoS):
             return None
 
 
+class Message(virtual.Message):
+    def __init__(self, payload: dict[str, Any], channel: Any = None, **kwargs: Any) -> None:
+        """The message the consumer receives of one the screen decoded (the same envelope,
+        `Channel.screened`) takes its decoded body along: a chain link embeds every later link,
+        so each decode of its body costs in proportion to the chain's length."""
+        super().__init__(payload, channel=channel, **kwargs)
+        screened = getattr(channel, "screened", None)
+        if screened is not None and screened[0] is payload:
+            channel.screened = None
+            self._decoded_cache = screened[1]
+
+
 class Channel(kombu_redis.Channel):
     QoS = QoS
+    Message = Message
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -251,6 +269,9 @@ class Channel(kombu_redis.Channel):
         # reads it; bounded, since a message the consumer never checks (a remote submission)
         # leaves its entry behind.
         self.fetched_jobs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        # The envelope the screen last passed and its decoded body, until the consumer's
+        # message takes the body over (see Message).
+        self.screened: tuple[dict[str, Any], Any] | None = None
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
         """A channel closed on a lost connection is detached from its transport, yet a step that
@@ -315,6 +336,7 @@ class Channel(kombu_redis.Channel):
             raise Empty()
         queue, payload = found
         if self._closing:  # taken as the channel closes: straight back to its queue
+            self.screened = None
             self.qos.restore_by_tag(payload["properties"]["delivery_tag"], leftmost=True)
             raise Empty()
         self._backlog = True
@@ -335,6 +357,8 @@ class Channel(kombu_redis.Channel):
             tag = payload["properties"]["delivery_tag"]
             if tag in self.qos._delivered:  # held by kombu: let go, or it counts as running
                 self.qos.ack(tag)
+        finally:
+            self.screened = None  # taken over by the message, or never to be
 
     def _move_aside_wake_keys(self) -> None:
         """The BRPOP met a key that is no list: rename whichever it was aside (lua/move_aside.lua),
@@ -361,7 +385,8 @@ class Channel(kombu_redis.Channel):
         log.error("message from %s set aside as entry %s: %s", queue, entry, reason)
 
     def _screen(self, text: str) -> tuple[dict[str, Any] | None, str | None]:
-        """The message, and why it must not be delivered (None: it may)."""
+        """The message, and why it must not be delivered (None: it may). A task message's
+        decoded body is kept for the consumer (`screened`)."""
         try:
             payload = loads(text)
             message = self.Message(payload, channel=self)
@@ -369,7 +394,9 @@ class Channel(kombu_redis.Channel):
             return None, f"undecodable message: {_describe(error)}"
         if self.task_allowed is None:  # not a worker's task consumer (a reply queue, a test)
             return payload, None
-        return payload, task_refusal(message, self.task_allowed)
+        reason = task_refusal(message, self.task_allowed)
+        self.screened = (payload, message.payload) if reason is None else None
+        return payload, reason
 
     def _fetch_call(
         self, fetch_keys: list[tuple[str, str]], woke_key: str | None

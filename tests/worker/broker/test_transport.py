@@ -15,7 +15,7 @@ from kombu import Connection, Consumer, Message, Producer, Queue
 from jobrunner.worker.app import TRANSPORT
 from jobrunner.worker.broker.keys import JOB, SET_ASIDE, SET_ASIDE_KEY, wake_key
 from jobrunner.worker.broker.queues import JOB_HEADER
-from jobrunner.worker.broker.transport import fetched_job, look_up_jobs
+from jobrunner.worker.broker.transport import fetched_job, look_up_jobs, screen_tasks
 from jobrunner.worker.store.set_aside import SetAsideStore
 
 pytestmark = pytest.mark.integration
@@ -259,3 +259,30 @@ def test_the_fetch_looks_up_the_job_its_header_names(
         message.ack()
     redis_client.delete(JOB + known)
     assert found == [(known, "p", "CANCELLED"), (missing, "", ""), None, None]
+
+
+def test_the_consumer_receives_the_screens_decode_of_a_task_body(
+    connection: Connection, queues: list[Queue]
+) -> None:
+    """A chain link's body embeds every later link: the screen's decode is the one the consumer
+    reads (`payload`, as Celery's strategy does), not a second one. Shown by changing each
+    delivered body after the screen: its payload is still what was sent."""
+    low = queues[2]
+    channel = connection.channel()
+    screen_tasks(channel, lambda name: name == "t")
+    sent = [[[i], {"n": i}, {"chain": [{"task": "t"}] * i}] for i in range(3)]
+    with Producer(channel) as producer:
+        for i, body in enumerate(sent):
+            headers = {"task": "t", "id": f"id-{i}"}
+            producer.publish(body, routing_key=low.name, declare=[low], headers=headers)
+    received: list[Any] = []
+
+    def on_message(message: Message) -> None:  # as Celery's consumer: kombu decodes nothing
+        message.body = b"not the body the screen decoded"
+        received.append(message.payload)
+        message.ack()
+
+    with Consumer(channel, [low], on_message=on_message, accept=["json"]):
+        while len(received) < len(sent):
+            connection.drain_events(timeout=5)
+    assert received == sent
