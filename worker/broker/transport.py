@@ -254,7 +254,8 @@ class Channel(kombu_redis.Channel):
         # Kept for `_get_pool` once kombu has detached this channel from its transport.
         self._detached_params = self._connparams()
         self._fetch_keys: list[tuple[str, str]] = []  # (queue name, Redis key), by priority
-        self._backlog = False  # the last fetch found a message: fetch again without waiting
+        self._backlog = False  # the last fetch left a message queued: fetch again at once
+        self._left = False  # the last fetch that found a message left another one queued
         self._paused: set[str] = set()  # queue keys the last fetch found paused: not waited on
         self._fetch = self.client.register_script(
             scripts.load("set_aside_fn") + scripts.load("move_aside_fn") + scripts.load("fetch")
@@ -285,9 +286,11 @@ class Channel(kombu_redis.Channel):
         return super()._get_pool(asynchronous)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
-        """After a fetch that found a message, fetch straight away (a backlog: the wake token
-        would only cost a round trip); otherwise block on the wake lists of the worker's queues
-        (where kombu blocks on the queues themselves)."""
+        """After a fetch that found a message and left another queued (or set one aside), fetch
+        straight away (a backlog: the wake token would only cost a round trip); otherwise block
+        on the wake lists of the worker's queues (where kombu blocks on the queues themselves).
+        A fetch that took the last message is not followed by one sure to find nothing (each
+        step of a chain would pay that round trip)."""
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
@@ -339,7 +342,7 @@ class Channel(kombu_redis.Channel):
             self.screened = None
             self.qos.restore_by_tag(payload["properties"]["delivery_tag"], leftmost=True)
             raise Empty()
-        self._backlog = True
+        self._backlog = self._left
         self._queue_cycle.rotate(queue)
         self._hand_over(payload, queue)
         return True
@@ -438,7 +441,7 @@ class Channel(kombu_redis.Channel):
     ) -> tuple[str, dict[str, Any]] | None:
         """The (queue, message) a fetch took, if any. A message that must not be delivered is
         set aside instead (and the next fetch goes straight on)."""
-        index, raw, unreadable, paused, moved, job = reply
+        index, raw, unreadable, paused, moved, job, left = reply
         self._paused = {fetch_keys[int(i) - 1][1] for i in paused}
         self._log_moved(moved)
         if unreadable:
@@ -454,6 +457,7 @@ class Channel(kombu_redis.Channel):
             return None
         tag = payload["properties"]["delivery_tag"]
         self.recorded.add(tag)
+        self._left = bool(left)
         if job:
             self.fetched_jobs[tag] = tuple(bytes_to_str(field) for field in job)
             while len(self.fetched_jobs) > FETCHED_JOBS_KEPT:
