@@ -24,13 +24,19 @@ QUEUED_AT_HEADER = "jobrunner_queued_at"
 JOB_HEADER = "jobrunner_job"
 
 
+# The job context keys every task of a job carries with the same values. A link of a chain
+# embedded in an earlier link's message leaves them out (`compact_chain`); the task that sends
+# the link puts them back from its own context (`expand_link`).
+JOB_WIDE = ("id", "pipeline", "tier")
+
+
 def stamp_queued_at(headers: dict[str, Any] | None = None, body: Any = None, **_: Any) -> None:
     """`before_task_publish` hook: stamp every task message (client and worker alike) with its
     enqueue time, the starvation guard's and the exporter's oldest-wait clock, and a step
-    message with its job's id.
+    message with its job's id; then compact the chain it embeds (`compact_chain`).
 
-    Celery passes the very dict it then publishes as the message headers (celery/app/amqp.py,
-    `send_task_message`), so setting a key here lands in the Redis message's `headers`.
+    Celery passes the very dict it then publishes as the message headers, and the very body
+    (celery/app/amqp.py, `send_task_message`), so setting a key here lands in the Redis message.
     """
     if headers is None:
         return
@@ -39,6 +45,44 @@ def stamp_queued_at(headers: dict[str, Any] | None = None, body: Any = None, **_
     context = kwargs.get("job") if isinstance(kwargs, dict) else None
     if isinstance(context, dict) and isinstance(context.get("id"), str):
         headers[JOB_HEADER] = context["id"]
+        if isinstance(body[2], dict):
+            compact_chain(body[2], context)
+
+
+def _context_of(link: Any) -> dict[str, Any] | None:
+    kwargs = link.get("kwargs") if isinstance(link, dict) else None
+    context = kwargs.get("job") if isinstance(kwargs, dict) else None
+    return context if isinstance(context, dict) else None
+
+
+def compact_chain(embed: dict[str, Any], context: dict[str, Any]) -> None:
+    """Leave the job-wide keys out of each later link of the chain a message of the job
+    `context` embeds (`embed["chain"]`, Celery protocol 2). Celery embeds every later link in
+    each link's message, so a chain's messages grow with the square of its length, the job
+    context being a large part of each link; every message is encoded once and decoded twice.
+    Links of another job, and canvases other than plain tasks (a chord), are left whole; the
+    caller's signatures are not changed."""
+    links = embed.get("chain")
+    if not isinstance(links, list):
+        return
+    compacted = []
+    for link in links:
+        linked = _context_of(link)
+        if linked is not None and all(
+            key in linked and linked[key] == context.get(key) for key in JOB_WIDE
+        ):
+            job = {key: value for key, value in linked.items() if key not in JOB_WIDE}
+            link = {**link, "kwargs": {**link["kwargs"], "job": job}}
+        compacted.append(link)
+    embed["chain"] = compacted
+
+
+def expand_link(link: Any, context: dict[str, Any]) -> None:
+    """Put the job-wide keys of `context` (the job context of the task sending `link`, the next
+    link of its chain) back into `link`, if `compact_chain` left them out."""
+    linked = _context_of(link)
+    if linked is not None and "id" not in linked:
+        linked.update({key: context[key] for key in JOB_WIDE if key in context})
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,10 @@ each:
   `_lookup(exchange, routing_key)` and `_flush_brpop_reauth()`; uses `_queue_cycle` (`consume`,
   `rotate`), `_in_poll`, `_brpop_sent_at`, `_closing` and `_expires` as kombu's own methods do.
 - `Transport`: calls `_deliver(message, queue)`.
+- `Message` (the virtual transport's): sets `_decoded_cache`, where `decode()` and `payload` keep
+  the decoded body, on the message the consumer receives, from the screen's decode
+  (`screened`): Celery's consumer reads `payload` (celery/worker/strategy.py, and `Request`), so
+  a body is decoded once in the consumer process, not twice.
 - `kombu.transport.TRANSPORT_ALIASES`, a public dict, is written by `serve_redis_schemes`.
 """
 
@@ -52,8 +56,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from kombu import serialization
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str
@@ -116,11 +119,13 @@ def _describe(error: BaseException) -> str:
 
 
 def task_refusal(message: Any, allowed: Callable[[str], bool]) -> str | None:
-    """Why a decoded kombu message is no task message a worker may run, or None."""
+    """Why a kombu message is no task message a worker may run, or None. Decodes its body
+    (JSON only), which `message.payload` keeps."""
     if message.content_type != JSON:
         return f"content type {message.content_type!r} is not accepted (JSON only)"
+    message.accept = [JSON]
     try:
-        body = serialization.loads(message.body, JSON, message.content_encoding, accept=[JSON])
+        body = message.decode()
     except Exception as error:  # any failure to decode is the message's, not the worker's
         return f"undecodable body: {_describe(error)}"
     headers = message.headers
@@ -225,8 +230,21 @@ class QoS(kombu_redis.QoS):
             return None
 
 
+class Message(virtual.Message):
+    def __init__(self, payload: dict[str, Any], channel: Any = None, **kwargs: Any) -> None:
+        """The message the consumer receives of one the screen decoded (the same envelope,
+        `Channel.screened`) takes its decoded body along: a chain link embeds every later link,
+        so each decode of its body costs in proportion to the chain's length."""
+        super().__init__(payload, channel=channel, **kwargs)
+        screened = getattr(channel, "screened", None)
+        if screened is not None and screened[0] is payload:
+            channel.screened = None
+            self._decoded_cache = screened[1]
+
+
 class Channel(kombu_redis.Channel):
     QoS = QoS
+    Message = Message
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -236,7 +254,8 @@ class Channel(kombu_redis.Channel):
         # Kept for `_get_pool` once kombu has detached this channel from its transport.
         self._detached_params = self._connparams()
         self._fetch_keys: list[tuple[str, str]] = []  # (queue name, Redis key), by priority
-        self._backlog = False  # the last fetch found a message: fetch again without waiting
+        self._backlog = False  # the last fetch left a message queued: fetch again at once
+        self._left = False  # the last fetch that found a message left another one queued
         self._paused: set[str] = set()  # queue keys the last fetch found paused: not waited on
         self._fetch = self.client.register_script(
             scripts.load("set_aside_fn") + scripts.load("move_aside_fn") + scripts.load("fetch")
@@ -251,6 +270,9 @@ class Channel(kombu_redis.Channel):
         # reads it; bounded, since a message the consumer never checks (a remote submission)
         # leaves its entry behind.
         self.fetched_jobs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        # The envelope the screen last passed and its decoded body, until the consumer's
+        # message takes the body over (see Message).
+        self.screened: tuple[dict[str, Any], Any] | None = None
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
         """A channel closed on a lost connection is detached from its transport, yet a step that
@@ -264,9 +286,11 @@ class Channel(kombu_redis.Channel):
         return super()._get_pool(asynchronous)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
-        """After a fetch that found a message, fetch straight away (a backlog: the wake token
-        would only cost a round trip); otherwise block on the wake lists of the worker's queues
-        (where kombu blocks on the queues themselves)."""
+        """After a fetch that found a message and left another queued (or set one aside), fetch
+        straight away (a backlog: the wake token would only cost a round trip); otherwise block
+        on the wake lists of the worker's queues (where kombu blocks on the queues themselves).
+        A fetch that took the last message is not followed by one sure to find nothing (each
+        step of a chain would pay that round trip)."""
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
@@ -315,9 +339,10 @@ class Channel(kombu_redis.Channel):
             raise Empty()
         queue, payload = found
         if self._closing:  # taken as the channel closes: straight back to its queue
+            self.screened = None
             self.qos.restore_by_tag(payload["properties"]["delivery_tag"], leftmost=True)
             raise Empty()
-        self._backlog = True
+        self._backlog = self._left
         self._queue_cycle.rotate(queue)
         self._hand_over(payload, queue)
         return True
@@ -335,6 +360,8 @@ class Channel(kombu_redis.Channel):
             tag = payload["properties"]["delivery_tag"]
             if tag in self.qos._delivered:  # held by kombu: let go, or it counts as running
                 self.qos.ack(tag)
+        finally:
+            self.screened = None  # taken over by the message, or never to be
 
     def _move_aside_wake_keys(self) -> None:
         """The BRPOP met a key that is no list: rename whichever it was aside (lua/move_aside.lua),
@@ -361,7 +388,8 @@ class Channel(kombu_redis.Channel):
         log.error("message from %s set aside as entry %s: %s", queue, entry, reason)
 
     def _screen(self, text: str) -> tuple[dict[str, Any] | None, str | None]:
-        """The message, and why it must not be delivered (None: it may)."""
+        """The message, and why it must not be delivered (None: it may). A task message's
+        decoded body is kept for the consumer (`screened`)."""
         try:
             payload = loads(text)
             message = self.Message(payload, channel=self)
@@ -369,7 +397,9 @@ class Channel(kombu_redis.Channel):
             return None, f"undecodable message: {_describe(error)}"
         if self.task_allowed is None:  # not a worker's task consumer (a reply queue, a test)
             return payload, None
-        return payload, task_refusal(message, self.task_allowed)
+        reason = task_refusal(message, self.task_allowed)
+        self.screened = (payload, message.payload) if reason is None else None
+        return payload, reason
 
     def _fetch_call(
         self, fetch_keys: list[tuple[str, str]], woke_key: str | None
@@ -411,7 +441,7 @@ class Channel(kombu_redis.Channel):
     ) -> tuple[str, dict[str, Any]] | None:
         """The (queue, message) a fetch took, if any. A message that must not be delivered is
         set aside instead (and the next fetch goes straight on)."""
-        index, raw, unreadable, paused, moved, job = reply
+        index, raw, unreadable, paused, moved, job, left = reply
         self._paused = {fetch_keys[int(i) - 1][1] for i in paused}
         self._log_moved(moved)
         if unreadable:
@@ -427,6 +457,7 @@ class Channel(kombu_redis.Channel):
             return None
         tag = payload["properties"]["delivery_tag"]
         self.recorded.add(tag)
+        self._left = bool(left)
         if job:
             self.fetched_jobs[tag] = tuple(bytes_to_str(field) for field in job)
             while len(self.fetched_jobs) > FETCHED_JOBS_KEPT:

@@ -19,7 +19,7 @@ from jobrunner.tasks.cache import CACHED
 from jobrunner.tasks.middleware import Middleware
 from jobrunner.worker.broker import scripts
 from jobrunner.worker.broker.connection import resolve
-from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
+from jobrunner.worker.broker.queues import QUEUED_AT_HEADER, expand_link
 from jobrunner.worker.runtime import sent_events
 from jobrunner.worker.store import step_stats
 from jobrunner.worker.store.dead_letters import DeadLetterStore, fail_job
@@ -153,6 +153,9 @@ class JobTracking(Middleware):
             sent_events.follow(current_task.app)
 
     def after_success(self, job: dict[str, Any], result: Any) -> None:
+        request = _request()
+        if request is not None and request.chain:  # Celery sends the next link after this
+            expand_link(request.chain[-1], job)
         if job.get("final"):  # the last run, its figures and the outcome in one round trip
             entry = _ended_run(job, SUCCESS)
             store().finish(job["id"], SUCCESS, result=result, step=entry, riders=_take_riders())

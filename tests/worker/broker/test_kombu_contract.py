@@ -5,6 +5,7 @@ removes one or changes its parameters fails here, by name, instead of in a runni
 from __future__ import annotations
 
 import ast
+import base64
 import inspect
 import uuid
 from typing import Any
@@ -44,12 +45,15 @@ METHODS: list[tuple[type, str, tuple[str, ...]]] = [
 # Private attributes of a kombu Redis channel and of its QoS, as kombu sets them up.
 CHANNEL_ATTRIBUTES = ("_queue_cycle", "_in_poll", "_brpop_sent_at", "_closing", "_expires")
 QOS_ATTRIBUTES = ("_delivered", "_dirty")
+# Where a kombu message keeps its decoded body; `decode()` and `payload` read it once set.
+MESSAGE_CACHE = "_decoded_cache"
 # The keyword with which kombu's publish batch hands itself to `Channel._put`.
 PUBLISH_BATCH = "_publish_batch"
 KOMBU_NAMES = {
     *(name for _, name, _ in METHODS),
     *CHANNEL_ATTRIBUTES,
     *QOS_ATTRIBUTES,
+    MESSAGE_CACHE,
     PUBLISH_BATCH,
 }
 
@@ -121,6 +125,39 @@ def _underscore_names(tree: ast.AST) -> set[str]:
     return {name for name in names if not name.startswith("__")}
 
 
+def _envelope(body: bytes) -> dict[str, Any]:
+    """A Redis transport envelope as kombu queues it (base64 body, JSON content)."""
+    return {
+        "body": base64.b64encode(body).decode(),
+        "content-type": "application/json",
+        "content-encoding": "utf-8",
+        "headers": {},
+        "properties": {"body_encoding": "base64", "delivery_tag": "tag", "delivery_info": {}},
+    }
+
+
+@pytest.mark.integration
+def test_a_message_reads_its_decoded_body_from_the_cache_the_transport_fills(
+    redis_url: str,
+) -> None:
+    """The transport hands the screen's decode to the consumer's message through
+    `_decoded_cache`: kombu must still keep the decode there, and read it back from there."""
+    with Connection(redis_url, transport=kombu_redis.Transport) as connection:
+        channel = connection.channel()
+        message = channel.Message(_envelope(b'{"n": 1}'), channel=channel)
+        assert hasattr(message, MESSAGE_CACHE), reread(f"a kombu Message has no {MESSAGE_CACHE}")
+        assert message.decode() == {"n": 1}
+        assert getattr(message, MESSAGE_CACHE) == {"n": 1}, reread(
+            f"Message.decode() no longer keeps its result in {MESSAGE_CACHE}"
+        )
+        other = channel.Message(_envelope(b"not JSON"), channel=channel)
+        setattr(other, MESSAGE_CACHE, ["decoded", "before"])
+        assert other.payload == other.decode() == ["decoded", "before"], reread(
+            f"Message.payload or decode() no longer reads {MESSAGE_CACHE} once it is set"
+        )
+        channel.close()
+
+
 @pytest.mark.integration
 def test_every_private_name_is_kombus_and_listed_or_ours_alone(redis_url: str) -> None:
     """On a plain kombu channel: each kombu attribute listed here exists, each private name the
@@ -129,7 +166,8 @@ def test_every_private_name_is_kombus_and_listed_or_ours_alone(redis_url: str) -
     used = _underscore_names(ast.parse(inspect.getsource(transport)))
     with Connection(redis_url, transport=kombu_redis.Transport) as connection:
         channel = connection.channel()
-        kombu_objects: list[Any] = [channel, channel.qos, connection.transport]
+        message = channel.Message(_envelope(b"{}"), channel=channel)
+        kombu_objects: list[Any] = [channel, channel.qos, connection.transport, message]
         for name in CHANNEL_ATTRIBUTES:
             assert hasattr(channel, name), reread(f"the Redis channel has no {name}")
         for name in QOS_ATTRIBUTES:

@@ -15,7 +15,7 @@ from kombu import Connection, Consumer, Message, Producer, Queue
 from jobrunner.worker.app import TRANSPORT
 from jobrunner.worker.broker.keys import JOB, SET_ASIDE, SET_ASIDE_KEY, wake_key
 from jobrunner.worker.broker.queues import JOB_HEADER
-from jobrunner.worker.broker.transport import fetched_job, look_up_jobs
+from jobrunner.worker.broker.transport import fetched_job, look_up_jobs, screen_tasks
 from jobrunner.worker.store.set_aside import SetAsideStore
 
 pytestmark = pytest.mark.integration
@@ -214,6 +214,36 @@ def test_a_backlog_is_fetched_without_waiting_and_survives_a_script_flush(
     assert redis_client.llen(wake_key(low.name)) == 0
 
 
+def test_taking_the_last_message_is_followed_by_a_wait_not_a_fetch(
+    redis_url: str, queues: list[Queue], redis_client: redis.Redis
+) -> None:
+    """A fetch that leaves messages queued is followed by another at once; one that took the
+    last is followed by the wait on the wake lists, not by a fetch sure to find nothing (a
+    chain's next step is sent only once the step ends: each step would pay a round trip).
+    Counted in scripts Redis runs while the consumer waits; kombu's restore of lapsed messages
+    (which runs one) is held to its first time."""
+    options = {**OPTIONS, "unacked_restore_throttle": 10**9}
+
+    def scripts_run() -> int:
+        return int(redis_client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+    def wait(connection: Connection) -> int:
+        before = scripts_run()
+        with Consumer(connection, queues, accept=["json"]), pytest.raises(TimeoutError):
+            connection.drain_events(timeout=0.3)  # under the 1 s wait, whose time-out fetches
+        return scripts_run() - before
+
+    with Connection(redis_url, transport=TRANSPORT, transport_options=options) as connection:
+        wait(connection)  # kombu's restore runs here, once
+        for n in range(2):
+            _publish(connection, queues[2], {"n": n})
+        received = _consume_all(connection, queues, 1)
+        assert connection.default_channel._backlog
+        received += _consume_all(connection, queues, 1)
+        assert received == [{"n": 0}, {"n": 1}]
+        assert wait(connection) == 0
+
+
 @pytest.mark.parametrize("end", ["ack", "requeue", "close"])
 def test_a_fenced_message_is_forgotten_here_and_left_to_redis(
     connection: Connection, queues: list[Queue], redis_client: redis.Redis, end: str
@@ -259,3 +289,30 @@ def test_the_fetch_looks_up_the_job_its_header_names(
         message.ack()
     redis_client.delete(JOB + known)
     assert found == [(known, "p", "CANCELLED"), (missing, "", ""), None, None]
+
+
+def test_the_consumer_receives_the_screens_decode_of_a_task_body(
+    connection: Connection, queues: list[Queue]
+) -> None:
+    """A chain link's body embeds every later link: the screen's decode is the one the consumer
+    reads (`payload`, as Celery's strategy does), not a second one. Shown by changing each
+    delivered body after the screen: its payload is still what was sent."""
+    low = queues[2]
+    channel = connection.channel()
+    screen_tasks(channel, lambda name: name == "t")
+    sent = [[[i], {"n": i}, {"chain": [{"task": "t"}] * i}] for i in range(3)]
+    with Producer(channel) as producer:
+        for i, body in enumerate(sent):
+            headers = {"task": "t", "id": f"id-{i}"}
+            producer.publish(body, routing_key=low.name, declare=[low], headers=headers)
+    received: list[Any] = []
+
+    def on_message(message: Message) -> None:  # as Celery's consumer: kombu decodes nothing
+        message.body = b"not the body the screen decoded"
+        received.append(message.payload)
+        message.ack()
+
+    with Consumer(channel, [low], on_message=on_message, accept=["json"]):
+        while len(received) < len(sent):
+            connection.drain_events(timeout=5)
+    assert received == sent

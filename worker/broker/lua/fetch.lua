@@ -18,7 +18,9 @@
 -- worker checks its job exists, matches and has not finished without another round trip.
 -- Returns {index, payload, unreadable count, indices of the paused queues, {key, new name, ...}
 -- of the keys moved aside, {job id, pipeline, final state} ('' for a missing field; empty when not
--- looked up)}, index 0 when nothing was found.
+-- looked up), 1 if a message is left in any of the queues else 0}, index 0 when nothing was
+-- found. With none left, the worker waits on the wake lists next instead of fetching again at
+-- once: a fetch sure to find nothing (a chain's next step is not sent yet) is a round trip lost.
 local n = (#KEYS - 5) / 2
 local woke = tonumber(ARGV[2])
 local unreadable = 0
@@ -61,7 +63,12 @@ for i = 1, n do
           local found = redis.call('HMGET', ARGV[6] .. id, 'pipeline', 'state')
           job = {id, found[1] or '', found[2] or ''}
         end
-        return {i, payload, unreadable, paused, moved, job}
+        local left = 0
+        for j = 1, n do
+          local length = redis.pcall('LLEN', KEYS[4 + j])
+          if type(length) == 'number' and length > 0 then left = 1 break end
+        end
+        return {i, payload, unreadable, paused, moved, job, left}
       end
       set_aside(KEYS[3], KEYS[4], ARGV[4], ARGV[1], 'not a kombu message', KEYS[4 + i], payload)
       unreadable = unreadable + 1
@@ -72,4 +79,4 @@ if woke > 0 and paused[1] and redis.call('SISMEMBER', KEYS[#KEYS], KEYS[4 + woke
   local reply = redis.pcall('RPUSH', KEYS[4 + n + woke], ARGV[3])
   if type(reply) == 'table' then aside(KEYS[4 + n + woke], reply) end
 end
-return {0, '', unreadable, paused, moved, {}}
+return {0, '', unreadable, paused, moved, {}, 0}
