@@ -1,21 +1,27 @@
-"""`submit_many` stamps one template per batch with each job's ids and payload. For any payload
-(long strings past Celery's 1,024-character repr limit, unicode, nesting, numbers) and several
-pipeline shapes, the messages it sends for a job are those Celery sends for the same job with
-`apply_async`, ids aside; and such jobs run on a real worker with the right results."""
+"""`submit_many` stamps one template per batch with each job's ids and payload, and `submit` one
+template it keeps per kind of job. For any payload (long strings past Celery's 1,024-character
+repr limit, unicode, nesting, numbers), several pipeline shapes, tiers and cache flags, the
+messages either sends for a job are those Celery sends for the same job with `apply_async`, ids
+and clock readings aside (those are the job's own, read as it is sent); and such jobs run on a
+real worker with the right results."""
 
 from __future__ import annotations
 
 import base64
 import json
 import re
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from jobrunner.config import TIERS
 from jobrunner.worker import client as internals
 from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
 from jobrunner.worker.broker.transport import publish_commands
@@ -55,9 +61,16 @@ def bulk_client(stack_env: dict[str, str]) -> Client:
     return Client()
 
 
-def celerys(client: Client, pipeline: str, job_id: str, payload: dict[str, Any]) -> list[Any]:
+def celerys(
+    client: Client,
+    pipeline: str,
+    job_id: str,
+    payload: dict[str, Any],
+    tier: str = "low",
+    cache: bool = True,
+) -> list[Any]:
     """The Redis commands kombu runs when Celery sends the job itself (`apply_async`)."""
-    job = client._compile(client.pipeline(pipeline), "low", job_id, payload)
+    job = client._compile(client.pipeline(pipeline), tier, job_id, payload, cache)
     with client.app.producer_or_acquire() as producer:
         return [
             command
@@ -167,3 +180,147 @@ def test_long_payloads_run_with_the_right_results(bulk_client: Client) -> None:
     assert [job.result(timeout=TIMEOUT_S) for job in sleepy] == tags
     assert [job.result(timeout=TIMEOUT_S) for job in summed] == [6, 15]
     assert sleepy[0].record().payload == {"tag": tags[0], "sleep_ms": 0}
+
+
+@contextmanager
+def sending() -> Iterator[list[list[Any]]]:
+    """The messages' commands of each transaction clients run meanwhile (run for real too)."""
+    run, sent = internals.run_atomically, []
+
+    def recording(channel: Any, commands: list[Any]) -> None:
+        sent.append([c for c in commands if c[0] not in ("hset", "zadd", "hincrby")])
+        run(channel, commands)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(internals, "run_atomically", recording)
+        yield sent
+
+
+def readings(commands: list[Any]) -> tuple[list[float], list[int]]:
+    """What the job's messages read off clocks: the enqueue stamp and event timestamps, and
+    the events' Lamport clocks."""
+    times, clocks = [], []
+    for message in (decoded(a) for _, args in commands for a in args):
+        if not isinstance(message, dict):
+            continue
+        if QUEUED_AT_HEADER in message["headers"]:
+            times.append(message["headers"][QUEUED_AT_HEADER])
+        if "task" not in message["headers"]:
+            event = json.loads(message["body"])
+            times.append(event["timestamp"])
+            clocks.append(event["clock"])
+    return times, clocks
+
+
+def submitted(
+    client: Client, pipeline: str, payload: dict[str, Any], tier: str, cache: bool
+) -> list[Any]:
+    """Submit the job; the commands that sent it, checked against what Celery sends for it and
+    for clock readings taken as it was sent."""
+    with sending() as sent:
+        before = time.time()
+        job = client.submit(pipeline, payload, tier=tier, cache=cache)
+        after = time.time()
+    (ours,) = sent
+    normalized = client._validate(client.pipeline(pipeline), payload)
+    assert canonical(ours) == canonical(celerys(client, pipeline, job.id, normalized, tier, cache))
+    times, _ = readings(ours)
+    assert times and all(before <= t <= after for t in times)
+    return ours
+
+
+def template_kept(client: Client) -> bool:
+    """Whether the client's single submits so far were stamped from templates it keeps."""
+    return bool(client._templates) and all(t for _, t in client._templates.values())
+
+
+# Pipelines of several shapes, each with payloads its payload model accepts.
+SUBMITTED = {
+    "sleepy": st.fixed_dictionaries(
+        {},
+        optional={
+            "tag": st.one_of(st.text(max_size=20), st.text(min_size=1025, max_size=2500)),
+            "sleep_ms": st.integers(0, 10**9),
+        },
+    ),
+    "chain3": st.fixed_dictionaries({}, optional={"start": st.integers()}),
+    "nested": st.fixed_dictionaries({}, optional={"start": st.integers()}),
+    "map_sum": st.fixed_dictionaries(
+        {}, optional={"count": st.integers(0, 9), "fail_on": st.lists(st.integers(), max_size=4)}
+    ),
+}
+
+
+@pytest.mark.parametrize("pipeline", list(SUBMITTED))
+@settings(max_examples=10, deadline=None, derandomize=True, database=None)
+@given(data=st.data())
+def test_a_submitted_job_is_what_celery_sends(
+    bulk_client: Client, pipeline: str, data: st.DataObject
+) -> None:
+    """Two submits of a kind of job and a third of another (tier, cache flag), each payload
+    drawn anew: every one, stamped from a kept template, is what Celery sends, and reads the
+    clocks as it goes (the Lamport clock of its event moves on)."""
+    kinds = [(data.draw(st.sampled_from(TIERS)), data.draw(st.booleans()))]
+    kinds += [kinds[0], data.draw(st.sampled_from([(t, c) for t in TIERS for c in (True, False)]))]
+    clocks = []
+    for tier, cache in kinds:
+        ours = submitted(bulk_client, pipeline, data.draw(SUBMITTED[pipeline]), tier, cache)
+        clocks += readings(ours)[1]
+    assert clocks == sorted(set(clocks))
+    assert template_kept(bulk_client)
+
+
+def test_a_kept_template_is_one_kind_of_job_only() -> None:
+    """Each tier and cache flag gets its own: one kept for the high tier does not send a low job
+    (its queue, its job context), nor one kept with the cache on a job that skips it."""
+    client = Client()
+    for tier, cache in [("high", True), ("low", True), ("low", False), ("high", True)]:
+        submitted(client, "chain3", {"start": 1}, tier, cache)
+    assert len(client._templates) == 3
+    assert template_kept(client)
+
+
+def test_each_thread_sends_with_its_own_reply_to_address(bulk_client: Client) -> None:
+    """Celery's reply-to address is per thread (`app.thread_oid`): a template kept for one
+    thread is not another's. (The threads live at once, so their ids, and oids, differ; they
+    submit one after the other.)"""
+    sent: dict[str, list[Any]] = {}
+    done, both = threading.Event(), threading.Barrier(2)
+
+    def submit(name: str) -> None:
+        oid = bulk_client.app.thread_oid
+        sent[name] = [oid, submitted(bulk_client, "chain3", {}, "low", True)]
+        done.set()
+        both.wait(timeout=TIMEOUT_S)
+
+    threads = [threading.Thread(target=submit, args=(name,)) for name in ("one", "two")]
+    for thread in threads:
+        done.clear()
+        thread.start()
+        assert done.wait(timeout=TIMEOUT_S)
+    for thread in threads:
+        thread.join()
+    for oid, commands in sent.values():
+        assert decoded(commands[0][1][1])["properties"]["reply_to"] == oid
+    assert sent["one"][0] != sent["two"][0]
+
+
+def test_a_foreign_publish_hook_sees_every_job(bulk_client: Client) -> None:
+    """A hook of another library (a tracer's, say) is called for each job's message, and what
+    it writes into one is that message's own: such jobs are built by Celery, not stamped."""
+    from celery.signals import before_task_publish
+
+    count = iter(range(10**6))
+
+    def number(headers: dict[str, Any] | None = None, **_: Any) -> None:
+        if headers is not None:
+            headers["x-traced"] = next(count)
+
+    before_task_publish.connect(number, weak=False)
+    try:
+        with sending() as sent:
+            for _ in range(2):
+                bulk_client.submit("chain3", {"start": 1}, tier="low")
+    finally:
+        before_task_publish.disconnect(number)
+    assert [decoded(s[0][1][1])["headers"]["x-traced"] for s in sent] == [0, 1]
