@@ -392,6 +392,10 @@ class _Rendered(NamedTuple):
     commands: list[tuple[str, tuple[Any, ...], int]]
 
 
+# In a template's renderings: a payload seen once, not rendered yet.
+_ONCE = _Rendered([], [])
+
+
 class _Template:
     """One job's messages as Celery and kombu build them (routing, headers, reprs, the task-sent
     event), decoded, with the values that differ from job to job made slots: the job id and
@@ -593,14 +597,17 @@ class _Template:
     ) -> list[_Command]:
         """The Redis commands that send the job, fresh task ids and delivery tags (`fresh`, or
         made here) and clocks read now, as kombu would run them message by message. `key`: the
-        payload as JSON, by which its messages are rendered once (`_render`) and then only have
-        ids, readings and tags filled in per job; the rare payload that cannot be so is built by
-        Celery and kombu per job."""
-        if key not in self._rendered:
+        payload as JSON, by which its messages are rendered (`_render`) at its second job and
+        then only have ids, readings and tags filled in per job. A payload's first job, and
+        every job of the rare payload that cannot be rendered, is stamped message by message
+        (rendering costs more than that, and most payloads of single submits come once)."""
+        rendered = self._rendered.get(key)
+        if rendered is _ONCE:
+            rendered = self._rendered[key] = self._render(payload)
+        elif key not in self._rendered:
             if len(self._rendered) >= self._kept:
                 self._rendered.clear()
-            self._rendered[key] = self._render(payload)
-        rendered = self._rendered[key]
+            self._rendered[key] = _ONCE
         tasks = len(self._own_ids) - 1
         fresh = fresh or _uuid4s(self.fresh_per_job)
         ids, readings = [job_id, *fresh[:tasks]], self.clocks()

@@ -128,11 +128,12 @@ def canonical(commands: list[Any]) -> str:
 def test_a_stamped_job_is_what_celery_sends(
     bulk_client: Client, pipeline: str, payload: dict[str, Any]
 ) -> None:
+    """A payload's first job is stamped message by message, later ones from its rendering."""
     stamped = template(bulk_client, pipeline)
     job_id, other_id = uuid.uuid4().hex, uuid.uuid4().hex
     ours, other = stamp(stamped, job_id, payload), stamp(stamped, other_id, payload)
-    theirs = celerys(bulk_client, pipeline, job_id, payload)
-    assert canonical(ours) == canonical(theirs)
+    assert canonical(ours) == canonical(celerys(bulk_client, pipeline, job_id, payload))
+    assert canonical(other) == canonical(celerys(bulk_client, pipeline, other_id, payload))
     # Fresh task ids and delivery tags per job: two jobs share only the app's reply-to address.
     reply_to = decoded(ours[0][1][1])["properties"]["reply_to"]
     shared = set(UUID.findall(repr(ours))) & set(UUID.findall(repr(other)))
@@ -147,6 +148,7 @@ def test_a_payload_holding_a_template_id_is_built_by_celery(
     by Celery and kombu instead, and are still what Celery sends."""
     stamped = template(bulk_client, pipeline)
     payload = {"text": stamped._own_ids[0], "more": stamped._own_ids[1:]}
+    stamp(stamped, uuid.uuid4().hex, payload)  # its first job: not rendered yet
     job_id = uuid.uuid4().hex
     ours = stamp(stamped, job_id, payload)
     assert stamped._rendered[json.dumps(payload)] is None
@@ -257,20 +259,23 @@ SUBMITTED = {
 def test_a_submitted_job_is_what_celery_sends(
     bulk_client: Client, pipeline: str, data: st.DataObject
 ) -> None:
-    """Two submits of a kind of job and a third of another (tier, cache flag), each payload
-    drawn anew: every one, stamped from a kept template, is what Celery sends, and reads the
-    clocks as it goes (the Lamport clock of its event moves on)."""
-    kinds = [(data.draw(st.sampled_from(TIERS)), data.draw(st.booleans()))]
-    kinds += [kinds[0], data.draw(st.sampled_from([(t, c) for t in TIERS for c in (True, False)]))]
+    """Three submits of a kind of job (a payload twice: its second job is stamped from its
+    rendering; then another) and one of another kind (tier, cache flag): every one, stamped
+    from a kept template, is what Celery sends, and reads the clocks as it goes (the Lamport
+    clock of its event moves on)."""
+    kind = (data.draw(st.sampled_from(TIERS)), data.draw(st.booleans()))
+    other = data.draw(st.sampled_from([(t, c) for t in TIERS for c in (True, False)]))
+    payload = data.draw(SUBMITTED[pipeline])
+    jobs = [(payload, kind), (payload, kind), (data.draw(SUBMITTED[pipeline]), kind)]
+    jobs.append((data.draw(SUBMITTED[pipeline]), other))
     clocks = []
-    for tier, cache in kinds:
-        ours = submitted(bulk_client, pipeline, data.draw(SUBMITTED[pipeline]), tier, cache)
-        clocks += readings(ours)[1]
+    for drawn, (tier, cache) in jobs:
+        clocks += readings(submitted(bulk_client, pipeline, drawn, tier, cache))[1]
     assert clocks == sorted(set(clocks))
     assert template_kept(bulk_client)
 
 
-def test_a_kept_template_is_one_kind_of_job_only() -> None:
+def test_a_kept_template_is_one_kind_of_job_only(stack_env: dict[str, str]) -> None:
     """Each tier and cache flag gets its own: one kept for the high tier does not send a low job
     (its queue, its job context), nor one kept with the cache on a job that skips it."""
     client = Client()
@@ -278,6 +283,9 @@ def test_a_kept_template_is_one_kind_of_job_only() -> None:
         submitted(client, "chain3", {"start": 1}, tier, cache)
     assert len(client._templates) == 3
     assert template_kept(client)
+    # The high job's payload came twice: the second was filled into its rendering.
+    ((_, high),) = [kept for key, kept in client._templates.items() if key[1:3] == ("high", True)]
+    assert high is not None and high._rendered['{"start": 1}'].texts
 
 
 def test_each_thread_sends_with_its_own_reply_to_address(bulk_client: Client) -> None:
