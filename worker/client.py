@@ -21,6 +21,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -765,9 +766,7 @@ class Client:
         )
         return Compiled(job_id, payload, compile_job(self.app, spec))
 
-    def _template(
-        self, declared: Pipeline, tier: str, cache: bool, producer: Producer
-    ) -> _Template | None:
+    def _template(self, declared: Pipeline, tier: str, cache: bool) -> _Template | None:
         """The template `submit` stamps a job of `declared` at `tier` from, built on first use
         and kept. It is kept per all that shapes Celery's messages beyond a job's ids, payload
         and clocks: the pipeline (the very declaration: reloaded pipelines get new ones), the
@@ -795,10 +794,11 @@ class Client:
             if len(self._templates) >= _TEMPLATES_KEPT:
                 self._templates.clear()
             job = self._compile(declared, tier, uuid.uuid4().hex, dict(_SENTINEL), cache)
-            try:
-                template = _Template(self.app, job, producer, kept=_SUBMIT_RENDERED_KEPT)
-            except JobError:
-                template = None  # Celery builds each job of this kind
+            with self.app.producer_or_acquire() as producer:
+                try:
+                    template = _Template(self.app, job, producer, kept=_SUBMIT_RENDERED_KEPT)
+                except JobError:
+                    template = None  # Celery builds each job of this kind
             kept = self._templates[key] = (declared, template)
         return kept[1]
 
@@ -973,30 +973,36 @@ class Client:
         MULTI/EXEC, all or nothing, when job records live on the broker's Redis (the default),
         so a job is recorded as submitted only as it goes (its wait measures queueing, not
         building), at one round trip. Otherwise the record is written first, and removed again
-        if sending fails."""
+        if sending fails.
+
+        A job stamped from a kept template is sent on the template's channel, without taking
+        a producer from Celery's pool: the channel only prepares messages (no state kept) and
+        lends its connection pool (redis-py's, shared by threads) to the transaction."""
         ((job_id, payload),) = jobs
         written = False
         try:
-            with self.app.producer_or_acquire() as producer:
-                template = self._template(declared, tier, cache, producer)
+            template = self._template(declared, tier, cache)
+            with nullcontext() if template else self.app.producer_or_acquire() as producer:
                 if template is not None:
+                    channel = template.channel
                     commands = template.stamp(job_id, payload, json.dumps(payload))
                 else:
+                    channel = producer.channel
                     canvas = self._compile(declared, tier, job_id, payload, cache).canvas
                     commands = [
                         command
                         for sent in _record(self.app, canvas, producer)
                         for command in publish_commands(
-                            producer.channel, sent.message, sent.exchange, sent.routing_key
+                            channel, sent.message, sent.exchange, sent.routing_key
                         )
                     ]
                 record = self.store.create_commands(jobs, declared.name, tier, deadline, fields)
                 if self.settings.effective_result_url == self.settings.broker_url:
-                    self._send(producer.channel, [*record, *commands])
+                    self._send(channel, [*record, *commands])
                 else:  # the records' Redis is not the queues': two round trips
                     written = True
                     self.store.create(jobs, declared.name, tier, deadline, fields)
-                    self._send(producer.channel, commands)
+                    self._send(channel, commands)
         except Exception as error:
             self._reachable = False
             self._templates.clear()  # built on a connection that may be gone

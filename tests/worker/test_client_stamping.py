@@ -18,14 +18,17 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import redis
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from jobrunner.config import TIERS
+from jobrunner.config import TIERS, get_settings
 from jobrunner.worker import client as internals
-from jobrunner.worker.broker.queues import QUEUED_AT_HEADER
+from jobrunner.worker.broker.embedded import EmbeddedRedis
+from jobrunner.worker.broker.keys import JOBS, wake_key
+from jobrunner.worker.broker.queues import QUEUED_AT_HEADER, tier_queues
 from jobrunner.worker.broker.transport import publish_commands
-from jobrunner.worker.client import Client
+from jobrunner.worker.client import Client, JobError
 from tests.conftest import Workers
 
 pytestmark = pytest.mark.integration
@@ -59,6 +62,17 @@ payloads = st.dictionaries(st.text(max_size=12), values, max_size=5)
 @pytest.fixture(scope="module")
 def bulk_client(stack_env: dict[str, str]) -> Client:
     return Client()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def drained(stack_env: dict[str, str]) -> Iterator[None]:
+    """The jobs submitted here are there for their messages: the ones no worker took are
+    removed at the end, so the next module's workers do not run them."""
+    yield
+    broker = redis.Redis.from_url(stack_env["JOBRUNNER_BROKER_URL"])
+    queues = [queue for _, queue in tier_queues(get_settings())]
+    broker.delete(*queues, *map(wake_key, queues))
+    broker.close()
 
 
 def celerys(
@@ -242,7 +256,7 @@ SUBMITTED = {
         {},
         optional={
             "tag": st.one_of(st.text(max_size=20), st.text(min_size=1025, max_size=2500)),
-            "sleep_ms": st.integers(0, 10**9),
+            "sleep_ms": st.integers(0, 5),
         },
     ),
     "chain3": st.fixed_dictionaries({}, optional={"start": st.integers()}),
@@ -332,3 +346,44 @@ def test_a_foreign_publish_hook_sees_every_job(bulk_client: Client) -> None:
     finally:
         before_task_publish.disconnect(number)
     assert [decoded(s[0][1][1])["headers"]["x-traced"] for s in sent] == [0, 1]
+
+
+def test_a_kept_template_sends_across_a_broker_restart(
+    stack_env: dict[str, str], redis_server: EmbeddedRedis
+) -> None:
+    """Its channel's connections are gone with the old server: the next job is sent (retried
+    as a lost connection is, `_send`), recorded with its messages, still from the template."""
+    client = Client()
+    first = client.submit("chain3", {"start": 1}, tier="low")
+    redis_server.restart()  # SIGTERM (append-only file flushed), then the same port again
+    with sending() as sent:
+        second = client.submit("chain3", {"start": 1}, tier="low")
+    assert template_kept(client)
+    assert canonical(sent[-1]) == canonical(
+        celerys(client, "chain3", second.id, {"start": 1}, "low")
+    )
+    assert first.state == second.state == "PENDING"  # both recorded
+    broker = redis.Redis.from_url(stack_env["JOBRUNNER_BROKER_URL"])
+    queued = broker.lrange(get_settings().queue("low"), 0, -1)
+    assert sum(second.id.encode() in base64.b64decode(json.loads(m)["body"]) for m in queued) == 1
+    broker.close()
+
+
+def test_a_failed_send_enqueues_nothing_and_drops_the_templates(
+    stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = Client()
+    client.submit("chain3", {"start": 1}, tier="low")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("broker went away")
+
+    monkeypatch.setattr(internals, "run_atomically", refuse)
+    monkeypatch.setattr(internals.time, "sleep", lambda s: None)  # no retry pauses
+    broker = redis.Redis.from_url(stack_env["JOBRUNNER_BROKER_URL"])
+    jobs_before = broker.zcard(JOBS)
+    with pytest.raises(JobError, match="could not enqueue job for chain3: broker went away"):
+        client.submit("chain3", {"start": 2}, tier="low")
+    assert broker.zcard(JOBS) == jobs_before
+    assert not client._templates  # the next job builds a template on a fresh producer
+    broker.close()
