@@ -479,10 +479,12 @@ class _Template:
                 "could not build the batch's messages: stamped with its own values, the "
                 "template is not what Celery built"
             )
-        # Rendered with readings no clock gives (none occurs by chance in a message's text):
-        # where one occurs, a job's own reading goes.
+        # Rendered with readings no clock gives, random numbers of 13 and 16 digits (none occurs
+        # by chance in a message's text): where one occurs, a job's own reading goes.
         self._own_readings = [
-            float(uuid.uuid4().int % 10**12) + 0.5 if clock == "now" else uuid.uuid4().int % 10**15
+            10**12 + uuid.uuid4().int % 10**12 + 0.5
+            if clock == "now"
+            else 10**15 + uuid.uuid4().int % 10**15
             for clock in self._clocks
         ]
         own_texts = [*self._own_ids, *map(repr, self._own_readings)]
