@@ -206,7 +206,7 @@ def _record(app: Celery, canvas: Signature, producer: Producer) -> list[_Recorde
 class _Stamp(NamedTuple):
     """One job's values for a template's slots."""
 
-    ids: list[Any]  # the job id, its task ids, then its clock readings (`_CLOCKS`)
+    ids: list[Any]  # the job id, its task ids, then what Celery reads as it sends (`readings`)
     payload: dict[str, Any]
     reprs: dict[_Repr, str]  # filled on first use: one repr can appear in two messages
 
@@ -293,8 +293,15 @@ _MESSAGE = object()  # in a rendered command: where the message's text goes
 _RENDERED_KEPT = 1024  # distinct payloads whose rendering a template keeps (memory stays flat)
 # What Celery reads off a clock as it sends, by message kind and key: the enqueue time the
 # publish hook stamps on a task message, and a task-sent event's Lamport clock and timestamp.
-# A template makes each a slot, read again for every job (`_Template.clocks`).
+# A template makes each a slot, read again for every job (`_Template.readings`), as it does the
+# sending thread's reply-to address (`app.thread_oid`, wherever Celery writes it).
 _CLOCKS = {"task": {QUEUED_AT_HEADER: "now"}, "event": {"clock": "lamport", "timestamp": "now"}}
+
+
+def _json_text(reading: Any) -> str:
+    """A reading as it appears in a message's JSON text: a string's own characters (ids and
+    addresses need no escaping), a (finite) number's repr."""
+    return reading if isinstance(reading, str) else repr(reading)
 
 
 def _uuid4s(count: int) -> list[str]:
@@ -401,9 +408,10 @@ class _Template:
     """One job's messages as Celery and kombu build them (routing, headers, reprs, the task-sent
     event), decoded, with the values that differ from job to job made slots: the job id and
     task ids (by the keys Celery files them under), the payload, the reprs of the task's args
-    and kwargs, and what Celery reads off a clock (`_CLOCKS`: read again per job, so a template
-    kept for later jobs stamps each with its own enqueue time). Stamping a job with its own
-    values gives what Celery would send.
+    and kwargs, and what Celery reads as it sends (`_CLOCKS`, and the thread's reply-to
+    address: read again per job, so a template kept for later jobs stamps each with its own
+    enqueue time, from any thread). Stamping a job with its own values gives what Celery would
+    send.
 
     For speed, a job is not stamped message by message: per distinct payload, the stamped
     messages (the template's own ids and clock readings) are handed to kombu's publish with a
@@ -446,8 +454,10 @@ class _Template:
         for r, body in decoded:
             _number_ids([body, r.message["headers"], r.message["properties"]], self._ids)
         self._own_ids = list(self._ids)
-        read: list[Any] = []  # what Celery read off each clock slot's clock, in slot order
-        self._clocks: list[str] = []  # each clock slot's clock
+        self._app = app  # whose per-thread reply-to address each job is sent with
+        read: list[Any] = [app.thread_oid]  # what Celery read for each reading slot, in order
+        self._reads = ["thread"]  # what each reading slot holds: "thread", "now" or "lamport"
+        self._ids[app.thread_oid] = len(self._ids)
         marked = [(r, *self._mark_clocks(r, body, read)) for r, body in decoded]
         self._reprs: dict[str, _Repr] = {}
         maxlevels = app.conf.task_repr_maxlevels
@@ -480,14 +490,17 @@ class _Template:
                 "template is not what Celery built"
             )
         # Rendered with readings no clock gives, random numbers of 13 and 16 digits (none occurs
-        # by chance in a message's text): where one occurs, a job's own reading goes.
+        # by chance in a message's text; the reply-to address is a uuid): where one occurs, a
+        # job's own reading goes.
         self._own_readings = [
-            10**12 + uuid.uuid4().int % 10**12 + 0.5
-            if clock == "now"
+            read[0]
+            if what == "thread"
+            else 10**12 + uuid.uuid4().int % 10**12 + 0.5
+            if what == "now"
             else 10**15 + uuid.uuid4().int % 10**15
-            for clock in self._clocks
+            for what in self._reads
         ]
-        own_texts = [*self._own_ids, *map(repr, self._own_readings)]
+        own_texts = [*self._own_ids, *map(_json_text, self._own_readings)]
         self._id_pattern = re.compile("|".join(f"({re.escape(own)})" for own in own_texts))
         self._encode = _body_encoder(self.channel)
         self._occurrences: list[int] | None = None  # the ids' slots in a rendering, sorted
@@ -510,15 +523,23 @@ class _Template:
             if isinstance(container.get(key), int | float):
                 marker = f"\0{clock}:{len(self._ids)}"
                 self._ids[marker] = len(self._ids)
-                self._clocks.append(clock)
+                self._reads.append(clock)
                 read.append(container[key])
                 container[key] = marker
         return (body, container) if kind == "task" else (container, headers)
 
-    def clocks(self) -> list[Any]:
-        """A job's readings of the clocks Celery reads as it sends, one per clock slot."""
+    def readings(self) -> list[Any]:
+        """What Celery reads as it sends a job (the thread's reply-to address, clocks), one per
+        reading slot."""
         now = time.time()
-        return [now if clock == "now" else self._lamport.forward() for clock in self._clocks]
+        return [
+            self._app.thread_oid
+            if what == "thread"
+            else now
+            if what == "now"
+            else self._lamport.forward()
+            for what in self._reads
+        ]
 
     def _pattern(self, node: Any, *, fresh: bool = False) -> Any:
         """`node` with its job-dependent values made slots. What holds none is shared by all
@@ -573,7 +594,7 @@ class _Template:
         the template's ids: each must occur where the template has it, and nowhere else)."""
         own = [*self._own_ids, *self._own_readings]
         commands, bodies, tags = self._commands(_Stamp(own, payload, {}))
-        own_texts = [*self._own_ids, *map(repr, self._own_readings)]
+        own_texts = [*self._own_ids, *map(_json_text, self._own_readings)]
         texts: list[_Text | None] = [None] * len(bodies)
         shaped: list[tuple[str, tuple[Any, ...], int]] = []
         for name, args in commands:
@@ -613,10 +634,10 @@ class _Template:
             self._rendered[key] = _ONCE
         tasks = len(self._own_ids) - 1
         fresh = fresh or _uuid4s(self.fresh_per_job)
-        ids, readings = [job_id, *fresh[:tasks]], self.clocks()
+        ids, readings = [job_id, *fresh[:tasks]], self.readings()
         if rendered is None:
             return self._commands(_Stamp([*ids, *readings], payload, {}))[0]
-        values = [*ids, *map(repr, readings)]  # as JSON writes them: numbers (finite ones)
+        values = [*ids, *map(_json_text, readings)]
         encode = self._encode
         texts = [
             None if text is None else text.fill(values, tag, encode)
@@ -774,11 +795,11 @@ class Client:
         and clocks: the pipeline (the very declaration: reloaded pipelines get new ones), the
         tier, the cache flag, whether Celery sends task-sent events now (a worker's pool
         process switches them, worker/runtime/sent_events.py), the process (the origin header,
-        the event's pid), the thread (Celery's reply-to address is per thread) and the UTC
-        offset (in the event). None, so Celery builds the job, where its messages depend on
-        more: inside a running task (its ids are the parent's), with publish hooks other than
-        jobrunner's own connected (they may write anything into a message), or where no
-        template could be built for this kind of job."""
+        the event's pid) and the UTC offset (in the event); threads share it (Celery's
+        reply-to address, per thread, is a slot). None, so Celery builds the job, where its
+        messages depend on more: inside a running task (its ids are the parent's), with
+        publish hooks other than jobrunner's own connected (they may write anything into a
+        message), or where no template could be built for this kind of job."""
         if self.app.current_worker_task is not None or not _only_own_publish_hooks():
             return None
         conf = self.app.conf
@@ -788,7 +809,6 @@ class Client:
             cache,
             conf.task_send_sent_event,
             os.getpid(),
-            self.app.thread_oid,
             utcoffset(),
         )
         kept = self._templates.get(key)

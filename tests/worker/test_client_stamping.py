@@ -302,16 +302,18 @@ def test_a_kept_template_is_one_kind_of_job_only(stack_env: dict[str, str]) -> N
     assert high is not None and high._rendered['{"start": 1}'].texts
 
 
-def test_each_thread_sends_with_its_own_reply_to_address(bulk_client: Client) -> None:
-    """Celery's reply-to address is per thread (`app.thread_oid`): a template kept for one
-    thread is not another's. (The threads live at once, so their ids, and oids, differ; they
-    submit one after the other.)"""
+def test_each_thread_sends_with_its_own_reply_to_address(stack_env: dict[str, str]) -> None:
+    """Celery's reply-to address is per thread (`app.thread_oid`, in the properties and in the
+    options of the signatures a message embeds): threads share a kept template, and each
+    job carries its own thread's. (The threads live at once, so their ids, and addresses,
+    differ; they submit one after the other.)"""
+    client = Client()
     sent: dict[str, list[Any]] = {}
     done, both = threading.Event(), threading.Barrier(2)
 
     def submit(name: str) -> None:
-        oid = bulk_client.app.thread_oid
-        sent[name] = [oid, submitted(bulk_client, "chain3", {}, "low", True)]
+        oid = client.app.thread_oid
+        sent[name] = [oid, submitted(client, "nested", {}, "low", True)]
         done.set()
         both.wait(timeout=TIMEOUT_S)
 
@@ -322,9 +324,12 @@ def test_each_thread_sends_with_its_own_reply_to_address(bulk_client: Client) ->
         assert done.wait(timeout=TIMEOUT_S)
     for thread in threads:
         thread.join()
-    for oid, commands in sent.values():
-        assert decoded(commands[0][1][1])["properties"]["reply_to"] == oid
     assert sent["one"][0] != sent["two"][0]
+    for oid, commands in sent.values():
+        message = decoded(commands[0][1][1])
+        assert message["properties"]["reply_to"] == oid
+        assert message["body"].count(oid) > 1  # embedded signatures' options too
+    assert len(client._templates) == 1 and template_kept(client)
 
 
 def test_a_foreign_publish_hook_sees_every_job(bulk_client: Client) -> None:
