@@ -21,6 +21,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -28,7 +29,9 @@ from typing import Any, NamedTuple
 import redis
 from celery import Celery
 from celery.canvas import Signature
+from celery.signals import after_task_publish, before_task_publish, task_sent
 from celery.utils.saferepr import saferepr
+from celery.utils.time import utcoffset
 from kombu import Producer
 from kombu.exceptions import KombuError
 from kombu.serialization import dumps, loads, registry
@@ -43,6 +46,7 @@ from jobrunner.tasks.pipeline import Pipeline
 from jobrunner.tasks.registry import load_pipelines
 from jobrunner.worker.app import create_app
 from jobrunner.worker.broker import connection, scripts
+from jobrunner.worker.broker.queues import QUEUED_AT_HEADER, stamp_queued_at
 from jobrunner.worker.broker.transport import publish_commands, run_atomically
 from jobrunner.worker.store.control import PauseStore, actor
 from jobrunner.worker.store.jobs import CANCELLED, FAILURE, JobRecord, JobStore, open_store
@@ -61,6 +65,11 @@ class BulkSubmitError(JobError):
         super().__init__(message)
         self.accepted = accepted
 
+
+# Kinds of job (`Client._template`) whose messages a client keeps a template of, and distinct
+# payloads each keeps the rendering of: a client's memory stays a few megabytes at most.
+_TEMPLATES_KEPT = 32
+_SUBMIT_RENDERED_KEPT = 8
 
 # Jobs per chunk of a bulk submission: each chunk is recorded and sent whole or not at all, and
 # a client's memory for its messages stays that of one chunk however many jobs are submitted.
@@ -197,7 +206,7 @@ def _record(app: Celery, canvas: Signature, producer: Producer) -> list[_Recorde
 class _Stamp(NamedTuple):
     """One job's values for a template's slots."""
 
-    ids: list[str]  # the job id, then its task ids
+    ids: list[Any]  # the job id, its task ids, then what Celery reads as it sends (`readings`)
     payload: dict[str, Any]
     reprs: dict[_Repr, str]  # filled on first use: one repr can appear in two messages
 
@@ -282,6 +291,17 @@ _Command = tuple[str, tuple[Any, ...]]  # a Redis command's name and arguments
 _PUSHES = frozenset({"lpush", "rpush"})  # list pushes: a chunk's to one list merge into one
 _MESSAGE = object()  # in a rendered command: where the message's text goes
 _RENDERED_KEPT = 1024  # distinct payloads whose rendering a template keeps (memory stays flat)
+# What Celery reads off a clock as it sends, by message kind and key: the enqueue time the
+# publish hook stamps on a task message, and a task-sent event's Lamport clock and timestamp.
+# A template makes each a slot, read again for every job (`_Template.readings`), as it does the
+# sending thread's reply-to address (`app.thread_oid`, wherever Celery writes it).
+_CLOCKS = {"task": {QUEUED_AT_HEADER: "now"}, "event": {"clock": "lamport", "timestamp": "now"}}
+
+
+def _json_text(reading: Any) -> str:
+    """A reading as it appears in a message's JSON text: a string's own characters (ids and
+    addresses need no escaping), a (finite) number's repr."""
+    return reading if isinstance(reading, str) else repr(reading)
 
 
 def _uuid4s(count: int) -> list[str]:
@@ -380,27 +400,42 @@ class _Rendered(NamedTuple):
     commands: list[tuple[str, tuple[Any, ...], int]]
 
 
+# In a template's renderings: a payload seen once, not rendered yet.
+_ONCE = _Rendered([], [])
+
+
 class _Template:
     """One job's messages as Celery and kombu build them (routing, headers, reprs, the task-sent
     event), decoded, with the values that differ from job to job made slots: the job id and
-    task ids (by the keys Celery files them under), the payload, and the reprs of the task's
-    args and kwargs. Stamping a job with its own values gives what Celery would send.
+    task ids (by the keys Celery files them under), the payload, the reprs of the task's args
+    and kwargs, and what Celery reads as it sends (`_CLOCKS`, and the thread's reply-to
+    address: read again per job, so a template kept for later jobs stamps each with its own
+    enqueue time, from any thread). Stamping a job with its own values gives what Celery would
+    send.
 
-    For speed, a batch does not stamp each job: per distinct payload, the stamped messages
-    (the template's own ids) are handed to kombu's publish with a recorder instead of Redis,
-    which gives the exact text kombu would push; that text is cut where ids, the encoded body
-    and the delivery tag go (`_render`), and each job only fills those in (`stamp`). Celery's
-    send costs over half a millisecond per job, and stamping (half of it Celery's `saferepr`)
-    two hundred microseconds; filling in, a few microseconds.
+    For speed, a job is not stamped message by message: per distinct payload, the stamped
+    messages (the template's own ids and clock readings) are handed to kombu's publish with a
+    recorder instead of Redis, which gives the exact text kombu would push; that text is cut
+    where ids, clock readings, the encoded body and the delivery tag go (`_render`), and each
+    job only fills those in (`stamp`). Celery's send costs over half a millisecond per job, and
+    stamping (half of it Celery's `saferepr`) two hundred microseconds; filling in, a few
+    microseconds.
 
     The template checks itself once: stamped with its own values, it must give back exactly the
     messages Celery built (it would not were the first task's arguments something JSON does not
     carry unchanged, a tuple say: the reprs made from their decoded copy would differ)."""
 
     def __init__(
-        self, app: Celery, job: Compiled, producer: Producer, *, sent_events: bool = True
+        self,
+        app: Celery,
+        job: Compiled,
+        producer: Producer,
+        *,
+        sent_events: bool = True,
+        kept: int = _RENDERED_KEPT,
     ) -> None:
-        """`sent_events`: keep Celery's task-sent events (event messages: no task header)."""
+        """`sent_events`: keep Celery's task-sent events (event messages: no task header).
+        `kept`: how many distinct payloads' renderings to keep."""
         recorded = [
             sent
             for sent in _record(app, job.canvas, producer)
@@ -409,6 +444,8 @@ class _Template:
         if not recorded:
             raise JobError("could not build the batch's messages: Celery sent none")
         self.channel = producer.channel
+        self._lamport = app.clock
+        self._kept = kept
         decoded = [
             (r, loads(r.message["body"], r.message["content-type"], r.message["content-encoding"]))
             for r in recorded
@@ -416,9 +453,15 @@ class _Template:
         self._ids = {job.id: 0}
         for r, body in decoded:
             _number_ids([body, r.message["headers"], r.message["properties"]], self._ids)
+        self._own_ids = list(self._ids)
+        self._app = app  # whose per-thread reply-to address each job is sent with
+        read: list[Any] = [app.thread_oid]  # what Celery read for each reading slot, in order
+        self._reads = ["thread"]  # what each reading slot holds: "thread", "now" or "lamport"
+        self._ids[app.thread_oid] = len(self._ids)
+        marked = [(r, *self._mark_clocks(r, body, read)) for r, body in decoded]
         self._reprs: dict[str, _Repr] = {}
         maxlevels = app.conf.task_repr_maxlevels
-        for r, body in decoded:
+        for r, body, _ in marked:
             headers = r.message["headers"]
             if "kwargsrepr" not in headers:  # not a task message (protocol 2): an event
                 continue
@@ -432,27 +475,71 @@ class _Template:
         self.messages = [
             _Message(
                 self._pattern(body),
-                self._pattern(r.message["headers"], fresh=True),
+                self._pattern(headers, fresh=True),
                 self._pattern(r.message["properties"], fresh=True),
                 registry.type_to_name[r.message["content-type"]],
                 r.exchange,
                 r.routing_key,
             )
-            for r, body in decoded
+            for r, body, headers in marked
         ]
-        self._own_ids = list(self._ids)
-        own = _Stamp(self._own_ids, job.payload, {})
+        own = _Stamp([*self._own_ids, *read], job.payload, {})
         if [self._prepare(m, own) for m in self.messages] != [r.message for r in recorded]:
             raise JobError(
                 "could not build the batch's messages: stamped with its own values, the "
                 "template is not what Celery built"
             )
-        self._id_pattern = re.compile("|".join(f"({re.escape(own)})" for own in self._own_ids))
+        # Rendered with readings no clock gives, random numbers of 13 and 16 digits (none occurs
+        # by chance in a message's text; the reply-to address is a uuid): where one occurs, a
+        # job's own reading goes.
+        self._own_readings = [
+            read[0]
+            if what == "thread"
+            else 10**12 + uuid.uuid4().int % 10**12 + 0.5
+            if what == "now"
+            else 10**15 + uuid.uuid4().int % 10**15
+            for what in self._reads
+        ]
+        own_texts = [*self._own_ids, *map(_json_text, self._own_readings)]
+        self._id_pattern = re.compile("|".join(f"({re.escape(own)})" for own in own_texts))
         self._encode = _body_encoder(self.channel)
         self._occurrences: list[int] | None = None  # the ids' slots in a rendering, sorted
         self._rendered: dict[str, _Rendered | None] = {}  # by payload JSON
         if self._render(job.payload) is None:
             raise JobError("could not build the batch's messages: kombu's text is not as expected")
+
+    def _mark_clocks(
+        self, recorded: _Recorded, body: Any, read: list[Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        """The message's body and headers with what Celery read off a clock (`_CLOCKS`)
+        replaced by a marker that `_pattern` makes a slot; each reading goes to `read`."""
+        headers = recorded.message["headers"]
+        kind = "task" if "task" in headers else "event"
+        container = headers if kind == "task" else body
+        if not isinstance(container, dict):
+            return body, headers
+        container = dict(container)
+        for key, clock in _CLOCKS[kind].items():
+            if isinstance(container.get(key), int | float):
+                marker = f"\0{clock}:{len(self._ids)}"
+                self._ids[marker] = len(self._ids)
+                self._reads.append(clock)
+                read.append(container[key])
+                container[key] = marker
+        return (body, container) if kind == "task" else (container, headers)
+
+    def readings(self) -> list[Any]:
+        """What Celery reads as it sends a job (the thread's reply-to address, clocks), one per
+        reading slot."""
+        now = time.time()
+        return [
+            self._app.thread_oid
+            if what == "thread"
+            else now
+            if what == "now"
+            else self._lamport.forward()
+            for what in self._reads
+        ]
 
     def _pattern(self, node: Any, *, fresh: bool = False) -> Any:
         """`node` with its job-dependent values made slots. What holds none is shared by all
@@ -501,11 +588,13 @@ class _Template:
         return commands, bodies, tags
 
     def _render(self, payload: dict[str, Any]) -> _Rendered | None:
-        """The messages for `payload` with the template's own ids, cut where a job's values go
-        (see `_Rendered`); None where filling in other ids would not give what Celery sends
-        (an id cut short by a repr's truncation, or a payload holding one of the template's
-        ids: each id must occur where the template has it, and nowhere else)."""
-        commands, bodies, tags = self._commands(_Stamp(self._own_ids, payload, {}))
+        """The messages for `payload` with the template's own ids and readings, cut where a
+        job's values go (see `_Rendered`); None where filling in other values would not give
+        what Celery sends (an id cut short by a repr's truncation, or a payload holding one of
+        the template's ids: each must occur where the template has it, and nowhere else)."""
+        own = [*self._own_ids, *self._own_readings]
+        commands, bodies, tags = self._commands(_Stamp(own, payload, {}))
+        own_texts = [*self._own_ids, *map(_json_text, self._own_readings)]
         texts: list[_Text | None] = [None] * len(bodies)
         shaped: list[tuple[str, tuple[Any, ...], int]] = []
         for name, args in commands:
@@ -515,7 +604,7 @@ class _Template:
                 continue
             text = next(a for a in args if tags[index] in str(a))
             cut = _Text.split(text, bodies[index], tags[index], self._id_pattern, self._encode)
-            if cut is None or cut.fill(self._own_ids, tags[index], self._encode) != text:
+            if cut is None or cut.fill(own_texts, tags[index], self._encode) != text:
                 return None
             if texts[index] not in (None, cut):
                 return None
@@ -531,22 +620,27 @@ class _Template:
         self, job_id: str, payload: dict[str, Any], key: str, fresh: list[str] | None = None
     ) -> list[_Command]:
         """The Redis commands that send the job, fresh task ids and delivery tags (`fresh`, or
-        made here), as kombu would run them message by message. `key`: the payload as JSON, by
-        which its messages are rendered once (`_render`) and then only have ids and tags filled
-        in per job; the rare payload that cannot be so is built by Celery and kombu per job."""
-        if key not in self._rendered:
-            if len(self._rendered) >= _RENDERED_KEPT:
+        made here) and clocks read now, as kombu would run them message by message. `key`: the
+        payload as JSON, by which its messages are rendered (`_render`) at its second job and
+        then only have ids, readings and tags filled in per job. A payload's first job, and
+        every job of the rare payload that cannot be rendered, is stamped message by message
+        (rendering costs more than that, and most payloads of single submits come once)."""
+        rendered = self._rendered.get(key)
+        if rendered is _ONCE:
+            rendered = self._rendered[key] = self._render(payload)
+        elif key not in self._rendered:
+            if len(self._rendered) >= self._kept:
                 self._rendered.clear()
-            self._rendered[key] = self._render(payload)
-        rendered = self._rendered[key]
+            self._rendered[key] = _ONCE
         tasks = len(self._own_ids) - 1
         fresh = fresh or _uuid4s(self.fresh_per_job)
+        ids, readings = [job_id, *fresh[:tasks]], self.readings()
         if rendered is None:
-            return self._commands(_Stamp([job_id, *fresh[:tasks]], payload, {}))[0]
-        ids = [job_id, *fresh[:tasks]]
+            return self._commands(_Stamp([*ids, *readings], payload, {}))[0]
+        values = [*ids, *map(_json_text, readings)]
         encode = self._encode
         texts = [
-            None if text is None else text.fill(ids, tag, encode)
+            None if text is None else text.fill(values, tag, encode)
             for text, tag in zip(rendered.texts, fresh[tasks:], strict=True)
         ]
         return [
@@ -595,6 +689,17 @@ class _Template:
         )
 
 
+def _only_own_publish_hooks() -> bool:
+    """Whether jobrunner's own (`stamp_queued_at`, whose stamp a template reads per job) is the
+    only publish hook connected: another (a tracer's, say) may put a value of its own in each
+    message, which a kept template would repeat, or expect to be called per message."""
+    return (
+        all(receiver is stamp_queued_at for _, receiver in before_task_publish.receivers)
+        and not after_task_publish.receivers
+        and not task_sent.receivers
+    )
+
+
 def _first_of_keys(keys: Sequence[str], payloads: list[dict[str, Any]]) -> dict[str, list[int]]:
     """Each idempotency key with the indexes of its payloads, in order of first use; a
     PayloadError if the keys do not pair with the payloads, one is malformed, or one is given
@@ -625,6 +730,7 @@ class Client:
         self.settings = connection.resolve(settings or get_settings())
         self._reachable = False
         self._models: dict[str, type[BaseModel]] = {}
+        self._templates: dict[tuple[Any, ...], tuple[Pipeline, _Template | None]] = {}
         self._app = app
 
     @cached_property
@@ -682,6 +788,41 @@ class Client:
             cache=cache,
         )
         return Compiled(job_id, payload, compile_job(self.app, spec))
+
+    def _template(self, declared: Pipeline, tier: str, cache: bool) -> _Template | None:
+        """The template `submit` stamps a job of `declared` at `tier` from, built on first use
+        and kept. It is kept per all that shapes Celery's messages beyond a job's ids, payload
+        and clocks: the pipeline (the very declaration: reloaded pipelines get new ones), the
+        tier, the cache flag, whether Celery sends task-sent events now (a worker's pool
+        process switches them, worker/runtime/sent_events.py), the process (the origin header,
+        the event's pid) and the UTC offset (in the event); threads share it (Celery's
+        reply-to address, per thread, is a slot). None, so Celery builds the job, where its
+        messages depend on more: inside a running task (its ids are the parent's), with
+        publish hooks other than jobrunner's own connected (they may write anything into a
+        message), or where no template could be built for this kind of job."""
+        if self.app.current_worker_task is not None or not _only_own_publish_hooks():
+            return None
+        conf = self.app.conf
+        key = (
+            declared.name,
+            tier,
+            cache,
+            conf.task_send_sent_event,
+            os.getpid(),
+            utcoffset(),
+        )
+        kept = self._templates.get(key)
+        if kept is None or kept[0] is not declared:
+            if len(self._templates) >= _TEMPLATES_KEPT:
+                self._templates.clear()
+            job = self._compile(declared, tier, uuid.uuid4().hex, dict(_SENTINEL), cache)
+            with self.app.producer_or_acquire() as producer:
+                try:
+                    template = _Template(self.app, job, producer, kept=_SUBMIT_RENDERED_KEPT)
+                except JobError:
+                    template = None  # Celery builds each job of this kind
+            kept = self._templates[key] = (declared, template)
+        return kept[1]
 
     def _resource_queues(self, tier: str) -> dict[str, str]:
         return {r: self.settings.queue(tier, r) for r in self.settings.resource_classes()}
@@ -854,33 +995,45 @@ class Client:
         fields: dict[str, str],
         cache: bool = True,
     ) -> None:
-        """Record and send one job. Celery builds its messages (the task and its task-sent
-        event) and kombu routes them, but nothing is sent until the record is written with
-        them: one MULTI/EXEC, all or nothing, when job records live on the broker's Redis (the
-        default), so a job is recorded as submitted only as it goes (its wait measures
-        queueing, not building), at one round trip. Otherwise the record is written first, and
-        removed again if sending fails."""
+        """Record and send one job. Its messages (the task and its task-sent event) are those
+        Celery builds and kombu routes, stamped from a template kept per kind of job
+        (`_template`), but nothing is sent until the record is written with them: one
+        MULTI/EXEC, all or nothing, when job records live on the broker's Redis (the default),
+        so a job is recorded as submitted only as it goes (its wait measures queueing, not
+        building), at one round trip. Otherwise the record is written first, and removed again
+        if sending fails.
+
+        A job stamped from a kept template is sent on the template's channel, without taking
+        a producer from Celery's pool: the channel only prepares messages (no state kept) and
+        lends its connection pool (redis-py's, shared by threads) to the transaction."""
         ((job_id, payload),) = jobs
         written = False
         try:
-            with self.app.producer_or_acquire() as producer:
-                canvas = self._compile(declared, tier, job_id, payload, cache).canvas
-                commands = [
-                    command
-                    for sent in _record(self.app, canvas, producer)
-                    for command in publish_commands(
-                        producer.channel, sent.message, sent.exchange, sent.routing_key
-                    )
-                ]
+            template = self._template(declared, tier, cache)
+            with nullcontext() if template else self.app.producer_or_acquire() as producer:
+                if template is not None:
+                    channel = template.channel
+                    commands = template.stamp(job_id, payload, json.dumps(payload))
+                else:
+                    channel = producer.channel
+                    canvas = self._compile(declared, tier, job_id, payload, cache).canvas
+                    commands = [
+                        command
+                        for sent in _record(self.app, canvas, producer)
+                        for command in publish_commands(
+                            channel, sent.message, sent.exchange, sent.routing_key
+                        )
+                    ]
                 record = self.store.create_commands(jobs, declared.name, tier, deadline, fields)
                 if self.settings.effective_result_url == self.settings.broker_url:
-                    self._send(producer.channel, [*record, *commands])
+                    self._send(channel, [*record, *commands])
                 else:  # the records' Redis is not the queues': two round trips
                     written = True
                     self.store.create(jobs, declared.name, tier, deadline, fields)
-                    self._send(producer.channel, commands)
+                    self._send(channel, commands)
         except Exception as error:
             self._reachable = False
+            self._templates.clear()  # built on a connection that may be gone
             if written:
                 self.store.delete([job_id])
             if isinstance(error, JobrunnerError):
