@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -15,7 +16,12 @@ from kombu import Connection, Consumer, Message, Producer, Queue
 from jobrunner.worker.app import TRANSPORT
 from jobrunner.worker.broker.keys import JOB, SET_ASIDE, SET_ASIDE_KEY, wake_key
 from jobrunner.worker.broker.queues import JOB_HEADER
-from jobrunner.worker.broker.transport import fetched_job, look_up_jobs, screen_tasks
+from jobrunner.worker.broker.transport import (
+    fetched_job,
+    look_up_jobs,
+    run_atomically,
+    screen_tasks,
+)
 from jobrunner.worker.store.set_aside import SetAsideStore
 
 pytestmark = pytest.mark.integration
@@ -316,3 +322,28 @@ def test_the_consumer_receives_the_screens_decode_of_a_task_body(
         while len(received) < len(sent):
             connection.drain_events(timeout=5)
     assert received == sent
+
+
+def test_atomic_runs_share_one_kept_client_across_threads(
+    connection: Connection, redis_url: str
+) -> None:
+    """`run_atomically` keeps one client per channel (kombu would build one per call) and
+    gives each call its own pipeline: threads sharing the channel lose no command, and every
+    transaction stays whole."""
+    channel = connection.default_channel
+    counter, pairs = f"test-atomic-{uuid.uuid4().hex[:8]}", f"test-atomic-{uuid.uuid4().hex[:8]}"
+
+    def run(_: int) -> None:
+        for _ in range(50):
+            run_atomically(channel, [("incr", (counter,)), ("rpush", (pairs, "a", "b"))])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(run, range(8)))
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert channel.atomic_client is channel.atomic_client
+        assert int(client.get(counter) or 0) == 400
+        items = client.lrange(pairs, 0, -1)
+        assert items == [b"a", b"b"] * 400  # no other call's push between a call's two
+    finally:
+        client.delete(counter, pairs)
