@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pv
 from pydantic import Field, ValidationError
 
 from jobrunner.tasks.features.columns import work_writer, write_work
@@ -114,12 +115,21 @@ def plainly_good(fields: dict[str, pa.Array]) -> pa.Array:
     """Which rows (CSV fields as text, by column name) are certainly valid: every field in its
     plainest form and within bounds. A row it does not pass may still be valid (`2026-06-01
     00:00`, `1e1`, ` 5`): `check_row` decides those, with the reason for the bad ones."""
+    return plain_values(fields)[0]
+
+
+def plain_values(fields: dict[str, pa.Array]) -> tuple[pa.Array, dict[str, pa.Array]]:
+    """`plainly_good`'s answer, and the typed values it parsed on the way (timestamps in
+    seconds, the BOUNDS numbers): exact for the plainly good rows, so validate keeps them rather
+    than parsing the same text again."""
+    typed: dict[str, pa.Array] = {}
     good = pc.match_substring_regex(fields["station"], STATION)
     for name, (lowest, highest) in BOUNDS.items():
         text = fields[name]
         number = pc.cast(pc.if_else(pc.match_substring_regex(text, NUMBER), text, "nan"), "float64")
         within = pc.and_(pc.greater_equal(number, lowest), pc.less_equal(number, highest))
         good = pc.and_(good, pc.and_(within, pc.is_finite(number)))
+        typed[name] = number
     stamp = fields["timestamp"]
     shaped = pc.and_(
         pc.match_substring_regex(stamp, TIMESTAMP), pc.invert(pc.starts_with(stamp, "0000"))
@@ -132,7 +142,43 @@ def plainly_good(fields: dict[str, pa.Array]) -> pa.Array:
         pc.equal(pc.day(parsed), pc.cast(pc.utf8_slice_codeunits(stamp, 8, 10), pa.int64())),
         pc.equal(pc.second(parsed), pc.cast(pc.utf8_slice_codeunits(stamp, 17, 19), pa.int64())),
     )
-    return pc.fill_null(pc.and_(good, pc.and_(shaped, same)), False)
+    typed["timestamp"] = parsed
+    return pc.fill_null(pc.and_(good, pc.and_(shaped, same)), False), typed
+
+
+def line_numbers(first: int, count: int) -> pa.Array:
+    """first, first + 1, ... (`count` of them), without a Python int per row (4x faster)."""
+    return pc.add(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), count)), first - 1)
+
+
+# validate's CSV reading of a plain block (`plain_csv`: no quotes, so a field never holds a comma
+# or a newline): pyarrow's reader, all text, no field ever null. Its rows are the block's lines,
+# their fields as written, unless a line is blank (it reads a row of empty fields) or the block
+# starts with a byte order mark (it drops it): `_not_as_written`.
+CSV_PARSE = pv.ParseOptions(quote_char=False, ignore_empty_lines=False)
+BOM = "\ufeff".encode()
+
+
+def _not_as_written(data: bytes) -> bool:
+    return data.startswith((b"\n", b"\r\n", BOM)) or b"\n\n" in data or b"\n\r\n" in data
+
+
+def csv_fields(data: bytes, columns: tuple[str, ...]) -> dict[str, pa.Array] | None:
+    """A plain CSV block's fields as text, by column, one row a line; None when pyarrow would not
+    read them as written, or a line has another field count (then `_lines` splits the block).
+    Measured on a 250k-row block: ~70 ms against ~170 ms for splitting lines, then fields."""
+    if _not_as_written(data):
+        return None
+    try:
+        table = pv.read_csv(
+            pa.py_buffer(data),
+            read_options=pv.ReadOptions(column_names=list(columns), use_threads=False),
+            parse_options=CSV_PARSE,
+            convert_options=pv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string())),
+        )
+    except pa.ArrowInvalid:  # a row with another field count
+        return None
+    return {name: table[name].combine_chunks() for name in columns}
 
 
 class Split:
@@ -174,40 +220,40 @@ class Split:
     def block(self, block: Block) -> None:
         """A plain CSV block (`plain_csv`): the plainly good rows checked and typed as columns,
         in C++; the others by `checked`, one at a time."""
-        rows = pc.list_flatten(pc.split_pattern(pa.array([block.data.decode()]), "\n"))
-        if block.data.endswith(b"\n"):
-            rows = rows.slice(0, len(rows) - 1)  # what follows the last newline: nothing
-        rows = pc.utf8_rtrim(rows, "\r")
-        numbers = pa.array(range(block.line, block.line + len(rows)), pa.int64())
-        kept = pc.greater(pc.binary_length(rows), 0)  # a blank line is not a row
-        rows, numbers = pc.filter(rows, kept), pc.filter(numbers, kept)
         columns = self.partition.columns
-        split = pc.split_pattern(rows, ",")
-        fitting = pc.equal(pc.list_value_length(split), len(columns))
-        if not pc.all(fitting).as_py():  # a row with another field count is left to check_row
-            split = pc.if_else(fitting, split, pa.scalar([""] * len(columns), split.type))
-        fields = {name: pc.list_element(split, i) for i, name in enumerate(columns)}
-        good = pc.and_(fitting, plainly_good(fields))
-        plain = {name: pc.filter(values, good) for name, values in fields.items()}
+        fields = csv_fields(block.data, columns)
+        if fields is None:
+            numbers, texts, fitting, fields = _lines(block, columns)
+        else:
+            numbers, texts, fitting = line_numbers(block.line, len(fields[columns[0]])), None, None
+        good, typed = plain_values(fields)
+        if fitting is not None:
+            good = pc.and_(fitting, good)
         lines = pc.filter(numbers, good)
         self.good += len(lines)
         valid = pa.table(
             {
-                "station": plain["station"],
-                "timestamp": pc.strptime(plain["timestamp"], TIMESTAMP_FORMAT, "us"),
-                **{name: pc.cast(plain[name], pa.float64()) for name in BOUNDS},
+                "station": pc.filter(fields["station"], good),
+                "timestamp": pc.cast(
+                    pc.filter(typed["timestamp"], good), VALID_SCHEMA.field("timestamp").type
+                ),
+                **{name: pc.filter(typed[name], good) for name in BOUNDS},
                 "source_file": pa.repeat(self.partition.file, len(lines)),
                 "source_line": lines,
             },
             schema=VALID_SCHEMA,
         )
         others = pc.invert(good)
+        if texts is None:  # every line had its fields, no quotes: a row's text is them joined
+            texts = pc.binary_join_element_wise(
+                *(pc.filter(fields[n], others) for n in columns), ","
+            )
+        else:
+            texts = pc.filter(texts, others)
         more = [
             row
             for line, text in zip(
-                pc.filter(numbers, others).to_pylist(),
-                pc.filter(rows, others).to_pylist(),
-                strict=True,
+                pc.filter(numbers, others).to_pylist(), texts.to_pylist(), strict=True
             )
             if (row := self.checked(Record(line, 1, -1, text, next(csv.reader([text])))))
         ]
@@ -215,6 +261,31 @@ class Split:
             valid = pa.concat_tables([valid, pa.Table.from_pylist(more, VALID_SCHEMA)])
             valid = valid.sort_by("source_line")
         write_work(self.valid, valid)
+
+
+def _lines(
+    block: Block, columns: tuple[str, ...]
+) -> tuple[pa.Array, pa.Array, pa.Array, dict[str, pa.Array]]:
+    """A plain block split at newlines, then commas (`csv_fields` could not read it): the rows'
+    line numbers and text (blank lines left out), whether each has its fields, and the fields
+    (empty for a row that has not)."""
+    rows = pc.list_flatten(pc.split_pattern(pa.array([block.data.decode()]), "\n"))
+    if block.data.endswith(b"\n"):
+        rows = rows.slice(0, len(rows) - 1)  # what follows the last newline: nothing
+    rows = pc.utf8_rtrim(rows, "\r")
+    numbers = line_numbers(block.line, len(rows))
+    kept = pc.greater(pc.binary_length(rows), 0)  # a blank line is not a row
+    rows, numbers = pc.filter(rows, kept), pc.filter(numbers, kept)
+    split = pc.split_pattern(rows, ",")
+    fitting = pc.equal(pc.list_value_length(split), len(columns))
+    if not pc.all(fitting).as_py():  # a row with another field count is left to check_row
+        split = pc.if_else(fitting, split, pa.scalar([""] * len(columns), split.type))
+    return (
+        numbers,
+        rows,
+        fitting,
+        {name: pc.list_element(split, i) for i, name in enumerate(columns)},
+    )
 
 
 def _split(
