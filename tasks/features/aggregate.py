@@ -6,16 +6,18 @@ The order is (station, timestamp, source file, source line): it depends only on 
 on partitioning or on which worker finished first, which is what makes the feature file
 reproducible.
 
-Out of core, in bounded memory: DuckDB reads the partitions' Arrow work files, computes the
-statistics and sorts, spilling to the work directory past `DUCKDB_MEMORY`, and hands the sorted
-rows on as Arrow batches that `parquet.write_batches` writes one row group at a time. Why DuckDB:
+Out of core, in bounded memory: DuckDB reads the partitions' Arrow work files once and sorts
+them, spilling to the work directory past `DUCKDB_MEMORY`, and hands the sorted rows on as Arrow
+batches that `parquet.write_batches` writes one row group at a time. Why DuckDB:
 the sort over the whole dataset is the one operation here that cannot stream, and DuckDB's sort is
 external with an explicit memory limit (pyarrow has no external sort; Polars' streaming engine
 would be the other candidate, not measured here). DuckDB runs on every core, and nothing it
 computes depends on the number of threads: the sort's keys are unique (one order), and it sums
 no floating-point numbers. Means and standard deviations come from the exact sums transform took
 of each partition (`columns.Moments`): exact, so in any order and for any partitioning the same
-bits, and the same inputs give the same bytes.
+bits, and the same inputs give the same bytes. The other statistics need no pass of their own
+either: counts and extremes come with the moments, and the stations are counted as the sorted
+rows are written.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from jobrunner.tasks.features.columns import Moments, work_reader
@@ -105,45 +110,57 @@ def _features(db: duckdb.DuckDBPyConnection, files: list[Path]) -> str:
     return "transformed"
 
 
-def statistics(
-    db: duckdb.DuckDBPyConnection, rows: str, quarantined: int, moments: dict[str, Moments]
-) -> tuple[dict[str, Any], tuple[float, float]]:
-    """Dataset statistics, for the version's commit and the lineage record; and temperature's
-    mean and population standard deviation unrounded, for the z-scores (0, 0 without rows).
-    Means and deviations from the partitions' exact moments (`columns.Moments`); counts and
-    extremes, which are exact on any number of threads, in one pass over the rows."""
-    extremes = ", ".join(f"min({c}), max({c})" for c in STATISTICS_COLUMNS)
-    found = db.execute(
-        f"SELECT count(*), count(DISTINCT station), min(timestamp), max(timestamp), {extremes} "
-        f"FROM {rows}"
-    ).fetchall()[0]
-    count, stations, first, last, *columns = found
+def statistics(parts: list[PartitionResult], quarantined: int, stations: int) -> dict[str, Any]:
+    """Dataset statistics, for the version's commit and the lineage record, from what transform
+    took of each partition: exact moments and extremes (`columns.Moments`), earliest and latest
+    timestamps; so no pass over the rows. `stations` is counted while the sorted rows are
+    written (`Runs`)."""
+    count = sum(part.rows for part in parts)
     seen = count + quarantined
-    spread = {name: moments[name].mean_and_std() if count else (0.0, 0.0) for name in moments}
-    return (
-        {
-            "rows": count,
-            "quarantined": quarantined,
-            "bad_row_rate": round(quarantined / seen, 6) if seen else 0.0,
-            "stations": stations,
-            "first_timestamp": first.isoformat() if count else None,
-            "last_timestamp": last.isoformat() if count else None,
-            "columns": (
-                {
-                    name: {
-                        "mean": round(spread[name][0], 6),
-                        "std": round(spread[name][1], 6),
-                        "min": columns[2 * i],
-                        "max": columns[2 * i + 1],
-                    }
-                    for i, name in enumerate(STATISTICS_COLUMNS)
-                }
-                if count
-                else {}
-            ),
-        },
-        spread["temperature_c"],
-    )
+    moments = {
+        name: sum((part.moments[name] for part in parts), Moments()) for name in STATISTICS_COLUMNS
+    }
+    spans = [part.span for part in parts if part.span is not None]
+    return {
+        "rows": count,
+        "quarantined": quarantined,
+        "bad_row_rate": round(quarantined / seen, 6) if seen else 0.0,
+        "stations": stations,
+        "first_timestamp": min(s[0] for s in spans).isoformat() if count else None,
+        "last_timestamp": max(s[1] for s in spans).isoformat() if count else None,
+        "columns": {
+            name: {
+                "mean": round(mean, 6),
+                "std": round(std, 6),
+                "min": moments[name].low,
+                "max": moments[name].high,
+            }
+            for name, (mean, std) in ((n, m.mean_and_std()) for n, m in moments.items())
+        }
+        if count
+        else {},
+    }
+
+
+class Runs:
+    """Counts the runs of equal values of one column in a stream of batches, batch boundaries
+    included: in rows sorted by that column, the number of distinct values."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+        self.count = 0
+        self._last: Any = None  # the last value seen (the column holds no nulls)
+
+    def through(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """`batches`, passed on unchanged, counted on the way."""
+        for batch in batches:
+            values = batch.column(self.column)
+            if len(values):
+                inside = pc.not_equal(values.slice(1), values.slice(0, len(values) - 1))
+                new_run = self._last is None or values[0].as_py() != self._last
+                self.count += (pc.sum(inside).as_py() or 0) + new_run
+                self._last = values[-1].as_py()
+            yield batch
 
 
 def _feature_query(rows: str, mean: float, spread: float) -> str:
@@ -187,14 +204,13 @@ def aggregate(
     features_path, quarantine_path = work / "features.parquet", work / "quarantine.jsonl"
     with connect(work) as db:
         bad = _write_quarantine(db, _source(quarantine_in, QUARANTINE_COLUMNS), quarantine_path)
-        moments = {
-            name: sum((part.moments[name] for part in parts), Moments())
-            for name in STATISTICS_COLUMNS
-        }
-        stats, (mean, spread) = statistics(db, _features(db, features_in), bad, moments)
-        rows = _features(db, features_in)  # read again: a stream is read once
-        reader = db.sql(_feature_query(rows, mean, spread)).to_arrow_reader(BATCH_ROWS)
+        temperature = sum((part.moments["temperature_c"] for part in parts), Moments())
+        mean, spread = temperature.mean_and_std() if temperature.rows else (0.0, 0.0)
+        query = _feature_query(_features(db, features_in), mean, spread)
+        stations = Runs("station")
+        reader = stations.through(db.sql(query).to_arrow_reader(BATCH_ROWS))
         _, written = write_batches(reader, FEATURE_SCHEMA, features_path)
+    stats = statistics(parts, bad, stations.count)
     share(ctx, features_path, quarantine_path)
     merged_in = sum(part.rows for part in parts)
     fact = StepFact.since(ctx, CODE_VERSION, started, payload, rows_in=merged_in, rows_out=written)

@@ -4,7 +4,7 @@ the Arrow work files between steps, and Python's rounding."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -87,21 +87,44 @@ EXACT_BATCH_ROWS = 1 << 24  # pieces' products < 2^37: 2^26 of them fit in int64
 SUM_SCALE, SQUARES_SCALE = 1074, 2148  # every double is a multiple of 2^-1074, its square 2^-2148
 
 
+def _signed(value: float) -> tuple[float, float]:
+    """An order on doubles that puts -0.0 before 0.0, so the extremes of values holding both
+    zeros do not depend on which came first (the partitioning)."""
+    return value, math.copysign(1.0, value)
+
+
+def _either(a: float | None, b: float | None, pick: Callable[..., float]) -> float | None:
+    return a if b is None else b if a is None else pick(a, b, key=_signed)
+
+
 class Moments(BaseModel):
     """A column's count, sum and sum of squares over some rows, exactly (each a fraction, as
-    text: `p/q`), so partitions' moments add up to the dataset's whatever the partitioning."""
+    text: `p/q`), and its least and greatest value, so partitions' moments add up to the
+    dataset's whatever the partitioning (aggregate then needs no pass over the rows)."""
 
     rows: int = 0
     sum: str = "0"
     squares: str = "0"
+    low: float | None = None  # None without rows
+    high: float | None = None
 
     @classmethod
     def of(cls, values: pa.Array | pa.ChunkedArray) -> Moments:
         total, squares = exact_sums(values)
+        extremes = pc.min_max(values)
+        low, high = extremes["min"].as_py(), extremes["max"].as_py()
+        if low == 0.0 or high == 0.0:  # which zero min_max returns depends on the order
+            zeros = {_signed(z) for z in pc.filter(values, pc.equal(values, 0.0)).to_pylist()}
+            low, high = (
+                (min(zeros)[0] if low == 0.0 else low),
+                (max(zeros)[0] if high == 0.0 else high),
+            )
         return cls(
             rows=len(values),
             sum=str(Fraction(total, 1 << SUM_SCALE)),
             squares=str(Fraction(squares, 1 << SQUARES_SCALE)),
+            low=low,
+            high=high,
         )
 
     def __add__(self, other: Moments) -> Moments:
@@ -109,6 +132,8 @@ class Moments(BaseModel):
             rows=self.rows + other.rows,
             sum=str(Fraction(self.sum) + Fraction(other.sum)),
             squares=str(Fraction(self.squares) + Fraction(other.squares)),
+            low=_either(self.low, other.low, min),
+            high=_either(self.high, other.high, max),
         )
 
     def mean_and_std(self) -> tuple[float, float]:

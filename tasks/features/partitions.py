@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -51,6 +52,8 @@ class PartitionResult(BaseModel):
     # transform's: each statistics column's exact moments over the partition's rows, which
     # aggregate adds up (exact, so on any number of threads and for any partitioning)
     moments: dict[str, Moments] = {}
+    # transform's: the earliest and latest timestamp of its rows (None without rows)
+    span: tuple[datetime, datetime] | None = None
 
     def summary(self) -> PartitionSummary:
         return PartitionSummary(

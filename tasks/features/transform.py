@@ -11,6 +11,7 @@ atomically, so a rerun is harmless); if it still fails, the job fails naming par
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -88,6 +89,7 @@ def transform(
     rows = fetch(ctx, done.rows_path)
     features = partition_file(ctx, done.partition, "features.arrow")
     moments = {name: Moments() for name in STATISTICS_COLUMNS}
+    spans: list[datetime] = []  # each block's earliest and latest timestamp
     with (
         failures_named(done.partition),
         atomic_path(features) as temp,
@@ -98,9 +100,17 @@ def transform(
             write_work(out, derived)
             for name in STATISTICS_COLUMNS:
                 moments[name] = moments[name] + Moments.of(derived[name])
+            if derived.num_rows:
+                spans.extend(pc.min_max(derived["timestamp"]).as_py().values())
     share(ctx, features)
     fact = StepFact.since(
         ctx, CODE_VERSION, started, payload, rows_in=done.rows, rows_out=done.rows
     )
-    update = {"rows_path": str(features), "steps": [*done.steps, fact], "moments": moments}
+    span = (min(spans), max(spans)) if spans else None
+    update = {
+        "rows_path": str(features),
+        "steps": [*done.steps, fact],
+        "moments": moments,
+        "span": span,
+    }
     return done.model_copy(update=update)

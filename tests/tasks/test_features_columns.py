@@ -4,6 +4,7 @@ them agree with Python's own over the feature file."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -15,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jobrunner.tasks.features.aggregate import Runs
 from jobrunner.tasks.features.columns import SQUARES_SCALE, SUM_SCALE, Moments, exact_sums
 from jobrunner.tasks.features.schema import STATISTICS_COLUMNS
 from tests.support.features import inputs_under, run_features, write_inputs
@@ -43,6 +45,32 @@ def test_exact_sums_are_exact_in_any_order_and_any_chunks() -> None:
         assert again == (total, squares)
         halves = Moments.of(pa.array(values[:cut])) + Moments.of(pa.array(values[cut:]))
         assert halves == Moments.of(pa.array(values))
+        low, high = halves.low, halves.high
+        assert (low, high) == (min(values), max(values))
+
+
+def test_the_extremes_put_the_negative_zero_first_whichever_comes_first() -> None:
+    for values in ([0.0, -0.0, 1.0], [-0.0, 0.0, 1.0], [-1.0, 0.0, -0.0], [-1.0, -0.0, 0.0]):
+        found = Moments.of(pa.array(values))
+        sides = Moments.of(pa.array(values[:1])) + Moments.of(pa.array(values[1:]))
+        for low, high in ((found.low, found.high), (sides.low, sides.high)):
+            assert str(low) == ("-0.0" if values[0] == 0.0 else "-1.0")
+            assert str(high) == ("1.0" if values[0] == 0.0 else "0.0")
+
+
+def test_station_runs_are_counted_across_batch_boundaries() -> None:
+    stations = ["A", "A", "B", "B", "B", "C", "D", "D"]
+    for cuts in ([], [1], [2], [3, 4], [0, 0, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7]):
+        edges = [0, *cuts, len(stations)]
+        batches = [
+            pa.record_batch({"station": stations[a:b]}, pa.schema([("station", pa.string())]))
+            for a, b in itertools.pairwise(edges)
+        ]
+        runs = Runs("station")
+        assert list(runs.through(batches)) == batches
+        assert runs.count == 4, cuts
+    empty = Runs("station")
+    assert list(empty.through([])) == [] and empty.count == 0
 
 
 def test_moments_give_the_correctly_rounded_mean_and_the_population_deviation() -> None:
@@ -64,7 +92,13 @@ def test_the_dataset_statistics_are_those_of_the_feature_file(tmp_path: Path) ->
     payload = {"input_dir": str(directory), "partition_rows": 77}
     result = run_features(tmp_path, payload)
     table = pq.read_table(result["path"])
-    found = json.loads(Path(result["lineage_path"]).read_text())["statistics"]["columns"]
+    published = json.loads(Path(result["lineage_path"]).read_text())["statistics"]
+    times = table["timestamp"].to_pylist()
+    assert published["rows"] == table.num_rows == 600
+    assert published["stations"] == len(set(table["station"].to_pylist())) == 7
+    assert published["first_timestamp"] == min(times).isoformat()
+    assert published["last_timestamp"] == max(times).isoformat()
+    found = published["columns"]
     for name in STATISTICS_COLUMNS:
         column = table[name].to_pylist()
         assert found[name]["mean"] == round(statistics.fmean(column), 6)
