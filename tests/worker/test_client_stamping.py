@@ -302,6 +302,19 @@ def test_a_kept_template_is_one_kind_of_job_only(stack_env: dict[str, str]) -> N
     assert high is not None and high._rendered['{"start": 1}'].texts
 
 
+def test_a_job_of_many_tasks_is_built_by_celery(
+    stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kind of job with more tasks than a template is kept for (a long chain: its template
+    costs more than Celery's build) is built by Celery for every job, and sent as Celery sends
+    it."""
+    monkeypatch.setattr(internals, "_TEMPLATE_MAX_TASKS", 2)
+    client = Client()
+    for _ in range(2):
+        submitted(client, "chain3", {"start": 1}, "high", True)
+    assert [template for _, template in client._templates.values()] == [None]
+
+
 def test_each_thread_sends_with_its_own_reply_to_address(stack_env: dict[str, str]) -> None:
     """Celery's reply-to address is per thread (`app.thread_oid`, in the properties and in the
     options of the signatures a message embeds): threads share a kept template, and each
