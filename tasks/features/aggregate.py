@@ -110,16 +110,23 @@ def _features(db: duckdb.DuckDBPyConnection, files: list[Path]) -> str:
     return "transformed"
 
 
-def statistics(parts: list[PartitionResult], quarantined: int, stations: int) -> dict[str, Any]:
+def dataset_moments(parts: list[PartitionResult]) -> dict[str, Moments]:
+    """Each statistics column's exact moments and extremes over the whole dataset: the
+    partitions' added up (`columns.Moments`)."""
+    return {
+        name: sum((part.moments[name] for part in parts), Moments()) for name in STATISTICS_COLUMNS
+    }
+
+
+def statistics(
+    parts: list[PartitionResult], moments: dict[str, Moments], quarantined: int, stations: int
+) -> dict[str, Any]:
     """Dataset statistics, for the version's commit and the lineage record, from what transform
-    took of each partition: exact moments and extremes (`columns.Moments`), earliest and latest
+    took of each partition: exact moments and extremes (`dataset_moments`), earliest and latest
     timestamps; so no pass over the rows. `stations` is counted while the sorted rows are
     written (`Runs`)."""
     count = sum(part.rows for part in parts)
     seen = count + quarantined
-    moments = {
-        name: sum((part.moments[name] for part in parts), Moments()) for name in STATISTICS_COLUMNS
-    }
     spans = [part.span for part in parts if part.span is not None]
     return {
         "rows": count,
@@ -204,13 +211,14 @@ def aggregate(
     features_path, quarantine_path = work / "features.parquet", work / "quarantine.jsonl"
     with connect(work) as db:
         bad = _write_quarantine(db, _source(quarantine_in, QUARANTINE_COLUMNS), quarantine_path)
-        temperature = sum((part.moments["temperature_c"] for part in parts), Moments())
+        moments = dataset_moments(parts)
+        temperature = moments["temperature_c"]
         mean, spread = temperature.mean_and_std() if temperature.rows else (0.0, 0.0)
         query = _feature_query(_features(db, features_in), mean, spread)
         stations = Runs("station")
         reader = stations.through(db.sql(query).to_arrow_reader(BATCH_ROWS))
         _, written = write_batches(reader, FEATURE_SCHEMA, features_path)
-    stats = statistics(parts, bad, stations.count)
+    stats = statistics(parts, moments, bad, stations.count)
     share(ctx, features_path, quarantine_path)
     merged_in = sum(part.rows for part in parts)
     fact = StepFact.since(ctx, CODE_VERSION, started, payload, rows_in=merged_in, rows_out=written)
