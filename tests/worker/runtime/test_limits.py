@@ -83,3 +83,10 @@ def test_a_crashed_workers_slot_comes_back(
     )
     after = client.submit("warehouse", {"sleep_ms": 10, "tag": "after"}, tier="medium")
     assert after.wait(40).state == "SUCCESS"
+    # The stuck step comes back once its own lease lapses and is dropped, not run: else it would
+    # outlive this module and sleep its minute in a later module's worker.
+    dropped = stuck.wait(60)
+    assert (dropped.state, dropped.error) == (
+        "FAILURE",
+        "step load_warehouse was delivered 2 times without finishing (its process died each time)",
+    )
