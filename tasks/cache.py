@@ -5,9 +5,9 @@ same bytes as a recomputed one.
 
 **The key** of a run is the sha256 of
 - the step's name and **code version**: the declared `version` (bump it for a change the source
-  does not show: a helper module, a library, a model file) and a hash of the source of the
-  step's whole module, taken at import, so an edit to a helper beside the step is a new version
-  too (`code_version`);
+  does not show: a library, a model file, code outside the step's folder) and a hash of the
+  source of the step's whole module and of the modules it imports from its own folder or below,
+  taken at import, so an edit to a helper beside the step is a new version too (`code_version`);
 - its **parameters**: its payload, validated into its own model;
 - its **inputs**: the upstream result. An upstream that a cached step returned earlier in this
   job stands for that step's key (the keys chain like a Merkle tree, so nothing is rehashed and
@@ -35,7 +35,10 @@ tasks/ never imports the Redis layer that implements it (worker/store/step_cache
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import importlib.util
 import inspect
 import json
 import marshal
@@ -45,6 +48,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 from weakref import WeakKeyDictionary
 
@@ -93,25 +97,98 @@ class CacheSpec:
     reuse: Reuse | None = None
 
 
+@functools.cache
 def source_hash(module: str) -> str:
-    """A hash of a module's source: the code version of the steps in it. Take it at import, so
-    it names the code this process runs even if the file is edited later. Without a source file
-    (a frozen or generated module), the hash is of its functions' bytecode."""
-    found = sys.modules[module]
+    """A hash of the code a module's steps run: its source and that of every module it imports
+    from its own folder or below, transitively (the helpers beside a step), so an edit to any of
+    them is a new code version. Modules elsewhere (the standard library, installed packages,
+    jobrunner's framework) are not covered: bump a step's `version` for those. Take it at
+    import, so it names the code this process runs even if a file is edited later; a module
+    without a source file counts by its functions' bytecode."""
+    root = sys.modules[module]
+    folder = _folder(root)
+    texts: dict[str, bytes] = {module: _module_text(root)}
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        for imported in _imports(name, texts[name]) - texts.keys():
+            path = _source_file(imported)
+            if folder and path and path.suffix == ".py" and path.resolve().is_relative_to(folder):
+                texts[imported] = path.read_bytes()
+                pending.append(imported)
+    hashed = hashlib.sha256()
+    for name in sorted(texts):
+        hashed.update(f"{name}\0{len(texts[name])}\0".encode() + texts[name])
+    return hashed.hexdigest()[:CODE_VERSION_CHARS]
+
+
+def _folder(module: ModuleType) -> Path | None:
+    """The folder whose modules count as a module's own helpers."""
+    file = getattr(module, "__file__", None)
+    return Path(file).resolve().parent if file else None
+
+
+def _module_text(module: ModuleType) -> bytes:
+    """A module's source; its functions' bytecode if it has none (a frozen or generated one)."""
+    file = getattr(module, "__file__", None)
+    if file and file.endswith(".py") and Path(file).is_file():
+        return Path(file).read_bytes()
+    codes = sorted(
+        (name, marshal.dumps(value.__code__))
+        for name, value in vars(module).items()
+        if inspect.isfunction(value)
+    )
+    return b"".join(name.encode() + code for name, code in codes)
+
+
+@functools.cache  # the steps of a folder share most of their helpers: each is parsed once
+def _imports(module: str, source: bytes) -> frozenset[str]:
+    """The modules a module's source may import, anywhere in it (a name imported from a package
+    may be a submodule: both are listed)."""
     try:
-        text = inspect.getsource(found).encode()
-    except (OSError, TypeError):
-        codes = sorted(
-            (name, marshal.dumps(value.__code__))
-            for name, value in vars(found).items()
-            if inspect.isfunction(value)
-        )
-        text = b"".join(name.encode() + code for name, code in codes)
-    return hashlib.sha256(text).hexdigest()[:CODE_VERSION_CHARS]
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):  # bytecode, not source
+        return frozenset()
+    package = module if _is_package(module) else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                try:
+                    base = importlib.util.resolve_name("." * node.level + base, package)
+                except ImportError:  # beyond the top-level package
+                    continue
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return frozenset(found)
+
+
+def _is_package(module: str) -> bool:
+    return hasattr(sys.modules.get(module), "__path__")
+
+
+def _source_file(module: str) -> Path | None:
+    """Where a module's code lives, without importing anything: found in sys.modules, or by
+    its spec when its package is imported (a helper imported lazily, inside a function)."""
+    loaded = sys.modules.get(module)
+    if loaded is not None:
+        file = getattr(loaded, "__file__", None)
+        return Path(file) if file else None
+    parent = module.rpartition(".")[0]
+    if parent and parent not in sys.modules:
+        return None  # finding it would import its package
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec is not None and spec.has_location and spec.origin else None
 
 
 def code_version(fn: Callable[..., Any], version: str) -> str:
-    """The declared version and the source of `fn`'s module, in one hash."""
+    """The declared version and the source of `fn`'s module and its helpers, in one hash."""
     return hashlib.sha256(f"{version}\0{source_hash(fn.__module__)}".encode()).hexdigest()[
         :CODE_VERSION_CHARS
     ]

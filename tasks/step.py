@@ -178,10 +178,11 @@ def step(
     optional retry policy and time limits (seconds; default: the configured step limits).
     `uses` names shared resources whose fleet-wide caps ([limits.NAME]) hold its runs back.
 
-    `cache=True` reuses an earlier run's result and output files when the code `version` (and
-    the module's source), the payload and the inputs match (see tasks/cache.py): for
-    deterministic steps only. `inputs(payload, upstream)` names files read besides the
-    upstream, keyed by content; `reuse(result, upstream, ctx)` adapts a reused result."""
+    `cache=True` reuses an earlier run's result and output files when the code `version`
+    (and the source of the module and its helpers), the payload and the inputs match (see
+    tasks/cache.py): for deterministic steps only. `inputs(payload, upstream)` names files read
+    besides the upstream, keyed by content; `reuse(result, upstream, ctx)` adapts a reused
+    result."""
     needs = Resources(cpu=cpu, memory_mb=memory_mb, resource=resource)
 
     def register(fn: Callable[..., Any]) -> Any:
