@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobrunner.config import get_settings
-from jobrunner.worker.broker.keys import SET_ASIDE_KEY, wake_key
+from jobrunner.worker.broker.keys import JOB, PAUSED, SET_ASIDE_KEY, wake_key
+from jobrunner.worker.broker.queues import JOB_HEADER
 from jobrunner.worker.client import Client
 from jobrunner.worker.store.dead_letters import DeadLetterStore
 from jobrunner.worker.store.jobs import FAILURE
@@ -239,35 +240,65 @@ def test_fuzzed_messages_never_stop_the_worker(
     assert len(store.entries()) == len(pushed)  # every one kept, none run
 
 
-@pytest.mark.parametrize("kind", ["queue", "wake list"])
-def test_a_queue_or_wake_key_of_another_type_is_moved_aside(
+# Keys any client holding the password can overwrite, each with the type the fetch needs.
+TYPED_KEYS = {
+    "queue": lambda: _queue(),
+    "wake list": lambda: wake_key(_queue()),
+    "unacked hash": lambda: "unacked",
+    "unacked index": lambda: "unacked_index",
+    "paused set": lambda: PAUSED,
+}
+
+
+def _moved_aside(redis_client: redis.Redis, key: str) -> list[bytes]:
+    """The names `key` was renamed to under SET_ASIDE_KEY."""
+    return [
+        k for k in redis_client.scan_iter(SET_ASIDE_KEY + "*") if k.endswith(b":" + key.encode())
+    ]
+
+
+@pytest.mark.parametrize("kind", list(TYPED_KEYS))
+def test_a_key_of_another_type_is_moved_aside(
     kind: str,
     worker: subprocess.Popen[bytes],
     workers: Workers,
     client: Client,
     redis_client: redis.Redis,
 ) -> None:
-    """A tier queue or its wake list overwritten with a string (anyone with the password can)
-    used to stop the worker with WRONGTYPE; now it is renamed aside and the worker goes on."""
-    bad = _queue() if kind == "queue" else wake_key(_queue())
-    redis_client.set(bad, "not a list")
-
-    def kept() -> list[bytes]:
-        return [
-            k
-            for k in redis_client.scan_iter(SET_ASIDE_KEY + "*")
-            if k.endswith(b":" + bad.encode())
-        ]
-
-    eventually(lambda: len(kept()) == 1 or worker.poll() is not None, 30)
+    """A tier queue, its wake list, kombu's unacked hash or index or the paused set overwritten
+    with a string (anyone with the password can) used to stop the worker with WRONGTYPE; now it
+    is renamed aside and the worker goes on."""
+    bad = TYPED_KEYS[kind]()
+    redis_client.set(bad, "of another type")
+    eventually(lambda: len(_moved_aside(redis_client, bad)) == 1 or worker.poll() is not None, 30)
     assert worker.poll() is None, "the worker stopped"
-    [renamed] = kept()
-    assert redis_client.get(renamed) == b"not a list"  # kept as it was, for a person
+    [renamed] = _moved_aside(redis_client, bad)
+    assert redis_client.get(renamed) == b"of another type"  # kept as it was, for a person
     log = (workers.log_dir / f"{NODE}.log").read_text(errors="replace")
-    assert log.count(f"{bad} is not a list") >= 1 and log.count(renamed.decode()) == 1
-    # The same queue, a list again once a message is pushed, serves a normal job.
+    assert log.count(f"{bad} has the wrong type") >= 1 and log.count(renamed.decode()) == 1
+    # The same key, of its type again once written, serves a normal job.
     assert client.submit("chain3", {"start": 5}, tier="low").result(timeout=60) == 7
     assert worker.poll() is None
+    redis_client.delete(renamed)
+
+
+def test_a_job_record_of_another_type_refuses_its_step(
+    worker: subprocess.Popen[bytes], store: SetAsideStore, redis_client: redis.Redis
+) -> None:
+    """The fetch looks up the job its message's header names: a record overwritten with a string
+    is renamed aside and the step refused as one of no such job, where the lookup's WRONGTYPE
+    stopped the worker (with the message already taken)."""
+    job_id = uuid.uuid4().hex
+    redis_client.set(JOB + job_id, "of another type")
+    message = _sleep_step(job_context(job_id, "sleepy", "sleep"), "typed")
+    message["headers"][JOB_HEADER] = job_id
+    redis_client.lpush(_queue(), json.dumps(message))
+    eventually(lambda: len(store.entries()) == 1 or worker.poll() is not None, 30)
+    assert worker.poll() is None, "the worker stopped"
+    [entry] = store.entries()
+    assert entry["reason"] == f"no job {job_id!r}"
+    [renamed] = _moved_aside(redis_client, JOB + job_id)
+    assert redis_client.get(renamed) == b"of another type"
     redis_client.delete(renamed)
 
 

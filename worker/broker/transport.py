@@ -21,7 +21,8 @@ Celery sees it (`_screen`, `task_refusal`), whatever the consumer still raises o
 key of another type than list (`SET` on its name by any client holding the password): the fetch
 script and, when the BRPOP fails with WRONGTYPE, `_move_aside_wake_keys` rename such a key under
 `SET_ASIDE_KEY`, log it, and the worker goes on with its other queues (and with that one as soon
-as it is a list again).
+as it is a list again). The fetch script does the same, before it takes anything, for kombu's
+unacked hash and index and the paused set, and for a job record that is not a hash.
 
 This is the one module that uses kombu's private names; read from kombu 5.7.0
 (`KOMBU_READ_FROM`). pyproject.toml pins kombu to that minor version, and
@@ -382,8 +383,8 @@ class Channel(kombu_redis.Channel):
         """One line per key the fetch or `_move_aside_wake_keys` renamed aside."""
         for key, renamed in zip(moved[::2], moved[1::2], strict=True):
             log.error(
-                "%s is not a list (another client wrote it): renamed to %s to keep it; this "
-                "worker goes on",
+                "%s has the wrong type (another client wrote it): renamed to %s to keep it; "
+                "this worker goes on",
                 bytes_to_str(key),
                 bytes_to_str(renamed),
             )

@@ -13,7 +13,10 @@
 -- A paused queue is skipped (its messages stay queued and counted); a token taken from it goes
 -- back when nothing else was taken.
 -- A queue or wake list of another type than list (written by another client) is moved aside and
--- skipped: redis.pcall, since an error would stop the worker.
+-- skipped: redis.pcall, since an error would stop the worker. So are, before anything is taken
+-- (a script's error does not undo its writes: a message popped and then not recorded would be
+-- lost), the unacked hash and index and the paused set of the wrong type, and a job record
+-- that is not a hash (its step is then refused as one of no such job).
 -- A message whose job header names a job id (32 hex digits) is looked up in the same step: the
 -- worker checks its job exists, matches and has not finished without another round trip.
 -- Returns {index, payload, unreadable count, indices of the paused queues, {key, new name, ...}
@@ -26,13 +29,20 @@ local woke = tonumber(ARGV[2])
 local unreadable = 0
 local paused = {}
 local moved = {}
--- After a list command failed with `reply` (the only table these commands return), move `key`
--- aside if it is not a list; any other error still fails the script.
-local function aside(key, reply)
-  local renamed = move_aside(KEYS[4], ARGV[5], key)
+-- After a command failed with `reply` (the only table these commands return), move `key` aside
+-- if it is not of `kind` (a list unless named); any other error still fails the script.
+local function aside(key, reply, kind)
+  local renamed = move_aside(KEYS[4], ARGV[5], key, kind or 'list')
   if not renamed then error(reply['err']) end
   moved[#moved + 1] = key
   moved[#moved + 1] = renamed
+end
+for _, key_kind in ipairs({{KEYS[1], 'hash'}, {KEYS[2], 'zset'}, {KEYS[#KEYS], 'set'}}) do
+  local renamed = move_aside(KEYS[4], ARGV[5], key_kind[1], key_kind[2])
+  if renamed then
+    moved[#moved + 1] = key_kind[1]
+    moved[#moved + 1] = renamed
+  end
 end
 for i = 1, n do
   if redis.call('SISMEMBER', KEYS[#KEYS], KEYS[4 + i]) == 1 then
@@ -60,7 +70,11 @@ for i = 1, n do
         local job = {}
         local id = ARGV[6] ~= '' and type(message['headers']) == 'table' and message['headers'][ARGV[7]]
         if type(id) == 'string' and #id == 32 and not id:find('[^0-9a-f]') then
-          local found = redis.call('HMGET', ARGV[6] .. id, 'pipeline', 'state')
+          local found = redis.pcall('HMGET', ARGV[6] .. id, 'pipeline', 'state')
+          if found['err'] then
+            aside(ARGV[6] .. id, found, 'hash')
+            found = {}
+          end
           job = {id, found[1] or '', found[2] or ''}
         end
         local left = 0
