@@ -17,7 +17,6 @@ import copy
 import itertools
 import json
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -70,11 +69,6 @@ class BulkSubmitError(JobError):
 # payloads each keeps the rendering of: a client's memory stays a few megabytes at most.
 _TEMPLATES_KEPT = 32
 _SUBMIT_RENDERED_KEPT = 8
-# Tasks a job may have for `submit` to keep a template of its kind. A template's cost grows
-# faster than its messages (Celery embeds every later link of a chain in each link's message):
-# for a 200-step chain, building and rendering one took 1.1-1.8 s against Celery's 11-17 ms
-# per job, and at 20 steps it pays off only after some ten jobs.
-_TEMPLATE_MAX_TASKS = 16
 
 # Jobs per chunk of a bulk submission: each chunk is recorded and sent whole or not at all, and
 # a client's memory for its messages stays that of one chunk however many jobs are submitted.
@@ -330,6 +324,19 @@ def _body_encoder(channel: Any) -> Callable[[str], str]:
     return lambda body: json.dumps(channel.encode_body(body, channel.body_encoding)[0])
 
 
+def _occurrences(text: str, ids: list[str]) -> list[tuple[int, int, int]]:
+    """(start, end, index in `ids`) of every occurrence of each of `ids` in `text`, in order:
+    one search per id at C speed (a regex alternation of them all, tried at every position,
+    took a second over a 200-step chain's first message)."""
+    found = []
+    for index, own in enumerate(ids):
+        at = text.find(own)
+        while at >= 0:
+            found.append((at, at + len(own), index))
+            at = text.find(own, at + len(own))
+    return sorted(found)
+
+
 class _Pieces(NamedTuple):
     """A text cut where per-job values go: its parts, and (position, value index) per slot."""
 
@@ -337,18 +344,20 @@ class _Pieces(NamedTuple):
     slots: list[tuple[int, int]]
 
     @classmethod
-    def cut(cls, segments: list[str], between: list[int], ids: re.Pattern[str]) -> _Pieces:
-        """`segments` joined with slots `between` them, each cut where `ids` (a pattern with
-        one group per id) matches: the matched id's slot is its group's index."""
+    def cut(cls, segments: list[str], between: list[int], ids: list[str]) -> _Pieces | None:
+        """`segments` joined with slots `between` them, each cut wherever one of `ids` occurs:
+        that slot's index is the id's. None if two occurrences overlap (no cut is right)."""
         parts: list[str] = []
         slots: list[tuple[int, int]] = []
         for n, segment in enumerate(segments):
             last = 0
-            for match in ids.finditer(segment):
-                parts.append(segment[last : match.start()])
-                slots.append((len(parts), match.lastindex - 1))  # type: ignore[operator]
+            for start, end, index in _occurrences(segment, ids):
+                if start < last:
+                    return None
+                parts.append(segment[last:start])
+                slots.append((len(parts), index))
                 parts.append("")
-                last = match.end()
+                last = end
             parts.append(segment[last:])
             if n < len(between):
                 slots.append((len(parts), between[n]))
@@ -372,21 +381,20 @@ class _Text(NamedTuple):
 
     @classmethod
     def split(
-        cls, text: str, body: str, tag: str, ids: re.Pattern[str], encode: Callable[[str], str]
+        cls, text: str, body: str, tag: str, ids: list[str], encode: Callable[[str], str]
     ) -> _Text | None:
-        """`text` cut; None unless its encoded `body` and its delivery `tag` are found exactly
-        once each, in that order."""
+        """`text` cut where `ids` occur; None unless its encoded `body` and its delivery `tag`
+        are found exactly once each, in that order."""
         encoded = encode(body)
         if text.count(encoded) != 1 or text.count(tag) != 1:
             return None
         head, rest = text.split(encoded)
         if tag not in rest:
             return None
-        count = ids.groups
-        return cls(
-            _Pieces.cut([body], [], ids),
-            _Pieces.cut([head, *rest.split(tag)], [count, count + 1], ids),
-        )
+        count = len(ids)
+        body_cut = _Pieces.cut([body], [], ids)
+        envelope_cut = _Pieces.cut([head, *rest.split(tag)], [count, count + 1], ids)
+        return None if body_cut is None or envelope_cut is None else cls(body_cut, envelope_cut)
 
     def fill(self, ids: list[str], tag: str, encode: Callable[[str], str]) -> str:
         return self.envelope.fill([*ids, encode(self.body.fill(ids)), tag])
@@ -438,11 +446,9 @@ class _Template:
         *,
         sent_events: bool = True,
         kept: int = _RENDERED_KEPT,
-        max_tasks: int | None = None,
     ) -> None:
         """`sent_events`: keep Celery's task-sent events (event messages: no task header).
-        `kept`: how many distinct payloads' renderings to keep. `max_tasks`: a JobError for a
-        job of more tasks (see `_TEMPLATE_MAX_TASKS`)."""
+        `kept`: how many distinct payloads' renderings to keep."""
         recorded = [
             sent
             for sent in _record(app, job.canvas, producer)
@@ -460,8 +466,6 @@ class _Template:
         self._ids = {job.id: 0}
         for r, body in decoded:
             _number_ids([body, r.message["headers"], r.message["properties"]], self._ids)
-        if max_tasks is not None and len(self._ids) - 1 > max_tasks:
-            raise JobError(f"a job of over {max_tasks} tasks is built by Celery, not stamped")
         self._own_ids = list(self._ids)
         self._app = app  # whose per-thread reply-to address each job is sent with
         read: list[Any] = [app.thread_oid]  # what Celery read for each reading slot, in order
@@ -509,8 +513,7 @@ class _Template:
             else 10**15 + uuid.uuid4().int % 10**15
             for what in self._reads
         ]
-        own_texts = [*self._own_ids, *map(_json_text, self._own_readings)]
-        self._id_pattern = re.compile("|".join(f"({re.escape(own)})" for own in own_texts))
+        self._own_texts = [*self._own_ids, *map(_json_text, self._own_readings)]
         self._encode = _body_encoder(self.channel)
         self._occurrences: list[int] | None = None  # the ids' slots in a rendering, sorted
         self._rendered: dict[str, _Rendered | None] = {}  # by payload JSON
@@ -603,7 +606,7 @@ class _Template:
         the template's ids: each must occur where the template has it, and nowhere else)."""
         own = [*self._own_ids, *self._own_readings]
         commands, bodies, tags = self._commands(_Stamp(own, payload, {}))
-        own_texts = [*self._own_ids, *map(_json_text, self._own_readings)]
+        own_texts = self._own_texts
         texts: list[_Text | None] = [None] * len(bodies)
         shaped: list[tuple[str, tuple[Any, ...], int]] = []
         for name, args in commands:
@@ -612,7 +615,7 @@ class _Template:
                 shaped.append((name, args, index))
                 continue
             text = next(a for a in args if tags[index] in str(a))
-            cut = _Text.split(text, bodies[index], tags[index], self._id_pattern, self._encode)
+            cut = _Text.split(text, bodies[index], tags[index], own_texts, self._encode)
             if cut is None or cut.fill(own_texts, tags[index], self._encode) != text:
                 return None
             if texts[index] not in (None, cut):
@@ -808,8 +811,7 @@ class Client:
         reply-to address, per thread, is a slot). None, so Celery builds the job, where its
         messages depend on more: inside a running task (its ids are the parent's), with
         publish hooks other than jobrunner's own connected (they may write anything into a
-        message), or where no template could be built for this kind of job, or would cost more
-        than it saves (a job of many tasks)."""
+        message), or where no template could be built for this kind of job."""
         if self.app.current_worker_task is not None or not _only_own_publish_hooks():
             return None
         conf = self.app.conf
@@ -828,13 +830,7 @@ class Client:
             job = self._compile(declared, tier, uuid.uuid4().hex, dict(_SENTINEL), cache)
             with self.app.producer_or_acquire() as producer:
                 try:
-                    template = _Template(
-                        self.app,
-                        job,
-                        producer,
-                        kept=_SUBMIT_RENDERED_KEPT,
-                        max_tasks=_TEMPLATE_MAX_TASKS,
-                    )
+                    template = _Template(self.app, job, producer, kept=_SUBMIT_RENDERED_KEPT)
                 except JobError:
                     template = None  # Celery builds each job of this kind
             kept = self._templates[key] = (declared, template)

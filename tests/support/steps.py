@@ -161,6 +161,7 @@ _pipeline("output", {"step": "write_output"})
 _pipeline("poison", {"step": "suicide"})
 _pipeline("too_big", {"step": "mammoth"})
 _pipeline("chain3", {"chain": [ONE, INC, INC]})
+_pipeline("chain200", {"chain": [ONE, *[INC] * 199]})  # each message embeds every later link
 _pipeline("group_sum", {"chain": [ONE, {"group": [INC, INC, INC]}, TOTAL]})
 _pipeline("chord_first", {"chord": [ONE, ONE], "then": TOTAL})
 _pipeline(

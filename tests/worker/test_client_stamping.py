@@ -302,17 +302,17 @@ def test_a_kept_template_is_one_kind_of_job_only(stack_env: dict[str, str]) -> N
     assert high is not None and high._rendered['{"start": 1}'].texts
 
 
-def test_a_job_of_many_tasks_is_built_by_celery(
-    stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A kind of job with more tasks than a template is kept for (a long chain: its template
-    costs more than Celery's build) is built by Celery for every job, and sent as Celery sends
-    it."""
-    monkeypatch.setattr(internals, "_TEMPLATE_MAX_TASKS", 2)
+def test_a_long_chain_is_stamped_from_a_kept_template(stack_env: dict[str, str]) -> None:
+    """A 200-step chain, whose first message embeds every later link (some 200 ids to find in
+    its text), is kept as a template like any job, and each job stamped from it, the second
+    from its payload's rendering, is what Celery sends."""
     client = Client()
     for _ in range(2):
-        submitted(client, "chain3", {"start": 1}, "high", True)
-    assert [template for _, template in client._templates.values()] == [None]
+        submitted(client, "chain200", {"start": 1}, "high", True)
+    assert template_kept(client)
+    ((_, kept),) = client._templates.values()
+    assert kept is not None and len(kept._own_ids) == 201  # the job's id and its 200 tasks'
+    assert kept._rendered['{"start": 1}'].texts
 
 
 def test_each_thread_sends_with_its_own_reply_to_address(stack_env: dict[str, str]) -> None:
