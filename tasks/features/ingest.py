@@ -7,22 +7,21 @@ a bad input fails the job at its first step, and nothing is written to the featu
 Inputs are confined (see `paths`): `input_dir` must lie under an input root, `pattern` cannot
 leave it, a match whose symlinks lead out of it is refused, and only regular files are read.
 `input_dir` may be an object store prefix (`inputs`): each object is read at a pinned ETag.
-A local file unchanged since an earlier job (same pin: inode, size, times) is not read again;
-its scan is remembered (`pins`). Each ingest also sweeps work directories left by failed jobs
-(`paths.sweep_work`).
+A local file unchanged since an earlier job (same pin: inode, size, times), or an object (same
+stamp, size and last write), is not read again: its scan is remembered (`pins`). Each ingest
+also sweeps work directories left by failed jobs (`paths.sweep_work`).
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from jobrunner.tasks.features.files import write_json
 from jobrunner.tasks.features.formats import FORMATS, InputError, Range, Scan, scan
-from jobrunner.tasks.features.inputs import sources
+from jobrunner.tasks.features.inputs import Source, object_copy, sources
 from jobrunner.tasks.features.lineage import (
     INGEST_FACTS,
     IngestFacts,
@@ -30,9 +29,10 @@ from jobrunner.tasks.features.lineage import (
     StepFact,
     source_hash,
 )
+from jobrunner.tasks.features.objects import ObjectChanged, StorageError
 from jobrunner.tasks.features.partitions import Partition
 from jobrunner.tasks.features.paths import SAMPLE_DATA_DIR, sweep_work, work_dir
-from jobrunner.tasks.features.pins import pinned_scan
+from jobrunner.tasks.features.pins import pinned_object_scan, pinned_scan
 from jobrunner.tasks.features.schema import RAW_COLUMNS
 from jobrunner.tasks.features.shared import share
 from jobrunner.tasks.step import StepContext, StepPayload, step
@@ -51,17 +51,31 @@ class IngestPayload(StepPayload):
     )
 
 
-def _scan(ctx: StepContext, path: Path, fmt: str, rows_per_range: int) -> tuple[Scan, bool]:
-    """`path`'s scan, and whether it was remembered from an earlier job (`pins`)."""
+def _scan(ctx: StepContext, source: Source, fmt: str, rows_per_range: int) -> tuple[Scan, bool]:
+    """The source's scan, and whether it was remembered from an earlier job (`pins`)."""
+    path = source.local if source.etag is None else source.path  # as the user named it
     try:
-        found, remembered = pinned_scan(
-            ctx.data_dir,
-            path,
-            fmt,
-            rows_per_range,
-            lambda: scan(path, fmt, rows_per_range),
-            ctx.use_cache,
-        )
+        if source.etag is None:
+            found, remembered = pinned_scan(
+                ctx.data_dir,
+                source.local,
+                fmt,
+                rows_per_range,
+                lambda: scan(source.local, fmt, rows_per_range),
+                ctx.use_cache,
+            )
+        else:
+            found, remembered = pinned_object_scan(
+                ctx.data_dir,
+                source.path,
+                source.listed,
+                fmt,
+                rows_per_range,
+                lambda: scan(object_copy(ctx, source.path, source.listed[0]), fmt, rows_per_range),
+                ctx.use_cache,
+            )
+    except (ObjectChanged, StorageError):  # each names its object already
+        raise
     except OSError as error:
         raise InputError(f"cannot read input file {path}: {error.strerror or error}") from None
     except InputError as error:
@@ -116,7 +130,7 @@ def ingest(payload: IngestPayload, upstream: Any, ctx: StepContext) -> list[dict
     remembered = []
     for source in sources(ctx, payload.input_dir, payload.pattern):
         fmt = FORMATS[source.local.suffix]
-        found, known = _scan(ctx, source.local, fmt, payload.partition_rows)
+        found, known = _scan(ctx, source, fmt, payload.partition_rows)
         remembered.append(known)
         file, absolute = source.file, source.path
         inputs.append(

@@ -7,9 +7,11 @@ under one of `data.input_roots`' URLs, and a pattern cannot leave either (`paths
 
 An object is never read twice at different versions. `ingest` lists each object's stamp (its
 ETag, or version id), downloads it into the job's work directory only while it still has that
-stamp, and hashes what it downloaded; the partitions carry the stamp, and `validate` (on this
-host or another) reads the object only if it still has it: an object overwritten after ingest
-fails its partition with one line naming it, instead of yielding rows lineage does not describe.
+stamp, and hashes what it downloaded (unless an earlier job did, `pins`: then nothing is
+downloaded); the partitions carry the stamp, and `validate` (on this host or another) reads the
+object only if it still has it, downloading it where this job has no copy yet: an object
+overwritten after ingest fails its partition with one line naming it, instead of yielding rows
+lineage does not describe.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from jobrunner.tasks.step import StepContext
 class Source:
     file: str  # relative to input_dir: what features and lineage record
     path: str  # where it is: an absolute path, or the object's URL
-    local: Path  # the bytes to read: the file itself, or this job's snapshot of the object
-    etag: str | None  # an object's stamp (ETag or version) as ingest read it; None: a file
+    local: Path  # the bytes to read: the file itself, or this job's copy of the object
+    etag: str | None  # an object's stamp (ETag or version) as listed; None: a file
+    listed: tuple[str, int, str] = ("", 0, "")  # an object's stamp, size, and last write
 
 
 def sources(ctx: StepContext, input_dir: str, pattern: str) -> list[Source]:
@@ -52,13 +55,16 @@ def sources(ctx: StepContext, input_dir: str, pattern: str) -> list[Source]:
     root = open_root(confined_input_url(input_dir))
     found = [o for o in root.glob(check_pattern(pattern)) if not _hidden(o.name)]
     _check_formats([root.where(o.name) for o in found], pattern, input_dir)
-    listed = []
-    for found_object in found:
-        url = root.where(found_object.name)
-        target = snapshot_path(ctx, url)
-        root.snapshot(found_object.name, target, found_object.stamp)
-        listed.append(Source(found_object.name, url, target, found_object.stamp))
-    return listed
+    return [
+        Source(
+            o.name,
+            root.where(o.name),
+            snapshot_path(ctx, root.where(o.name)),
+            o.stamp,
+            (o.stamp, o.size, o.modified),
+        )
+        for o in found
+    ]
 
 
 def input_files(directory: Path, pattern: str) -> list[Path]:
@@ -101,15 +107,19 @@ def snapshot_path(ctx: StepContext, url: str) -> Path:
 def readable_input(ctx: StepContext, partition: Partition) -> Path:
     """The local file holding `partition`'s input, checked first: a path under the input roots,
     or this job's copy of an object under an object store input root that still has the stamp
-    ingest pinned (fetched again on a host that has no copy)."""
+    ingest pinned (see `object_copy`)."""
     if partition.etag is None:
         return confined_input(ctx.data_dir, partition.path)
-    parent, _, name = confined_input_url(partition.path).rpartition("/")
-    root, target = open_root(parent), snapshot_path(ctx, partition.path)
+    return object_copy(ctx, partition.path, partition.etag)
+
+
+def object_copy(ctx: StepContext, url: str, stamp: str) -> Path:
+    """This job's copy of the object at `url`, which must still have `stamp`: downloaded where
+    this host has none yet, else the object asked whether it changed since."""
+    parent, _, name = confined_input_url(url).rpartition("/")
+    root, target = open_root(parent), snapshot_path(ctx, url)
     if not target.exists():
-        root.snapshot(name, target, partition.etag)
-    elif (now := root.stamp(name)) != partition.etag:
-        raise ObjectChanged(
-            f"{partition.path} changed since ingest (was {partition.etag}, now {now})"
-        )
+        root.snapshot(name, target, stamp)
+    elif (now := root.stamp(name)) != stamp:
+        raise ObjectChanged(f"{url} changed since ingest (was {stamp}, now {now})")
     return target

@@ -38,6 +38,8 @@ from jobrunner.tasks.features.paths import make_dirs
 # Keys of fsspec's info() that change with an object's content, the most precise first: S3's
 # version id and ETag (s3fs), GCS's generation (gcsfs), Azure's etag (adlfs).
 STAMP_KEYS = ("VersionId", "ETag", "generation", "etag")
+# Keys of the time the store last wrote an object: s3fs, gcsfs, adlfs, a local directory.
+MODIFIED_KEYS = ("LastModified", "updated", "last_modified", "mtime")
 
 
 class StorageError(JobrunnerError, OSError):
@@ -57,13 +59,18 @@ class ObjectInfo:
     name: str  # relative to the root
     size: int
     stamp: str  # changes whenever the object does
+    modified: str = ""  # when the store last wrote it (set by the store, '' where not listed)
 
 
 def _stamp(info: dict[str, Any]) -> str:
     for key in STAMP_KEYS:
         if info.get(key):
             return str(info[key]).strip('"')
-    return f"size={info.get('size')};modified={info.get('LastModified') or info.get('mtime')}"
+    return f"size={info.get('size')};modified={_modified(info)}"
+
+
+def _modified(info: dict[str, Any]) -> str:
+    return next((str(info[key]) for key in MODIFIED_KEYS if info.get(key)), "")
 
 
 @dataclass(frozen=True)
@@ -144,7 +151,9 @@ class Root:
             self.fs.invalidate_cache(self.base)
             found = self.fs.glob(base + pattern, detail=True)
         return sorted(
-            ObjectInfo(path.removeprefix(base), int(info.get("size") or 0), _stamp(info))
+            ObjectInfo(
+                path.removeprefix(base), int(info.get("size") or 0), _stamp(info), _modified(info)
+            )
             for path, info in found.items()
             if info.get("type") == "file" and path.startswith(base)
         )

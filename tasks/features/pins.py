@@ -16,7 +16,11 @@ A remembered scan changes nothing downstream: `validate` still hashes exactly th
 and fails the partition, naming the file, if they are not the ones the scan hashed. Scans are
 files under <data_dir>/cache/scans/ (host-local, like the pins: inodes mean nothing elsewhere),
 touched on each use; `jobrunner cache prune` removes those unused past the cache's lifetime.
-Object-store inputs are pinned by their ETag instead (`inputs`) and downloaded per job.
+
+Object-store inputs are pinned by what the store lists of each (`pinned_object_scan`): its stamp
+(ETag, or version id), size and last-modified time, all set by the store on every write. A job
+that finds an object's pin remembered downloads nothing at ingest; the object is fetched, at its
+stamp, only if a later step of the job reads it (a cached `validate` does not).
 """
 
 from __future__ import annotations
@@ -46,9 +50,25 @@ def _pin(found: os.stat_result) -> tuple[int, ...]:
     return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
-def _memo(data_dir: Path, path: Path, pin: tuple[int, ...], fmt: str, rows: int) -> Path:
-    key = digest([str(path), list(pin), fmt, rows, FORMATS_VERSION])
+def _memo(data_dir: Path, where: str, pin: tuple[object, ...], fmt: str, rows: int) -> Path:
+    key = digest([where, list(pin), fmt, rows, FORMATS_VERSION])
     return scans_dir(data_dir) / f"{key}.json"
+
+
+def _recall(memo: Path) -> Scan | None:
+    """The scan remembered in `memo` (marked used now), or None."""
+    with contextlib.suppress(FileNotFoundError, ValueError, TypeError, KeyError):
+        found = json.loads(memo.read_text(encoding="utf-8"))
+        remembered = Scan(
+            found["sha256"],
+            found["size"],
+            tuple(found["columns"]),
+            found["rows"],
+            tuple(Range(**r) for r in found["ranges"]),
+        )
+        os.utime(memo)  # last used: what prune goes by
+        return remembered
+    return None
 
 
 def _settled(found: os.stat_result, began: float) -> bool:
@@ -66,24 +86,34 @@ def pinned_scan(
     """`path`'s scan: remembered under its pin if `use` and one is, else `scan()` (remembered
     if the file had settled and did not change while read); and whether it was remembered."""
     before = os.stat(path)
-    memo = _memo(data_dir, path, _pin(before), fmt, rows_per_range)
-    if use:
-        with contextlib.suppress(FileNotFoundError, ValueError, TypeError, KeyError):
-            found = json.loads(memo.read_text(encoding="utf-8"))
-            remembered = Scan(
-                found["sha256"],
-                found["size"],
-                tuple(found["columns"]),
-                found["rows"],
-                tuple(Range(**r) for r in found["ranges"]),
-            )
-            os.utime(memo)  # last used: what prune goes by
-            return remembered, True
+    memo = _memo(data_dir, str(path), _pin(before), fmt, rows_per_range)
+    if use and (remembered := _recall(memo)) is not None:
+        return remembered, True
     began = time.time()
     fresh = scan()
     after = os.stat(path)
     if _pin(after) == _pin(before) and _settled(after, began):
         write_json(memo, asdict(fresh))
+    return fresh, False
+
+
+def pinned_object_scan(
+    data_dir: Path,
+    url: str,
+    listed: tuple[str, int, str],
+    fmt: str,
+    rows_per_range: int,
+    scan: Callable[[], Scan],
+    use: bool = True,
+) -> tuple[Scan, bool]:
+    """The scan of the object at `url` as `listed` (stamp, size, last write): remembered if `use`
+    and one is, else `scan()`, which reads the object at that stamp or fails, and remembered
+    (no settling needed: the store sets all three on every write)."""
+    memo = _memo(data_dir, url, listed, fmt, rows_per_range)
+    if use and (remembered := _recall(memo)) is not None:
+        return remembered, True
+    fresh = scan()
+    write_json(memo, asdict(fresh))
     return fresh, False
 
 

@@ -1,7 +1,7 @@
 """Raw inputs read from an object store prefix, on a real S3-compatible server (moto's standalone
 server, tests/fixtures/s3.py): a job completes with lineage naming each object and its ETag, an
-object overwritten after ingest fails its partition with one line naming it, and a prefix outside
-the input roots is refused."""
+object overwritten after ingest fails its partition with one line naming it, an unchanged object
+is not downloaded again, and a prefix outside the input roots is refused."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from jobrunner.config import get_settings
+from jobrunner.tasks.features import objects
 from jobrunner.tasks.features.formats import InputError
 from jobrunner.tasks.features.objects import ObjectChanged
 from tests.fixtures.s3 import S3Server
@@ -75,6 +76,48 @@ def test_an_object_overwritten_after_ingest_fails_its_partition_in_one_line(
         assert message.startswith(f"{raw}/a.csv changed since ingest (was ")
         assert "\n" not in message
     assert run_step("validate", {}, partitions[1], tmp_path, JOB_ID)["rows"] == ROWS["b.csv"]
+
+
+@pytest.fixture
+def downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The objects downloaded, by name, in order."""
+    fetched: list[str] = []
+    real = objects.Root.snapshot
+
+    def counted(root: objects.Root, name: str, *args: Any) -> None:
+        fetched.append(name)
+        real(root, name, *args)
+
+    monkeypatch.setattr(objects.Root, "snapshot", counted)
+    return fetched
+
+
+def test_an_unchanged_object_is_not_downloaded_again_and_an_overwritten_one_is(
+    raw: str, s3_server: S3Server, s3_bucket: str, tmp_path: Path, downloads: list[str]
+) -> None:
+    payload = {"input_dir": raw, "partition_rows": 3}
+
+    def ingest(job: str, use_cache: bool = True) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = run_step(
+            "ingest", payload, None, tmp_path, job, None, use_cache
+        )
+        return found
+
+    first = ingest("1" * 32)
+    assert downloads == ["a.csv", "b.csv"]
+    again = ingest("2" * 32)
+    assert again == first and downloads == ["a.csv", "b.csv"]  # same hashes, nothing fetched
+    # A later step of the job that reads an object fetches it then, at the pinned stamp.
+    assert run_step("validate", {}, again[-1], tmp_path, "2" * 32)["rows"] == 1
+    assert downloads[2:] == ["b.csv"]
+    body = csv_readings(ROWS["a.csv"]).replace("E04,", "E99,").encode()  # same size
+    s3_server.client().put_object(Bucket=s3_bucket, Key="raw/a.csv", Body=body)
+    changed = ingest("3" * 32)
+    assert downloads[3:] == ["a.csv"]
+    assert [p["sha256"] for p in changed] != [p["sha256"] for p in first]
+    assert changed[0]["sha256"] == first[0]["sha256"]  # the first 3 rows are as they were
+    ingest("4" * 32, use_cache=False)
+    assert downloads[4:] == ["a.csv", "b.csv"]
 
 
 @pytest.mark.parametrize(
