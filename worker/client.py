@@ -669,11 +669,13 @@ class _Template:
         """The Redis commands that send `jobs` ((id, payload, payload as JSON) each): each
         list's pushes merged into one command, in the same order (a queue's wake tokens, all
         alike, by one script that pushes copies: push_copies.lua), then each pub/sub channel's
-        messages (the task-sent events) published by one script (publish_many.lua), then the
+        messages (the task-sent events) published by one script (publish_many.lua), then each
+        key's expiry once (a wake list's, a queue's: every job renews it alike), then the
         rest."""
         pushes: dict[tuple[str, Any], list[Any]] = {}
         published: dict[Any, list[Any]] = {}
-        rest: list[_Command] = []  # anything else, as kombu ran it (a queue's expiry, say)
+        expiries: dict[Any, Any] = {}  # key -> its time to live, in ms
+        rest: list[_Command] = []  # anything else, as kombu ran it
         per_job = self.fresh_per_job
         fresh = _uuid4s(per_job * len(jobs))
         for at, (job_id, payload, key) in enumerate(jobs):
@@ -683,6 +685,8 @@ class _Template:
                     pushes.setdefault((name, args[0]), []).extend(args[1:])
                 elif name == "publish":
                     published.setdefault(args[0], []).extend(args[1:])
+                elif name == "pexpire":
+                    expiries[args[0]] = args[1]
                 else:
                     rest.append((name, args))
         merged = [
@@ -697,6 +701,7 @@ class _Template:
                 ("eval", (scripts.load("publish_many"), 1, topic, *messages))
                 for topic, messages in published.items()
             ]
+            + [("pexpire", item) for item in expiries.items()]
             + rest
         )
 

@@ -11,6 +11,10 @@ from typing import NamedTuple
 
 # Beside the queues (worker/broker/transport.py).
 WAKE = "jobrunner:wake:"  # + a queue's Redis key: list of wake tokens, one per message
+# A wake list lasts this long after its last push (tokens only save waiting for the BRPOP's
+# timeout, so one expired beside queued messages delays them a second at most): else each
+# client process's control-reply queue left its wake list behind for good.
+WAKE_TTL_MS = 24 * 3600 * 1000
 # Messages refused before their step ran (worker/broker/set_aside.py, worker/store/set_aside.py).
 SET_ASIDE = "jobrunner:set-aside"  # sorted set: set-aside entry ids by time
 SET_ASIDE_ENTRY = "jobrunner:set-aside:"  # + entry id: hash, the message, its queue and reason

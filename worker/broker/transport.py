@@ -67,7 +67,14 @@ from redis.exceptions import NoScriptError
 
 from jobrunner.worker.broker import scripts
 from jobrunner.worker.broker import set_aside as aside
-from jobrunner.worker.broker.keys import PAUSED, PAUSED_IDLE, SET_ASIDE_KEY, SET_ASIDE_SEQ, wake_key
+from jobrunner.worker.broker.keys import (
+    PAUSED,
+    PAUSED_IDLE,
+    SET_ASIDE_KEY,
+    SET_ASIDE_SEQ,
+    WAKE_TTL_MS,
+    wake_key,
+)
 from jobrunner.worker.broker.queues import JOB_HEADER
 
 KOMBU_READ_FROM = "5.7.0"  # the kombu release whose source the private names were read from
@@ -489,14 +496,22 @@ class Channel(kombu_redis.Channel):
         batch = kwargs.get("_publish_batch")
         if batch is not None:  # kombu's batched publish: both pushes join the batch
             super()._put(queue, message, **kwargs)
-            batch.add("lpush", wake_key(key), TOKEN)
+            for name, args in self._wake(queue, key):
+                batch.add(name, *args)
             return
         with self.conn_or_acquire() as client, client.pipeline() as pipe:
             pipe.lpush(key, dumps(message))
-            pipe.lpush(wake_key(key), TOKEN)
+            for name, args in self._wake(queue, key):
+                getattr(pipe, name)(*args)
             for pri in self.priority_steps if queue in (self._expires or {}) else ():
                 pipe.pexpire(self._q_for_pri(queue, pri), self._expires[queue])
             pipe.execute()
+
+    def _wake(self, queue: str, key: str) -> list[tuple[str, tuple[Any, ...]]]:
+        """The commands that push a wake token for `key` (a Redis key of `queue`) and renew its
+        wake list's expiry (`WAKE_TTL_MS`, or the queue's own where it expires sooner)."""
+        ttl = min(WAKE_TTL_MS, (self._expires or {}).get(queue) or WAKE_TTL_MS)
+        return [("lpush", (wake_key(key), TOKEN)), ("pexpire", (wake_key(key), ttl))]
 
     def _do_restore_message(
         self, payload: dict[str, Any], exchange: str, routing_key: str, pipe: Any, leftmost=False
@@ -505,7 +520,8 @@ class Channel(kombu_redis.Channel):
         super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
         for queue in self._lookup(exchange, routing_key):
             pri = self._get_message_priority(payload, reverse=False)
-            pipe.lpush(wake_key(self._q_for_pri(queue, pri)), TOKEN)
+            for name, args in self._wake(queue, self._q_for_pri(queue, pri)):
+                getattr(pipe, name)(*args)
 
     def _purge(self, queue: str) -> int:
         with self.conn_or_acquire() as client:

@@ -84,6 +84,20 @@ def test_publish_puts_a_wake_token_beside_each_message(
     assert redis_client.llen(wake_key(low.name)) == 3
 
 
+@pytest.mark.parametrize("expires_s", [None, 30])
+def test_a_wake_list_expires_unless_pushed_to(
+    connection: Connection, redis_client: redis.Redis, expires_s: int | None
+) -> None:
+    """Tokens only save waiting for the BRPOP's timeout, so a wake list may expire: it lasts a
+    day after its last push (or as long as its queue, a control reply queue per client
+    process, where that expires sooner), where those of reply queues used to stay for good."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    _publish(connection, Queue(name, routing_key=name, expires=expires_s), {"n": 1})
+    bound = (expires_s or 24 * 3600) * 1000
+    assert max(0, bound - 60_000) < redis_client.pttl(wake_key(name)) <= bound
+    redis_client.delete(name, wake_key(name))
+
+
 def test_a_taken_message_is_recorded_unacked_in_the_same_step(
     connection: Connection, queues: list[Queue], redis_client: redis.Redis
 ) -> None:
