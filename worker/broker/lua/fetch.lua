@@ -32,17 +32,10 @@ local moved = {}
 -- After a command failed with `reply` (the only table these commands return), move `key` aside
 -- if it is not of `kind` (a list unless named); any other error still fails the script.
 local function aside(key, reply, kind)
-  local renamed = move_aside(KEYS[4], ARGV[5], key, kind or 'list')
-  if not renamed then error(reply['err']) end
-  moved[#moved + 1] = key
-  moved[#moved + 1] = renamed
+  if not move_aside(KEYS[4], ARGV[5], key, kind or 'list', moved) then error(reply['err']) end
 end
 for _, key_kind in ipairs({{KEYS[1], 'hash'}, {KEYS[2], 'zset'}, {KEYS[#KEYS], 'set'}}) do
-  local renamed = move_aside(KEYS[4], ARGV[5], key_kind[1], key_kind[2])
-  if renamed then
-    moved[#moved + 1] = key_kind[1]
-    moved[#moved + 1] = renamed
-  end
+  move_aside(KEYS[4], ARGV[5], key_kind[1], key_kind[2], moved)
 end
 for i = 1, n do
   if redis.call('SISMEMBER', KEYS[#KEYS], KEYS[4 + i]) == 1 then

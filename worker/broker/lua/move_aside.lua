@@ -4,10 +4,6 @@
 -- Returns {key, new name, ...} for each key moved.
 local moved = {}
 for i = 2, #KEYS do
-  local renamed = move_aside(KEYS[1], ARGV[1], KEYS[i], 'list')
-  if renamed then
-    moved[#moved + 1] = KEYS[i]
-    moved[#moved + 1] = renamed
-  end
+  move_aside(KEYS[1], ARGV[1], KEYS[i], 'list', moved)
 end
 return moved
