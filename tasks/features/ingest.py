@@ -68,10 +68,10 @@ def _scan(ctx: StepContext, source: Source, fmt: str, rows_per_range: int) -> tu
             found, remembered = pinned_object_scan(
                 ctx.data_dir,
                 source.path,
-                source.listed,
+                (source.etag, source.size, source.modified),
                 fmt,
                 rows_per_range,
-                lambda: scan(object_copy(ctx, source.path, source.listed[0]), fmt, rows_per_range),
+                lambda: scan(object_copy(ctx, source.path, source.etag), fmt, rows_per_range),
                 ctx.use_cache,
             )
     except (ObjectChanged, StorageError):  # each names its object already

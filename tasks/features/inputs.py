@@ -41,7 +41,8 @@ class Source:
     path: str  # where it is: an absolute path, or the object's URL
     local: Path  # the bytes to read: the file itself, or this job's copy of the object
     etag: str | None  # an object's stamp (ETag or version) as listed; None: a file
-    listed: tuple[str, int, str] = ("", 0, "")  # an object's stamp, size, and last write
+    size: int = 0  # an object's size as listed
+    modified: str = ""  # when the store last wrote the object, as listed
 
 
 def sources(ctx: StepContext, input_dir: str, pattern: str) -> list[Source]:
@@ -61,7 +62,8 @@ def sources(ctx: StepContext, input_dir: str, pattern: str) -> list[Source]:
             root.where(o.name),
             snapshot_path(ctx, root.where(o.name)),
             o.stamp,
-            (o.stamp, o.size, o.modified),
+            o.size,
+            o.modified,
         )
         for o in found
     ]
